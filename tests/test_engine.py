@@ -1,0 +1,126 @@
+"""Training engine, predict / explain on odd input, checkpoints, the TF-IDF anchor."""
+import numpy as np
+import pytest
+import torch
+
+import helpers
+from imdb_fixtures import write_archive
+
+REVIEWS = {
+    ("train", "pos"): [f"a great wonderful film number {i}, loved it" for i in range(12)],
+    ("train", "neg"): [f"a bad boring awful film number {i}, hated it" for i in range(12)],
+    ("test", "pos"): ["great and wonderful", "loved it, great"],
+    ("test", "neg"): ["bad and boring", "awful, hated it"],
+}
+
+
+@pytest.fixture
+def toy_data(tmp_path, isolated_data_dir, monkeypatch):
+    monkeypatch.setenv("IMDB_PATH", str(write_archive(tmp_path / "toy.tar.gz", reviews=REVIEWS)))
+    return helpers.load_imdb(max_len=12, val_size=6, verbose=False)
+
+
+@pytest.mark.parametrize("name", ["gru", "attn_weighted"])
+def test_training_is_deterministic_and_learns(toy_data, name):
+    runs = []
+    for _ in range(2):
+        model, history = helpers.train_model(name, toy_data, seed=7, epochs=6, batch_size=4,
+                                             lr=1e-2, progress=False, verbose=False, patience=None)
+        runs.append((history, [p.detach().clone() for p in model.parameters()]))
+    (h1, p1), (h2, p2) = runs
+    assert h1.train_loss == h2.train_loss and h1.val_acc == h2.val_acc
+    assert all(torch.equal(a, b) for a, b in zip(p1, p2))
+    assert h1.train_loss[-1] < h1.train_loss[0]
+    assert helpers.evaluate(runs[0] and model, toy_data.test)["acc"] >= 0.75
+
+
+def test_early_stopping_restores_the_best_epoch(toy_data):
+    model, history = helpers.train_model("sum", toy_data, seed=0, epochs=30, batch_size=4, lr=5e-2,
+                                         patience=2, progress=False, verbose=False)
+    assert len(history.val_acc) <= 30
+    if history.stopped_early:
+        assert len(history.val_acc) == history.best_epoch + 2
+    assert helpers.evaluate(model, toy_data.val)["acc"] == pytest.approx(history.best_val_acc)
+
+
+def test_callback_sees_every_epoch_and_can_stop(toy_data):
+    seen = []
+
+    def callback(epoch, history):
+        seen.append((epoch, len(history.val_acc)))
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        helpers.train_model("sum", toy_data, epochs=5, batch_size=4, callback=callback,
+                            progress=False, verbose=False)
+    assert seen == [(1, 1), (2, 2)]
+
+
+@pytest.mark.parametrize("name", helpers.MODEL_NAMES)
+def test_predict_and_explain_on_odd_input(name):
+    model = helpers.make_model(name, seed=0)
+    probs = helpers.predict(model, ["great movie", "?!...", "qwzxv blorptang", "Très bon film, ça!",
+                                    "word " * 10_000])
+    assert probs.shape == (5,) and probs.dtype == np.float32
+    assert np.isfinite(probs).all() and ((probs >= 0) & (probs <= 1)).all()
+    # a 10,000-word review is cut to its first max_len tokens: the same as its first 100 words
+    assert probs[4] == pytest.approx(helpers.predict(model, "word " * 100)[0], abs=1e-6)
+    for bad in ["", "   \n ", None, 42, ["fine", 3], []]:
+        with pytest.raises(ValueError):
+            helpers.predict(model, bad)
+    with pytest.raises(ValueError):
+        helpers.explain(model, ["a list is not one review"])
+    info = helpers.explain(model, "qwzxv blorptang is not good")
+    assert info["tokens"] == ["<unk>", "<unk>", "is", "not", "good"]
+    assert info["known"] == [False, False, True, True, True]
+    assert info["prob"] == pytest.approx(float(helpers.predict(model, "qwzxv blorptang is not good")[0]), abs=1e-6)
+    if name in ("rnn", "gru"):
+        assert info["prefix_probs"].shape == (5,) and info["prefix_probs"][-1] == pytest.approx(info["prob"], abs=1e-6)
+    else:
+        assert info["scores"].shape == (5,)
+        assert (info["weights"] is not None) == ("weighted" in name)
+        assert (info["attention"] is not None) == name.startswith("attn")
+        if "weighted" in name:
+            assert info["weights"].sum() == pytest.approx(1.0, abs=1e-5)
+            assert info["logit"] == pytest.approx(float((info["weights"] * info["scores"]).sum()), abs=1e-5)
+        else:
+            assert info["logit"] == pytest.approx(float(info["scores"].sum()), abs=1e-5)
+    long = helpers.explain(model, "word " * 10_000)
+    assert len(long["tokens"]) == 100
+
+
+def test_checkpoint_roundtrip(tmp_path, toy_data):
+    model, _ = helpers.train_model("attn_weighted", toy_data, epochs=1, batch_size=4, progress=False,
+                                   verbose=False, config={"window": 3})
+    path = helpers.save_checkpoint(model, tmp_path / "m.pt", {"test_acc": 0.5})
+    assert path.stat().st_size < 2_000_000
+    loaded = helpers.load_checkpoint(path)
+    assert loaded.config["window"] == 3 and loaded.meta["test_acc"] == 0.5
+    assert loaded.meta["tokenizer"] == helpers.TOKENIZER_VERSION and loaded.meta["max_len"] == 12
+    text = "a wonderful film"
+    assert helpers.predict(loaded, text) == pytest.approx(helpers.predict(model, text), abs=1e-7)
+    with pytest.raises(FileNotFoundError):
+        helpers.load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(ValueError):
+        helpers.load_pretrained("bert")
+
+
+@pytest.mark.parametrize("name", helpers.MODEL_NAMES)
+def test_committed_checkpoints_load_and_are_small(name):
+    path = helpers.CHECKPOINT_DIR / f"{name}.pt"
+    if not path.exists():
+        pytest.skip(f"{path} not trained yet: python scripts/train_checkpoints.py {name}")
+    assert path.stat().st_size <= 2_000_000
+    model = helpers.load_pretrained(name)
+    for key in ("seed", "max_len", "tokenizer", "val_acc", "test_acc", "train_settings"):
+        assert key in model.meta
+    assert model.config == {**helpers.DEFAULT_CONFIGS[name], **model.config}
+    p = helpers.predict(model, ["an absolute masterpiece, i loved every minute of it",
+                                "the worst film i have ever seen, a boring waste of time"])
+    assert p[0] > 0.5 > p[1]
+
+
+def test_tfidf_anchor_runs(toy_data):
+    result = helpers.tfidf_baseline(toy_data)
+    assert 0.0 <= result["test_acc"] <= 1.0
