@@ -619,7 +619,7 @@ class SentimentModel(nn.Module):
 class RecurrentClassifier(SentimentModel):
     """Many-to-one RNN / GRU: state at the last real token -> linear -> logit."""
 
-    def __init__(self, cell: str = "gru", hidden: int = 107, **kwargs):
+    def __init__(self, cell: str = "gru", hidden: int = 127, **kwargs):
         super().__init__(**kwargs)
         self.cell = (GRUCell if cell == "gru" else RNNCell)(self.emb_dim, hidden)
         self.out = nn.Linear(hidden, 1)
@@ -1528,6 +1528,9 @@ def _main(argv: Sequence[str] | None = None) -> None:
     p_run.add_argument("paths", nargs="*", default=sorted(str(p) for p in (ROOT / "notebooks").glob("[0-9]*.ipynb")))
     args = parser.parse_args(argv)
     if args.command == "train-checkpoints":
+        # the committed checkpoints were trained on one thread: the same seed gives the same weights
+        # only at the same thread count (reductions are split differently across threads)
+        torch.set_num_threads(1)
         data = load_imdb()
         for name in args.names:
             print(f"== {name} {DEFAULT_CONFIGS[name]} {TRAIN_SETTINGS[name]}")
