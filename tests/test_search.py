@@ -11,7 +11,7 @@ import torch
 from optuna.trial import TrialState
 
 import helpers
-from conftest import write_archive
+from imdb_fixtures import write_archive
 
 REVIEWS = {
     ("train", "pos"): [f"a great wonderful film number {i}, loved it" for i in range(12)],
