@@ -222,8 +222,9 @@ _NT = re.compile(r"n't\b")
 _CLITIC = re.compile(r"'(s|re|ve|ll|d|m)\b")
 _TOKEN = re.compile(r"n't|'(?:s|re|ve|ll|d|m)\b|\.{2,}|-{2,}|[^\W_]+(?:[.\-][^\W_]+)*|[^\w\s]|_")
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2014": "--",
-                         "\u2013": "-", "\x91": "'", "\x92": "'", "\x93": '"', "\x94": '"', "\x96": "-",
-                         "\x97": "--"})  # typographic and mis-decoded cp1252 punctuation
+                         "\u2013": "-"})  # typographic punctuation
+# Version glove6b-v1 leaves mis-decoded cp1252 dashes/quotes (e.g. "\x96", in ~1 % of reviews) as UNK tokens;
+# mapping them too is a tokenizer change: bump TOKENIZER_VERSION and retrain the checkpoints with it.
 
 
 def tokenize(text: str) -> list[str]:
