@@ -124,3 +124,16 @@ def test_committed_checkpoints_load_and_are_small(name):
 def test_tfidf_anchor_runs(toy_data):
     result = helpers.tfidf_baseline(toy_data)
     assert 0.0 <= result["test_acc"] <= 1.0
+
+
+@pytest.mark.parametrize("name, panels", [("gru", 1), ("sum", 1), ("weighted", 2), ("attn_weighted", 4)])
+def test_show_draws_one_panel_per_explanation(name, panels):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, info = helpers.show(helpers.make_model(name, seed=0), "not bad at all")
+    assert len(fig.axes) == panels  # attention adds its heatmap and colour bar
+    assert info["tokens"] == ["not", "bad", "at", "all"]
+    plt.close(fig)
