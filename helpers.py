@@ -299,6 +299,12 @@ def load_glove() -> GloVe:
     return GloVe(words=words, index=index, vectors=torch.from_numpy(vectors))
 
 
+def token_words(ids: Iterable[int]) -> list[str]:
+    """The GloVe words of token ids, with '<pad>' / '<unk>' for ids 0 / 1."""
+    words = load_glove().words
+    return ["<pad>" if i == PAD else "<unk>" if i == UNK else words[i - 2] for i in ids]
+
+
 def encode(texts: Sequence[str], max_len: int = 100, glove: GloVe | None = None):
     """Token ids (N, max_len) padded with PAD, lengths (N,), and the tokens kept per review."""
     glove = glove or load_glove()
@@ -906,11 +912,8 @@ def explain(model: nn.Module, text: str) -> dict:
     ids, lengths, tokens = _prepare(model, [text])
     model.eval()
     n = int(lengths[0])
-    glove = load_glove()
-    words = glove.words
-    token_words = ["<unk>" if i == UNK else words[i - 2] for i in ids[0, :n].tolist()]
     logit, parts = model(ids, lengths, details=True)
-    out = {"tokens": token_words, "known": (ids[0, :n] != UNK).tolist(),
+    out = {"tokens": token_words(ids[0, :n].tolist()), "known": (ids[0, :n] != UNK).tolist(),
            "prob": float(torch.sigmoid(logit[0])), "logit": float(logit[0]),
            "scores": None, "weights": None, "attention": None, "prefix_probs": None}
     if "prefix_logits" in parts:
@@ -1002,10 +1005,8 @@ def tfidf_baseline(data: Imdb) -> dict:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    words = ["<pad>", "<unk>"] + load_glove().words
-
     def as_text(split: Split) -> list[str]:
-        return [" ".join(words[i] for i in row[:n]) for row, n in zip(split.ids.tolist(), split.lengths.tolist())]
+        return [" ".join(token_words(row[:n])) for row, n in zip(split.ids.tolist(), split.lengths.tolist())]
 
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True,
                                  token_pattern=r"\S+", lowercase=False)
@@ -1141,65 +1142,27 @@ def plot_history(histories: dict, title: str = "Learning curves"):
     return fig
 
 
-def show_attention(attention: np.ndarray, tokens: Sequence[str], ax=None, title: str = "self-attention"):
-    """Seaborn heatmap of an attention matrix: row i = query token i, column j = key token j."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    if ax is None:
-        size = max(4.0, 0.38 * len(tokens) + 1.5)
-        _, ax = plt.subplots(figsize=(size + 1, size))
-    sns.heatmap(attention, xticklabels=tokens, yticklabels=tokens, cmap="viridis", vmin=0,
-                square=True, ax=ax, cbar_kws={"label": "attention weight", "shrink": 0.7})
-    ax.set_xlabel("attended-to token (key)")
-    ax.set_ylabel("token (query)")
-    ax.set_title(title)
-    ax.tick_params(axis="x", rotation=90)
-    ax.tick_params(axis="y", rotation=0)
-    return ax
-
-
 def show(model: nn.Module, text: str, title: str | None = None):
-    """Draw what `explain` finds for one review: per-token sub-scores (bars, green = positive),
-    the weights of weighted models, the attention heatmap of attention models, or the running
-    P(positive) of an RNN / GRU. Returns the figure and the explanation."""
+    """Draw what `explain` finds for one review: for token-score models the sub-scores, weights and
+    attention (as `show_reviews`), for an RNN / GRU the running P(positive) after each token.
+    Returns the figure and the explanation."""
     import matplotlib.pyplot as plt
 
-    info = explain(model, text)
-    tokens, n = info["tokens"], len(info["tokens"])
-    name = getattr(model, "name", type(model).__name__)
-    header = title or f"{name}: P(positive) = {info['prob']:.3f}"
-    panels = 1 + (info["weights"] is not None) + (info["attention"] is not None)
-    width = max(7.0, 0.45 * n + 2)
-    heights = [3.0] * (panels - (info["attention"] is not None))
-    if info["attention"] is not None:
-        heights.append(max(3.5, 0.32 * n + 1.5))
-    fig, axes = plt.subplots(panels, 1, figsize=(width, sum(heights) + 0.6),
-                             gridspec_kw={"height_ratios": heights}, squeeze=False)
-    axes = axes[:, 0]
-    x = np.arange(n)
-    if info["prefix_probs"] is not None:
-        ax = axes[0]
+    if isinstance(model, TokenScoreClassifier):
+        fig, (info,) = show_reviews(model, [text])
+    else:
+        info = explain(model, text)
+        x = np.arange(len(info["tokens"]))
+        fig, ax = plt.subplots(figsize=(max(7.0, 0.45 * len(x) + 2), 3.4))
         ax.plot(x, info["prefix_probs"], "-o")
         ax.axhline(0.5, color="grey", lw=0.8)
         ax.set_ylim(0, 1)
         ax.set_ylabel("P(positive) so far")
-    else:
-        ax = axes[0]
-        scores = info["scores"]
-        ax.bar(x, scores, color=np.where(scores >= 0, "tab:green", "tab:red"))
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.set_ylabel("sub-score $s_i$")
-    ax.set_title(header)
-    ax.set_xticks(x, tokens, rotation=60, ha="right")
-    if info["weights"] is not None:
-        ax = axes[1]
-        ax.bar(x, info["weights"], color="tab:blue")
-        ax.set_ylabel("weight $w_i$")
-        ax.set_xticks(x, tokens, rotation=60, ha="right")
-    if info["attention"] is not None:
-        show_attention(info["attention"], tokens, ax=axes[-1], title=f"{name}: attention (rows attend to columns)")
-    fig.tight_layout()
+        ax.set_xticks(x, info["tokens"], rotation=60, ha="right")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+    name = getattr(model, "name", type(model).__name__)
+    fig.axes[0].set_title(title or f"{name}: P(positive) = {info['prob']:.3f}", fontsize=10)
     return fig, info
 
 
@@ -1243,12 +1206,17 @@ def token_contributions(info: dict) -> np.ndarray:
     return info["scores"] if info["weights"] is None else info["weights"] * info["scores"]
 
 
-def _attention_heatmap(attention: np.ndarray, tokens: Sequence[str], ax, title: str, annotate: bool,
-                       vmax: float | None = None) -> None:
-    """Seaborn heatmap of one attention matrix; keys a query may not see (outside the window) are blank."""
+def show_attention(attention: np.ndarray, tokens: Sequence[str], ax=None, title: str = "self-attention",
+                   annotate: bool = True, vmax: float | None = None):
+    """Seaborn heatmap of an attention matrix (row i = query, column j = key); keys a query may not see
+    (padding, outside the window) are blank; values are printed for up to 16 tokens."""
+    import matplotlib.pyplot as plt
     import seaborn as sns
 
     n = len(tokens)
+    if ax is None:
+        size = max(4.0, 0.42 * n + 1.5)
+        _, ax = plt.subplots(figsize=(size + 1, size))
     sns.heatmap(attention, mask=attention <= 0, xticklabels=tokens, yticklabels=tokens, cmap="viridis",
                 vmin=0, vmax=vmax or max(float(attention.max()), 1e-6), square=True, ax=ax,
                 annot=annotate and n <= 16, fmt=".2f", annot_kws={"fontsize": 6.5},
@@ -1259,6 +1227,7 @@ def _attention_heatmap(attention: np.ndarray, tokens: Sequence[str], ax, title: 
     ax.set_title(title, fontsize=10)
     ax.tick_params(axis="x", rotation=90)
     ax.tick_params(axis="y", rotation=0)
+    return ax
 
 
 def show_reviews(model: nn.Module, texts: Sequence[str], annotate: bool = True):
@@ -1296,8 +1265,8 @@ def show_reviews(model: nn.Module, texts: Sequence[str], annotate: bool = True):
             ax.set_ylabel("weight $w_i$")
             ax.set_xticks(x, tokens, rotation=55, ha="right")
         if has_a:
-            _attention_heatmap(info["attention"], tokens, axes[-1, col], "attention $A_{ij}$ (each row sums to 1)",
-                               annotate, vmax=amax)
+            show_attention(info["attention"], tokens, axes[-1, col], "attention $A_{ij}$ (each row sums to 1)",
+                           annotate, vmax=amax)
     fig.tight_layout()
     return fig, infos
 
@@ -1365,8 +1334,7 @@ def show_top_tokens(model: nn.Module, text: str, k: int = 12, ax=None, title: st
 
 def seen_tokens(split: Split, i: int) -> list[str]:
     """The tokens of review i of a split as the models see them (first max_len, <unk> for unknown)."""
-    words = load_glove().words
-    return ["<unk>" if t == UNK else words[t - 2] for t in split.ids[i, : int(split.lengths[i])].tolist()]
+    return token_words(split.ids[i, : int(split.lengths[i])].tolist())
 
 
 def confident_errors(probs: np.ndarray, split: Split, k: int = 5):
