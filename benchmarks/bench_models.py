@@ -1,35 +1,58 @@
-"""Model benchmark: `python benchmarks/bench_models.py` prints one table, measured in one run.
+"""Model benchmark: `python benchmarks/bench_models.py` prints two tables and one line, measured in one run.
 
-- test accuracy of the six committed checkpoints on the full IMDB test set (first 100 tokens),
-  beside the TF-IDF (1-2-gram) + logistic-regression anchor on the same inputs (needs scikit-learn);
-- seconds per training epoch of each model (one real epoch over the 20,000 training reviews at the
-  batch size the notebooks use, from a fresh model);
-- the hand-written GRU (hand-written BPTT) against torch.nn.GRU: forward + backward of one batch at
-  the same shapes (batch 128, 100 steps, 50 -> the GRU's hidden size), median of repeats. Target: <= 1.5x.
-Run it on a quiet machine: the timings are wall-clock.
+1. Accuracy (IMDB test set, first 100 tokens): mean ± std over the 3 seeds of checkpoints/results.json for
+   the six models with trainable and with frozen word vectors; the seed-0 checkpoint re-evaluated here (it
+   must match its record); the TF-IDF (1-2-gram) + logistic-regression anchor fitted in this run.
+2. Seconds per training epoch on this machine, trainable vs frozen vectors (target: trainable <= 1.3x
+   frozen): the time of 40 training batches of 128 reviews after one warm-up batch, scaled to the
+   20,000-review epoch; on the device `helpers.get_device()` picks ($DEVICE overrides).
+3. The hand-written GRU (hand-written BPTT) against torch.nn.GRU: forward + backward of one batch at the same
+   shapes (batch 128, 100 steps, 50 -> 128), median of repeats. Target: <= 1.5x.
+
+Run it on a quiet machine: the timings are wall-clock. `--threads N` sets torch's CPU threads (default 2).
 """
+import argparse
 import statistics
 import time
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 import helpers
 
+BATCHES = 40
 
-def epoch_seconds(name: str, data: helpers.Imdb, batch_size: int) -> float:
-    model = helpers.make_model(name, seed=0, **helpers.load_pretrained(name).config)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+
+def epoch_seconds(name: str, finetune: bool, data: helpers.Imdb, device: torch.device) -> float:
+    config, settings = helpers.recipe(name, finetune)
+    model = helpers.make_model(name, seed=0, **config).to(device)
+    if model.finetune:
+        model.adapt_rows(helpers.training_vocabulary(data.train, model.min_count))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings["lr"], weight_decay=0.0)
     generator = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
-    for ids, lengths, labels in helpers.batches(data.train, batch_size, shuffle=True, generator=generator):
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(ids, lengths), labels)
+    model.train()
+    batch_size = settings["batch_size"]
+    times = []
+    for i, (ids, lengths, labels) in enumerate(helpers.batches(data.train, batch_size, shuffle=True,
+                                                               generator=generator, device=device)):
+        if i > BATCHES:
+            break
+        start = time.perf_counter()
+        loss = F.binary_cross_entropy_with_logits(model(ids, lengths), labels)
         optimizer.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-    return time.perf_counter() - start
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i > 0:  # batch 0 warms up
+            times.append(time.perf_counter() - start)
+    return float(np.sum(times)) * len(data.train) / (len(times) * batch_size)
 
 
-def gru_step_ratio(batch=128, steps=100, hidden=helpers.DEFAULT_CONFIGS["gru"]["hidden"], repeats=15) -> tuple[float, float]:
+def gru_step_ratio(batch=128, steps=100, hidden=128, repeats=15) -> tuple[float, float]:
     torch.manual_seed(0)
     x = torch.randn(batch, steps, 50)
     ours, theirs = helpers.GRUCell(50, hidden), torch.nn.GRU(50, hidden, batch_first=True)
@@ -43,42 +66,54 @@ def gru_step_ratio(batch=128, steps=100, hidden=helpers.DEFAULT_CONFIGS["gru"]["
             times.append(time.perf_counter() - start)
         return statistics.median(times)
 
-    t_ours = time_it(lambda: helpers.run_cell(ours, x).sum().backward())
-    t_theirs = time_it(lambda: theirs(x)[1].sum().backward())
-    return t_ours, t_theirs
+    return (time_it(lambda: helpers.run_cell(ours, x).sum().backward()),
+            time_it(lambda: theirs(x)[1].sum().backward()))
 
 
 def main() -> None:
-    torch.set_num_threads(2)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = helpers.get_device()
     data = helpers.load_imdb(verbose=False)
+    results = helpers.load_results()
     start = time.perf_counter()
-    try:
-        anchor = helpers.tfidf_baseline(data)["test_acc"]
-    except ImportError:
-        anchor = None
+    anchor = helpers.tfidf_baseline(data)
     anchor_seconds = time.perf_counter() - start
-    rows = []
+
+    print(f"## Accuracy (IMDB test set, first 100 tokens; mean ± std over seeds {results['seeds']})\n")
+    print("| model | vectors | parameters | val acc | test acc | val − test | seed-0 checkpoint, re-evaluated |")
+    print("|---|---|---|---|---|---|---|")
     for name in helpers.MODEL_NAMES:
-        model = helpers.load_pretrained(name)
-        acc = helpers.evaluate(model, data.test)["acc"]
-        batch_size = model.meta["train_settings"]["batch_size"]
-        rows.append((name, model.config.get("hidden"), helpers.count_parameters(model), acc,
-                     epoch_seconds(name, data, batch_size), batch_size))
-    print(f"| {'model':14} | {'hidden':6} | {'params':7} | {'test acc':8} | {'s / epoch':9} | batch |")
-    print(f"|{'-' * 16}|{'-' * 8}|{'-' * 9}|{'-' * 10}|{'-' * 11}|-------|")
-    for name, hidden, params, acc, secs, bs in rows:
-        print(f"| {name:14} | {hidden!s:6} | {params:7,} | {acc:8.2%} | {secs:9.1f} | {bs:5} |")
-    if anchor is not None:
-        print(f"| {'tfidf+logreg':14} | {'-':6} | {'-':7} | {anchor:8.2%} | {anchor_seconds:7.1f}*  |   -   |")
-    best = max(rows, key=lambda r: r[3])
-    print(f"\nbest neural model: {best[0]} {best[3]:.2%}; target >= 84.00%: {'met' if best[3] >= 0.84 else 'NOT met'}"
-          + (f"; TF-IDF anchor {anchor:.2%} (* fit + score time)" if anchor is not None else ""))
-    hidden = helpers.DEFAULT_CONFIGS["gru"]["hidden"]
-    ours, theirs = gru_step_ratio(hidden=hidden)
+        for setting, finetune in (("trainable", True), ("frozen", False)):
+            records = helpers.runs(results, f"{name}/{setting}")
+            val, val_sd, _ = helpers.seed_summary(records, "val_acc")
+            test, test_sd, _ = helpers.seed_summary(records, "test_acc")
+            model = helpers.load_checkpoint(helpers.checkpoint_path(name, finetune))
+            again = helpers.evaluate(model, data.test)["acc"]
+            print(f"| {name} | {setting} | {records[0]['parameters']:,} | {val:.2%} ± {val_sd:.2%} | "
+                  f"**{test:.2%} ± {test_sd:.2%}** | {val - test:+.2%} | {again:.2%} (record {records[0]['test_acc']:.2%}) |")
+    print(f"| TF-IDF 1-2-grams + LR | – | – | {anchor['val_acc']:.2%} | **{anchor['test_acc']:.2%}** | "
+          f"{anchor['val_acc'] - anchor['test_acc']:+.2%} | fitted here in {anchor_seconds:.0f} s |")
+
+    print(f"\n## Seconds per training epoch (20,000 reviews, batch 128, {device}, "
+          f"{torch.get_num_threads() if device.type == 'cpu' else '-'} CPU threads)\n")
+    print("| model | frozen | trainable | trainable / frozen (target <= 1.3) |")
+    print("|---|---|---|---|")
+    for name in helpers.MODEL_NAMES:
+        frozen = epoch_seconds(name, False, data, device)
+        trainable = epoch_seconds(name, True, data, device)
+        ratio = trainable / frozen
+        print(f"| {name} | {frozen:.1f} | {trainable:.1f} | {ratio:.2f} ({'met' if ratio <= 1.3 else 'NOT met'}) |")
+    if device.type == "cpu":
+        print("\nGPU: not measured here (no CUDA device); run with DEVICE=cuda on a GPU machine.")
+
+    ours, theirs = gru_step_ratio()
     ratio = ours / theirs
-    print(f"GRU batch step (128 x 100 x 50 -> {hidden}, forward + backward, {torch.get_num_threads()} threads): "
-          f"hand-written {ours * 1e3:.0f} ms, "
-          f"torch.nn.GRU {theirs * 1e3:.0f} ms, ratio {ratio:.2f}x (target <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'})")
+    print(f"\nGRU batch step (128 x 100 x 50 -> 128, forward + backward, CPU, {torch.get_num_threads()} threads): "
+          f"hand-written {ours * 1e3:.0f} ms, torch.nn.GRU {theirs * 1e3:.0f} ms, "
+          f"ratio {ratio:.2f}x (target <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'})")
 
 
 if __name__ == "__main__":

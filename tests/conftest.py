@@ -2,7 +2,7 @@
 import pytest
 
 import helpers
-from imdb_fixtures import write_archive
+from imdb_fixtures import TOY_REVIEWS, write_archive
 
 
 @pytest.fixture
@@ -29,3 +29,12 @@ def imdb_small():
     except helpers.ImdbError as exc:
         pytest.skip(f"real IMDB not available - set IMDB_PATH to aclImdb_v1.tar.gz. {exc}")
     return helpers.load_imdb(subset=2000, verbose=False)
+
+
+@pytest.fixture
+def toy_data(tmp_path, isolated_data_dir, monkeypatch):
+    """The toy corpus as an Imdb (max_len 12, 6 validation reviews), quiet, no shared study storage."""
+    monkeypatch.setenv("IMDB_PATH", str(write_archive(tmp_path / "toy.tar.gz", reviews=TOY_REVIEWS)))
+    monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
+    monkeypatch.setenv("HELPERS_PROGRESS", "0")
+    return helpers.load_imdb(max_len=12, val_size=6, verbose=False)

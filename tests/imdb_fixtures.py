@@ -12,6 +12,15 @@ REVIEWS = {
 }
 
 
+TOY_REVIEWS = {
+    ("train", "pos"): [f"a great wonderful film number {i}, loved it" for i in range(12)],
+    ("train", "neg"): [f"a bad boring awful film number {i}, hated it" for i in range(12)],
+    ("test", "pos"): ["great and wonderful", "loved it, great"],
+    ("test", "neg"): ["bad and boring", "awful, hated it"],
+}
+"""A separable toy corpus: models, search and plots are tested on it without IMDB."""
+
+
 def write_archive(path: Path, reviews=REVIEWS, extra: dict | None = None) -> Path:
     """A .tar.gz with aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt (+ unsup/, .feat noise)."""
     with tarfile.open(path, "w:gz") as archive:

@@ -4,20 +4,7 @@ import pytest
 import torch
 
 import helpers
-from imdb_fixtures import write_archive
 
-REVIEWS = {
-    ("train", "pos"): [f"a great wonderful film number {i}, loved it" for i in range(12)],
-    ("train", "neg"): [f"a bad boring awful film number {i}, hated it" for i in range(12)],
-    ("test", "pos"): ["great and wonderful", "loved it, great"],
-    ("test", "neg"): ["bad and boring", "awful, hated it"],
-}
-
-
-@pytest.fixture
-def toy_data(tmp_path, isolated_data_dir, monkeypatch):
-    monkeypatch.setenv("IMDB_PATH", str(write_archive(tmp_path / "toy.tar.gz", reviews=REVIEWS)))
-    return helpers.load_imdb(max_len=12, val_size=6, verbose=False)
 
 
 @pytest.mark.parametrize("name", ["gru", "attn_weighted"])
@@ -27,19 +14,25 @@ def test_training_is_deterministic_and_learns(toy_data, name):
         model, history = helpers.train_model(name, toy_data, seed=7, epochs=6, batch_size=4,
                                              lr=1e-2, progress=False, verbose=False, patience=None)
         runs.append((history, [p.detach().clone() for p in model.parameters()]))
-    (h1, p1), (h2, p2) = runs
+        runs[-1] += (helpers.evaluate(model, toy_data.test)["acc"],)
+    (h1, p1, acc1), (h2, p2, acc2) = runs
     assert h1.train_loss == h2.train_loss and h1.val_acc == h2.val_acc
     assert all(torch.equal(a, b) for a, b in zip(p1, p2))
+    assert acc1 == acc2
     assert h1.train_loss[-1] < h1.train_loss[0]
-    assert helpers.evaluate(runs[0] and model, toy_data.test)["acc"] >= 0.75
+    assert acc1 >= 0.75  # the first run learnt the toy task (4 separable test reviews)
+    other, _ = helpers.train_model(name, toy_data, seed=8, epochs=1, batch_size=4, lr=1e-2, progress=False,
+                                   verbose=False, patience=None)
+    assert not all(torch.equal(a, b) for a, b in zip(p1, other.parameters()))  # the seed matters
 
 
 def test_early_stopping_restores_the_best_epoch(toy_data):
     model, history = helpers.train_model("sum", toy_data, seed=0, epochs=30, batch_size=4, lr=5e-2,
                                          patience=2, progress=False, verbose=False)
-    assert len(history.val_acc) <= 30
-    if history.stopped_early:
-        assert len(history.val_acc) == history.best_epoch + 2
+    # the toy validation set is learnt within a few epochs and cannot improve on 1.0: training stops
+    assert history.stopped_early and len(history.val_acc) < 30
+    assert len(history.val_acc) == history.best_epoch + 2  # two epochs without a better accuracy
+    assert history.val_acc[history.best_epoch - 1] == history.best_val_acc
     assert helpers.evaluate(model, toy_data.val)["acc"] == pytest.approx(history.best_val_acc)
 
 
@@ -106,24 +99,29 @@ def test_checkpoint_roundtrip(tmp_path, toy_data):
         helpers.load_pretrained("bert")
 
 
+@pytest.mark.parametrize("finetune", [True, False], ids=["trainable", "frozen"])
 @pytest.mark.parametrize("name", helpers.MODEL_NAMES)
-def test_committed_checkpoints_load_and_are_small(name):
-    path = helpers.CHECKPOINT_DIR / f"{name}.pt"
-    if not path.exists():
-        pytest.skip(f"{path} not trained yet: python scripts/train_checkpoints.py {name}")
+def test_committed_checkpoints_load_and_are_small(name, finetune):
+    path = helpers.checkpoint_path(name, finetune)
+    assert path.exists(), f"{path} is missing: python tools/train_results.py --only {name}/"
     assert path.stat().st_size <= 2_000_000
-    model = helpers.load_pretrained(name)
-    for key in ("seed", "max_len", "tokenizer", "val_acc", "test_acc", "train_settings"):
+    model = helpers.load_checkpoint(path)
+    for key in ("seed", "max_len", "tokenizer", "val_acc", "test_acc", "settings", "history", "writeup_probs"):
         assert key in model.meta
-    assert model.config == {**helpers.DEFAULT_CONFIGS[name], **model.config}
+    # the checkpoint was trained with today's recipe: the named architecture and settings
+    config, settings = helpers.recipe(name, finetune)
+    assert model.config == {**helpers.DEFAULT_CONFIGS[name], **config}
+    assert model.meta["settings"] == settings
+    assert model.finetune == finetune and (model.delta is not None) == finetune
     p = helpers.predict(model, ["an absolute masterpiece, i loved every minute of it",
                                 "the worst film i have ever seen, a boring waste of time"])
     assert p[0] > 0.5 > p[1]
 
 
-def test_tfidf_anchor_runs(toy_data):
+def test_tfidf_anchor_learns_the_toy_task(toy_data):
     result = helpers.tfidf_baseline(toy_data)
-    assert 0.0 <= result["test_acc"] <= 1.0
+    # "great/wonderful/loved" vs "bad/boring/awful/hated": the 4 test reviews share those words
+    assert result["test_acc"] == 1.0 and result["val_acc"] == 1.0
 
 
 @pytest.mark.parametrize("name, panels", [("gru", 1), ("sum", 1), ("weighted", 2), ("attn_weighted", 4)])

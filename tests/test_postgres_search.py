@@ -16,8 +16,8 @@ import pytest
 from optuna.trial import TrialState
 
 import helpers
-from imdb_fixtures import write_archive
-from test_search import FINISHED, REVIEWS, SEARCH, WORKER
+from imdb_fixtures import TOY_REVIEWS, write_archive
+from test_search import FINISHED, SEARCH, WORKER
 
 PACKAGE = "postgresql"
 USER, PASSWORD, DATABASE = "optuna", "optuna-test-pw", "optuna"
@@ -102,7 +102,7 @@ def postgres_url():
 
 @pytest.fixture
 def toy_archive(tmp_path, isolated_data_dir, monkeypatch):
-    monkeypatch.setenv("IMDB_PATH", str(write_archive(tmp_path / "toy.tar.gz", reviews=REVIEWS)))
+    monkeypatch.setenv("IMDB_PATH", str(write_archive(tmp_path / "toy.tar.gz", reviews=TOY_REVIEWS)))
     monkeypatch.setenv("HELPERS_PROGRESS", "0")
     return isolated_data_dir
 

@@ -11,14 +11,7 @@ import torch
 from optuna.trial import TrialState
 
 import helpers
-from imdb_fixtures import write_archive
 
-REVIEWS = {
-    ("train", "pos"): [f"a great wonderful film number {i}, loved it" for i in range(12)],
-    ("train", "neg"): [f"a bad boring awful film number {i}, hated it" for i in range(12)],
-    ("test", "pos"): ["great and wonderful", "loved it, great"],
-    ("test", "neg"): ["bad and boring", "awful, hated it"],
-}
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SEARCH = {"epochs": 1, "low": 4, "high": 64, "batch_size": 8, "verbose": False}
 
@@ -30,14 +23,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def toy_data(tmp_path, isolated_data_dir, monkeypatch):
-    monkeypatch.setenv("IMDB_PATH", str(write_archive(tmp_path / "toy.tar.gz", reviews=REVIEWS)))
-    monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
-    monkeypatch.setenv("HELPERS_PROGRESS", "0")
-    return helpers.load_imdb(max_len=12, val_size=6, verbose=False)
 
 
 def test_optuna_storage_follows_the_environment(isolated_data_dir, tmp_path, monkeypatch):

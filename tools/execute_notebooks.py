@@ -1,0 +1,82 @@
+"""Regenerate the committed outputs of the notebooks: a full run of each (SMOKE_TEST unset), saved in
+place, with widget state and progress bars stripped.
+
+    python tools/execute_notebooks.py                       # every notebooks/0*.ipynb
+    python tools/execute_notebooks.py notebooks/03_*.ipynb  # some of them
+    RETRAIN=1 python tools/execute_notebooks.py notebooks/04_token_scores_and_attention.ipynb
+
+The notebook is written to a temporary file first and moved into place only when every cell ran,
+so a failed run never destroys the committed outputs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def strip_widget_state(nb) -> None:
+    """Remove ipywidgets state and widget-only outputs (progress bars) from a notebook, in place."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" in data and "image/png" not in data:
+                continue  # a progress bar; its text/plain twin is noise in a saved notebook
+            if output.get("output_type") == "stream" and output.get("name") == "stderr" and "it/s]" in output.get("text", ""):
+                continue  # text progress bars
+            if "application/vnd.jupyter.widget-view+json" in data:
+                data.pop("application/vnd.jupyter.widget-view+json")
+            kept.append(output)
+        cell["outputs"] = kept
+
+
+def execute_notebook(path: str | Path, timeout: int = 7200) -> float:
+    """Run a notebook top to bottom in its own folder (SMOKE_TEST unset), save it with its outputs and
+    return the seconds it took."""
+    path = Path(path).resolve()
+    env = os.environ.pop("SMOKE_TEST", None)
+    try:
+        nb = nbformat.read(path, as_version=4)
+        start = time.perf_counter()
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        seconds = time.perf_counter() - start
+        strip_widget_state(nb)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".ipynb.part")
+        os.close(fd)
+        nbformat.write(nb, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        return seconds
+    finally:
+        if env is not None:
+            os.environ["SMOKE_TEST"] = env
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="*", help="notebooks to run (default: every notebooks/0*.ipynb)")
+    args = parser.parse_args(argv)
+    paths = [Path(p) for p in args.paths] or sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+    missing = [str(p) for p in paths if not p.is_file() or p.suffix != ".ipynb"]
+    if missing:
+        parser.error(f"not a notebook: {', '.join(missing)}")
+    for path in paths:
+        print(f"{path}: {execute_notebook(path):.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
