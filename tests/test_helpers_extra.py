@@ -31,13 +31,14 @@ def load_tool(name):
 
 def test_only_training_vocabulary_rows_are_trained_and_checkpoints_store_them(toy_data, tmp_path):
     vocab = helpers.training_vocabulary(toy_data.train, min_count=3)
+    assert helpers.PAD not in vocab.tolist() and helpers.UNK not in vocab.tolist()
     words = set(helpers.token_words(vocab.tolist()))
     assert {"great", "bad", "film"} <= words and "number" in words
     assert not ({"0", "11"} & words)  # each number occurs once or twice per class: below min_count
     model, _ = helpers.train_model("weighted", toy_data, seed=0, epochs=3, batch_size=4, lr=1e-2, progress=False,
                                    verbose=False, config={"min_count": 3})
     assert model.finetune and model.delta is not None
-    assert set(model.adapted_ids.tolist()) == set(vocab.tolist()) - {helpers.PAD, helpers.UNK}
+    assert set(model.adapted_ids.tolist()) == set(vocab.tolist())
     glove = helpers.load_glove()
     assert torch.equal(model.embedding, glove.vectors)  # the GloVe table itself never changes
     great, eleven = glove.index["great"], glove.index["11"]
@@ -78,11 +79,12 @@ def test_embedding_dropout_acts_only_in_training():
 
 
 def test_exercise_layout_attends_in_the_hidden_space_without_residual():
-    model = helpers.make_model("attn_weighted", seed=0)
+    model = helpers.make_model("attn_sum", seed=0)
     assert model.layout == "exercise" and model.attention.residual is False
     assert model.attention.q.in_features == model.config["hidden"]  # Q/K/V act on the 64-d token layer
-    variant = helpers.make_model("attn_weighted", seed=0, layout="residual")
-    assert variant.attention.residual and variant.attention.q.in_features == 50
+    variant = helpers.make_model("attn_weighted", seed=0)  # the residual layout won for attn_weighted
+    assert variant.layout == "residual" and variant.attention.residual and variant.attention.q.in_features == 50
+    assert helpers.make_model("attn_weighted", layout="exercise").attention.residual is False
     with pytest.raises(ValueError, match="layout"):
         helpers.make_model("attn_sum", layout="sideways")
     # no residual: with a window of 0 each word sees only itself, and z_i = v_i
