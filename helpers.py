@@ -666,7 +666,8 @@ class SentimentModel(nn.Module):
         e(w) = GloVe(w) + Δ[row(w)],   Δ[0] = 0 for every other word (rare words, UNK, PAD),
 
     a small (n + 1) × d table that starts at zero, so training starts from GloVe and a weight decay
-    on Δ pulls the vectors back towards it. `emb_dropout` drops embedding entries while training.
+    on Δ (`train(..., emb_weight_decay=...)`) pulls the vectors back towards it. `emb_dropout` drops
+    embedding entries while training.
     Shown in notebook 03, section 3."""
 
     def __init__(self, vectors: torch.Tensor | None = None, finetune: bool = False, min_count: int = 5,
@@ -940,7 +941,7 @@ def train(model: nn.Module, data: Imdb, epochs: int = 10, lr: float = 1e-3, batc
           seed: int = 0, patience: int | None = None, clip: float | None = 1.0,
           weight_decay: float = 0.0, emb_weight_decay: float = 0.0, callback: Callable[[int, History], None] | None = None,
           progress: bool = True, verbose: bool = True) -> History:
-    """Train with Adam on BCE-with-logits; one line per epoch, a progress bar per epoch.
+    """Train with AdamW on BCE-with-logits; one line per epoch, a progress bar per epoch.
 
     Seeded (shuffling uses its own generator): the same seed gives the same numbers on the same
     machine. With `patience`, training stops after that many epochs without a better validation
