@@ -15,14 +15,13 @@ reads top to bottom in the order a reader of the notebooks meets it:
 Each public name's docstring ends with where it is used. Maintainer commands (executing notebooks,
 retraining the committed results) live in tools/. Importing this module has no side effects (no
 seeding, no rcParams, no heavy optional imports).
-
-Importing it has no side effects (no seeding, no rcParams, no heavy optional imports).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import io
+import itertools
 import math
 import os
 import random
@@ -92,7 +91,7 @@ def get_device(name: str | None = None) -> torch.device:
 
 def model_device(model: nn.Module) -> torch.device:
     """Where a model's tensors live. Used by `train`, `evaluate`, `predict` and `explain`."""
-    tensor = next(model.buffers(), None) if next(model.parameters(), None) is None else next(model.parameters())
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
     return tensor.device if tensor is not None else torch.device("cpu")
 
 
@@ -714,7 +713,7 @@ class RecurrentClassifier(SentimentModel):
     """Many-to-one RNN / GRU: state at the last real token -> linear -> logit.
     The `rnn` / `gru` models of notebook 03."""
 
-    def __init__(self, cell: str = "gru", hidden: int = 127, hh_init: str = "default", **kwargs):
+    def __init__(self, cell: str = "gru", hidden: int = 128, hh_init: str = "default", **kwargs):
         super().__init__(**kwargs)
         self.cell = (GRUCell if cell == "gru" else RNNCell)(self.emb_dim, hidden)
         if hh_init == "orthogonal":  # every W_hh block orthogonal: no direction of h grows or shrinks
@@ -746,13 +745,28 @@ class TokenMLP(nn.Module):
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
     """The Transformer's sin/cos position code, (length, dim).
-    Used by `SelfAttention` and `TokenScoreClassifier`."""
+    Used by `PositionCode`."""
     pos = torch.arange(length, dtype=torch.float32)[:, None]
     freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
     table = torch.zeros(length, dim)
     table[:, 0::2] = torch.sin(pos * freq)
     table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
     return table
+
+
+class PositionCode(nn.Module):
+    """Adds the sinusoidal position code: x + P[:T] (the table grows for longer inputs).
+    Used by `SelfAttention` and `TokenScoreClassifier`."""
+
+    def __init__(self, dim: int, max_len: int = 512):
+        super().__init__()
+        self.register_buffer("table", sinusoidal_positions(max_len, dim), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T = x.shape[1]
+        if T > self.table.shape[0]:
+            self.table = sinusoidal_positions(T, x.shape[2]).to(x)
+        return x + self.table[:T]
 
 
 class SelfAttention(nn.Module):
@@ -770,17 +784,15 @@ class SelfAttention(nn.Module):
         super().__init__()
         if window is not None and window < 0:
             raise ValueError(f"window must be None or >= 0, got {window}")
-        self.window, self.residual, self.use_positions = window, residual, positions
+        self.window, self.residual = window, residual
         self.q = nn.Linear(dim, dim)
         self.k = nn.Linear(dim, dim)
         self.v = nn.Linear(dim, dim)
-        self.register_buffer("positions", sinusoidal_positions(max_len, dim), persistent=False)
+        self.positions = PositionCode(dim, max_len) if positions else None
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor):
         T = x.shape[1]
-        if T > self.positions.shape[0]:
-            self.positions = sinusoidal_positions(T, x.shape[2]).to(x)
-        xp = x + self.positions[:T] if self.use_positions else x
+        xp = x if self.positions is None else self.positions(x)
         scores = self.q(xp) @ self.k(xp).transpose(1, 2) / math.sqrt(x.shape[-1])
         allowed = mask[:, None, :].expand(-1, T, -1)
         if self.window is not None:
@@ -814,7 +826,7 @@ class TokenScoreClassifier(SentimentModel):
         d_out = 2 if weighted else 1
         self.attention = self.token = self.head = None
         if attention and layout == "exercise":
-            self.register_buffer("positions", sinusoidal_positions(512, self.emb_dim), persistent=False)
+            self.positions = PositionCode(self.emb_dim)
             self.token = nn.Sequential(nn.Linear(self.emb_dim, hidden), nn.ReLU())
             self.attention = SelfAttention(hidden, window, residual=False, positions=False)
             self.head = nn.Linear(hidden, d_out)
@@ -826,10 +838,7 @@ class TokenScoreClassifier(SentimentModel):
     def token_outputs(self, x: torch.Tensor, mask: torch.Tensor):
         """(B, T, 1 or 2) sub-score [and weight logit] per token, and the attention matrix."""
         if self.head is not None:  # the exercise's layout
-            T = x.shape[1]
-            if T > self.positions.shape[0]:
-                self.positions = sinusoidal_positions(T, x.shape[2]).to(x)
-            u = self.token(x + self.positions[:T])
+            u = self.token(self.positions(x))
             z, attn = self.attention(u, mask)
             return self.head(z), attn
         attn = None
@@ -1040,7 +1049,7 @@ def predict(model: nn.Module, texts) -> np.ndarray:
     training; unknown words use the UNK vector (a review of only unknown words still gets a
     number); punctuation is made of GloVe tokens too; non-ASCII text is NFKC-normalised.
     An empty or whitespace-only review, or a non-str, raises ValueError.
-    Used in notebook 04, section 5, and by `run_record`."""
+    Used in notebook 04, sections 5 and 7, and by `run_record`."""
     ids, lengths = _prepare(model, texts)
     model.eval()
     device = model_device(model)
@@ -1079,17 +1088,17 @@ def explain(model: nn.Module, text: str) -> dict:
 # --- checkpoints: small files (the frozen GloVe table is not stored), config + metadata beside ---
 
 TRAIN_SETTINGS = {
-    # AdamW, batch 128, gradient norm clipped at 1, early stopping on validation accuracy (patience 3,
-    # best weights restored). Epoch caps from the validation curves of notebook 03 / 04's probes:
-    "rnn": {"epochs": 15, "lr": 1e-3, "batch_size": 128, "patience": 3},  # slow learner: best epoch 8-14; lr 3e-3 diverges
-    "gru": {"epochs": 12, "lr": 1e-3, "batch_size": 128, "patience": 3},  # still improving at epoch 8 with trainable vectors
+    # AdamW at 1e-3, gradient norm clipped at 1, early stopping on validation accuracy (best weights
+    # restored). Epoch caps from the validation curves (best epochs of the 3 committed seeds in brackets):
+    "rnn": {"epochs": 15, "lr": 1e-3, "batch_size": 128, "patience": 3},  # slow learner [14/10/9]; lr 3e-3 is worse
+    "gru": {"epochs": 12, "lr": 1e-3, "batch_size": 128, "patience": 3},  # over-fits after [9/9/7]
     # sum: its logit adds up to 100 sub-scores, so every step moves the decision threshold of all reviews and the
     # validation accuracy jumps by +-5 points between epochs (batch 128: seeds stopped at 0.73-0.78); batches of
     # 512 (4x fewer, less noisy steps) and patience 10 ride the noise out (notebook 04, section 3)
     "sum": {"epochs": 40, "lr": 1e-3, "batch_size": 512, "patience": 10},
-    "weighted": {"epochs": 15, "lr": 1e-3, "batch_size": 128, "patience": 3},  # best epoch 7-11
-    "attn_sum": {"epochs": 15, "lr": 1e-3, "batch_size": 128, "patience": 3},  # best epoch 7-9
-    "attn_weighted": {"epochs": 15, "lr": 1e-3, "batch_size": 128, "patience": 3},  # best epoch 7-9
+    "weighted": {"epochs": 15, "lr": 1e-3, "batch_size": 128, "patience": 3},  # [8/11/11]
+    "attn_sum": {"epochs": 15, "lr": 1e-3, "batch_size": 128, "patience": 3},  # [7/10/14]
+    "attn_weighted": {"epochs": 15, "lr": 1e-3, "batch_size": 128, "patience": 3},  # [12/7/8]
 }
 """The recipe of each named model (trainable word vectors), chosen on the validation split."""
 
@@ -1102,11 +1111,7 @@ def recipe(name: str, finetune: bool = True) -> tuple[dict, dict]:
     word vectors. Used in notebooks 03 and 04."""
     if name not in TRAIN_SETTINGS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    settings = dict(TRAIN_SETTINGS[name])
-    if finetune:
-        return {}, settings
-    settings.pop("emb_weight_decay", None)
-    return dict(FROZEN), settings
+    return ({} if finetune else dict(FROZEN)), dict(TRAIN_SETTINGS[name])
 
 
 RNN_ABLATION = {
@@ -1115,7 +1120,7 @@ RNN_ABLATION = {
     "trainable, no embedding dropout": ({"emb_dropout": 0.0}, {}),
     "trainable, lr 3e-3": ({}, {"lr": 3e-3}),
 }
-"""Notebook 03, section 3: the RNN recipe with one thing changed (seed 0); the named RNN and its frozen
+"""Notebook 03, section 4: the RNN recipe with one thing changed (seed 0); the named RNN and its frozen
 twin (orthogonal W_hh) complete the table."""
 
 LAYOUT_VARIANTS = {"attn_sum": {"layout": "residual"}, "attn_weighted": {"layout": "exercise"}}
@@ -1193,7 +1198,7 @@ def train_model(name: str, data: Imdb, seed: int = 0, progress: bool = True, ver
 
 WRITEUP_REVIEWS = ("i absolutely loved every aspect of this movie",
                    "despite the bad reviews i absolutely loved every aspect of this movie")
-"""The two reviews the write-up classified with each token model (notebook 04, section 3)."""
+"""The two reviews the write-up classified with each token model (notebook 04, section 4)."""
 
 
 def run_record(model: SentimentModel, history: History | dict, data: Imdb, seed: int) -> dict:
@@ -1274,7 +1279,7 @@ def overfitting_table(groups: dict) -> "pd.DataFrame":
     seeds: best validation accuracy, the epoch of the lowest validation loss, how far the validation
     loss rose from that minimum by the last epoch run, and the train − validation accuracy gap at the
     last epoch. Over-fitting = a validation loss that rises while the training loss falls, and a
-    growing gap. Used in notebook 03, section 4."""
+    growing gap. Used in notebook 03, section 5."""
     import pandas as pd
 
     def ms(values, fmt="{:.3f}"):
@@ -1389,7 +1394,7 @@ def tune_hidden_size(cell: str, data: Imdb, n_trials: int, study, epochs: int, l
                      finetune: bool = True, verbose: bool = True, **settings):
     """Search `cell`'s hidden size: each trial trains the cell's recipe once per seed and scores the
     mean best validation accuracy; the first seed's curve feeds the median pruner. Runs only the
-    trials the study still misses (resumable). Used in notebook 03, section 3."""
+    trials the study still misses (resumable). Shown in notebook 03, section 6."""
     import optuna
     from optuna.trial import TrialState
 
@@ -1464,7 +1469,7 @@ def trial_records(study) -> list[dict]:
 
 
 def trial_table(trials) -> "pd.DataFrame":
-    """Trials best first: hidden size, state, mean score and the per-seed scores. Used in notebook 03, section 3."""
+    """Trials best first: hidden size, state, mean score and the per-seed scores. Used in notebook 03, section 6."""
     import pandas as pd
 
     trials = trial_records(trials) if hasattr(trials, "get_trials") else trials
@@ -1485,7 +1490,9 @@ def experiment_plan(notebook: int | None = None) -> list[dict]:
     """The jobs whose records make checkpoints/results.json, each {key, kind, notebook, ...}:
     the six named models with trainable and with frozen word vectors (3 seeds each), RNN / GRU with
     64 units (notebook 03's over-fitting question), the RNN recipe ablation, the other attention
-    layout, two ways to regularise the word vectors, the two TPE searches and the TF-IDF anchor. Used in notebooks 03 and 04 with RETRAIN=1."""
+    layout, two ways to regularise the word vectors, the two TPE searches and the TF-IDF anchor.
+    `checkpoint` marks the runs saved as the committed checkpoints (seed 0 of each named model).
+    Used in notebooks 03 and 04 with RETRAIN=1."""
     cost = {"rnn": 5, "gru": 12, "sum": 1, "weighted": 1, "attn_sum": 4, "attn_weighted": 4}
     jobs = []
     for name in MODEL_NAMES:
@@ -1493,7 +1500,7 @@ def experiment_plan(notebook: int | None = None) -> list[dict]:
             for seed in EXPERIMENT_SEEDS:
                 jobs.append({"key": f"{name}/{setting}/seed{seed}", "kind": "run", "name": name,
                              "finetune": finetune, "seed": seed, "notebook": 3 if name in ("rnn", "gru") else 4,
-                             "cost": cost[name] * 10})
+                             "checkpoint": seed == 0, "cost": cost[name] * 10})
     for cell in ("rnn", "gru"):
         for setting, finetune in (("trainable", True), ("frozen", False)):
             for seed in EXPERIMENT_SEEDS:
@@ -1553,7 +1560,7 @@ def gradient_reach(model: RecurrentClassifier, split: Split, n: int = 256) -> np
     """How strongly the logit still depends on the word at each position: the mean over `n` full-length
     reviews of ‖∂ logit / ∂ x_t‖ for t = 1..T (x_t = the word vector read at step t). A plain RNN's
     curve falls by orders of magnitude towards the start of the review (vanishing gradient); a GRU's
-    stays flat where its update gates copy the state. Used in notebook 03, section 3."""
+    stays flat where its update gates copy the state. Shown in notebook 03, section 4."""
     if not isinstance(model, RecurrentClassifier):
         raise ValueError("gradient_reach measures the recurrent models (rnn, gru)")
     full = torch.nonzero(split.lengths == split.ids.shape[1]).squeeze(1)[:n]
@@ -1585,7 +1592,7 @@ def show_source(*objects):
 def try_review(model: nn.Module, text: str):
     """Classify one review and draw what the model did with it (`show`); bad input (empty, only
     spaces, not text) prints the reason instead of raising. Returns P(positive) or None.
-    Used in notebook 04, section 7 (also behind its text-box explorer)."""
+    Shown in notebook 04, section 8 (behind its text-box explorer)."""
     import matplotlib.pyplot as plt
 
     try:
@@ -1606,7 +1613,7 @@ def plot_history(histories: dict, reference: dict | None = None, title: str = "L
     """Loss and accuracy per epoch of one or more runs ({label: History or its dict}), train dashed,
     validation solid. `overlay=True`: two panels, one colour per run (to compare runs); otherwise one
     column per run with its best epoch marked and `reference` runs ({label: history}) in grey.
-    Used in notebooks 03 (sections 3, 4) and 04 (section 2)."""
+    Used in notebooks 03 (sections 4, 5) and 04 (section 2)."""
     import matplotlib.pyplot as plt
 
     histories = {k: h if isinstance(h, dict) else h.as_dict() for k, h in histories.items()}
@@ -1839,7 +1846,7 @@ def confident_errors(probs: np.ndarray, split: Split, k: int = 5):
 def plot_model_comparison(table, anchor: float | None = None, anchor_label: str = "TF-IDF + LR",
                           title: str = "Model comparison on the IMDB test set"):
     """Test accuracy (mean ± std over seeds) and trainable parameters per row of a `results_table`;
-    `anchor` (an accuracy) is drawn as a dashed line. Used in notebooks 03 (section 7) and 04 (section 6)."""
+    `anchor` (an accuracy) is drawn as a dashed line. Used in notebooks 03 (section 7) and 04 (section 7)."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.4), gridspec_kw={"width_ratios": [1.6, 1]})
@@ -1871,7 +1878,7 @@ def plot_model_comparison(table, anchor: float | None = None, anchor_label: str 
 
 def plot_search(searches: dict, reference: dict | None = None):
     """One row per search ({label: study or trial records}): the optimisation history, and hidden size
-    vs score with each seed's score as a small dot. Used in notebook 03, section 3."""
+    vs score with each seed's score as a small dot. Used in notebook 03, section 6."""
     import matplotlib.pyplot as plt
 
     reference = reference or {}

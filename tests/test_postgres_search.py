@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from optuna.trial import TrialState
 
 import helpers
 from imdb_fixtures import TOY_REVIEWS, write_archive
-from test_search import FINISHED, SEARCH, WORKER
+from test_search import FINISHED, SEARCH, run_two_workers
 
 PACKAGE = "postgresql"
 USER, PASSWORD, DATABASE = "optuna", "optuna-test-pw", "optuna"
@@ -115,18 +114,13 @@ def test_two_workers_share_one_postgresql_study_and_it_resumes(postgres_url, toy
 
     n_trials = 4
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(helpers.ROOT), os.environ.get("PYTHONPATH")]))}
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(toy_archive), str(seed), str(n_trials), "2"],
-                                env=env, cwd=helpers.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for seed in (0, 1)]  # different sampler seeds, or both would propose the same sizes
-    for worker in workers:
-        output, _ = worker.communicate(timeout=120)
-        assert worker.returncode == 0, output
+    pids = run_two_workers(toy_archive, n_trials, env)
 
     study = optuna.load_study(study_name="shared", storage=postgres_url)
     finished = study.get_trials(states=FINISHED)
     assert not study.get_trials(states=(TrialState.FAIL, TrialState.RUNNING))
     assert n_trials <= len(finished) <= n_trials + 1  # a trial running elsewhere at the stop still finishes
-    assert {t.user_attrs["pid"] for t in finished} == {w.pid for w in workers}  # both workers added trials
+    assert {t.user_attrs["pid"] for t in finished} == pids  # both workers added trials
 
     # A restarted search (a rerun notebook cell) reopens the study and runs only the missing trials ...
     data = helpers.load_imdb(max_len=12, val_size=6, verbose=False)

@@ -135,16 +135,22 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def test_two_workers_share_one_journal_study(toy_data, isolated_data_dir, tmp_path, monkeypatch):
-    journal = tmp_path / "study.log"
-    env = {**os.environ, "OPTUNA_STORAGE": str(journal)}
-    n_trials = 6
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(isolated_data_dir), str(seed), str(n_trials), "2"],
+def run_two_workers(data_dir, n_trials: int, env: dict) -> set[int]:
+    """Run WORKER in two processes on one study (sampler seeds 0 and 1: the same seed would make both
+    propose the same sizes); assert both succeed and return their pids."""
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(data_dir), str(seed), str(n_trials), "2"],
                                 env=env, cwd=helpers.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for seed in (0, 1)]  # different sampler seeds, or both would propose the same sizes
+               for seed in (0, 1)]
     for worker in workers:
         output, _ = worker.communicate(timeout=120)
         assert worker.returncode == 0, output
+    return {worker.pid for worker in workers}
+
+
+def test_two_workers_share_one_journal_study(toy_data, isolated_data_dir, tmp_path, monkeypatch):
+    journal = tmp_path / "study.log"
+    n_trials = 6
+    pids = run_two_workers(isolated_data_dir, n_trials, {**os.environ, "OPTUNA_STORAGE": str(journal)})
 
     monkeypatch.setenv("OPTUNA_STORAGE", str(journal))
     study = optuna.load_study(study_name="shared", storage=helpers.optuna_storage())
@@ -153,4 +159,4 @@ def test_two_workers_share_one_journal_study(toy_data, isolated_data_dir, tmp_pa
     # MaxTrialsCallback stops both workers at n_trials finished trials; a trial already running in
     # the other worker at that moment still finishes, so one extra trial is possible.
     assert n_trials <= len(finished) <= n_trials + 1
-    assert {t.user_attrs["pid"] for t in finished} == {w.pid for w in workers}
+    assert {t.user_attrs["pid"] for t in finished} == pids

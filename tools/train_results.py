@@ -47,8 +47,7 @@ def worker(keys: list[str], smoke: bool) -> None:
         job = jobs[key]
         smoke_sizes = {"search": {"n_trials": 2, "epochs": 1, "seeds": (0,)}, "epochs": 1} if smoke else {}
         record, model = helpers.run_job(job, data, storage=storage, **smoke_sizes)
-        if model is not None and job["kind"] == "run" and job["seed"] == 0 and "-" not in job["key"].split("/")[0] \
-                and not smoke:  # seed 0 of a named model: the committed checkpoint
+        if job.get("checkpoint") and not smoke:  # seed 0 of a named model: the committed checkpoint
             helpers.save_checkpoint(model, helpers.checkpoint_path(job["name"], job["finetune"]), record)
         record["job"] = {k: v for k, v in job.items() if k != "cost"}
         record["wall_seconds"] = time.perf_counter() - start
