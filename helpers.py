@@ -1,27 +1,28 @@
 """Helpers for "Introduction to Deep Learning - exercise 2" (IMDB sentiment with RNN/GRU,
-token-wise MLPs and self-attention).
+token-wise MLPs and self-attention): what the notebooks, tests, benchmarks and tools/ share.
 
-It supplies the data and the models to the notebooks (and the tests, benchmarks and tools/), and
-reads top to bottom in the order a reader of the notebooks meets it:
+It reads top to bottom in the order a reader of the notebooks meets it:
 
-1. reproducibility, device and paths
+1. reproducibility, device, paths, atomic files
 2. data: IMDB (archive / folder / download), the GloVe-matched tokenizer, GloVe 6B-50d, the cache
 3. models: hand-written RNN and GRU cells with hand-written BPTT, trainable word vectors,
    token-wise heads, windowed self-attention
 4. training, evaluation, prediction and explanation; recipes, checkpoints and results
-5. the hyper-parameter search and the experiments behind notebooks 03 and 04
+5. the hyper-parameter search's storage (its objective is written in notebook 03)
 6. plotting and display
 
-Each public name's docstring ends with where it is used. Maintainer commands (executing notebooks,
-retraining the committed results) live in tools/. Importing this module has no side effects (no
-seeding, no rcParams, no heavy optional imports).
+Each public name's docstring ends with where it is used. Maintainer commands (the experiment plan,
+retraining the committed results, executing notebooks) live in tools/. Importing this module has no
+side effects (no seeding, no rcParams, no heavy optional imports).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
 import itertools
+import json
 import math
 import os
 import random
@@ -51,7 +52,6 @@ ROOT = Path(__file__).resolve().parent
 DATA_DIR = ROOT / "data"
 CACHE_DIR = DATA_DIR / "cache"
 CHECKPOINT_DIR = ROOT / "checkpoints"
-RESULTS_PATH = CHECKPOINT_DIR / "results.json"
 
 
 def smoke_test() -> bool:
@@ -95,17 +95,38 @@ def model_device(model: nn.Module) -> torch.device:
     return tensor.device if tensor is not None else torch.device("cpu")
 
 
-def _atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside `path`; on success it replaces `path` (readable by all), on an
+    exception it is deleted: a file is never half-written. Used by every writer here and in tools/."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        yield Path(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def save_json(obj, path: str | Path) -> Path:
+    """Write `obj` as compact JSON, atomically. Used by tools/train_results.py and notebook 03 (search)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, separators=(",", ":")), encoding="utf-8")
+    return Path(path)
+
+
+def load_json(path: str | Path, what: str, remedy: str):
+    """Read a JSON file; a missing or damaged one raises an error naming the file and the way back."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing ({what}). {remedy}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is damaged ({what}: {exc}). {remedy}") from exc
 
 
 def _progress(iterable=None, **kwargs):
@@ -176,15 +197,12 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download_imdb(url: str = IMDB_URL, md5: str = IMDB_MD5, dest: Path | None = None) -> Path:
+def download_imdb(md5: str = IMDB_MD5, dest: Path | None = None) -> Path:
     """Download the official archive with a progress bar to a temporary file, verify its MD5,
     then rename it into place; a failed or corrupt download leaves nothing behind. Used by `find_imdb`."""
     dest = Path(dest) if dest else DATA_DIR / IMDB_ARCHIVE_NAME
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(IMDB_URL, timeout=30) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with _progress(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}") as bar:
                 for block in iter(lambda: response.read(1 << 16), b""):
@@ -192,12 +210,9 @@ def download_imdb(url: str = IMDB_URL, md5: str = IMDB_MD5, dest: Path | None = 
                     bar.update(len(block))
         got = _md5(tmp)
         if got != md5:
-            raise ImdbError(f"checksum mismatch for {url}: MD5 {got}, expected {md5}; "
+            raise ImdbError(f"checksum mismatch for {IMDB_URL}: MD5 {got}, expected {md5}; "
                             f"the partial file was removed, try again.")
-        os.replace(tmp, dest)
-        return dest
-    finally:
-        tmp.unlink(missing_ok=True)
+    return dest
 
 
 def _iter_reviews(source: Path) -> Iterator[tuple[str, str, int, int, bytes]]:
@@ -348,10 +363,10 @@ def token_words(ids: Iterable[int]) -> list[str]:
     return ["<pad>" if i == PAD else "<unk>" if i == UNK else words[i - 2] for i in ids]
 
 
-def encode(texts: Sequence[str], max_len: int = 100, glove: GloVe | None = None):
+def encode(texts: Sequence[str], max_len: int = 100):
     """Token ids (N, max_len) padded with PAD, lengths (N,), and the tokens kept per review.
     Used by `predict` and `explain`."""
-    glove = glove or load_glove()
+    glove = load_glove()
     ids = torch.full((len(texts), max_len), PAD, dtype=torch.long)
     lengths = torch.zeros(len(texts), dtype=torch.long)
     kept = []
@@ -437,20 +452,22 @@ def _tokenize_imdb(raw: dict, max_len: int) -> dict:
     return out
 
 
-def _stratified_split(labels: torch.Tensor, val_size: int, seed: int):
+def stratified_sample(labels: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split indices 0..len(labels)-1 into (the rest, a seeded sample of about `n` with the label balance
+    of the whole), both sorted. Used by `load_imdb` (validation split, SMOKE_TEST subsets) and notebook 03."""
     generator = torch.Generator().manual_seed(seed)
-    val_parts, train_parts = [], []
+    sample, rest = [], []
     for value in (0.0, 1.0):
         idx = torch.nonzero(labels == value).flatten()
         idx = idx[torch.randperm(len(idx), generator=generator)]
-        n_val = round(val_size * len(idx) / len(labels))
-        val_parts.append(idx[:n_val])
-        train_parts.append(idx[n_val:])
-    return torch.sort(torch.cat(train_parts)).values, torch.sort(torch.cat(val_parts)).values
+        k = round(n * len(idx) / len(labels))
+        sample.append(idx[:k])
+        rest.append(idx[k:])
+    return torch.sort(torch.cat(rest)).values, torch.sort(torch.cat(sample)).values
 
 
 def load_imdb(max_len: int = 100, val_size: int = 5000, seed: int = 0, subset: int | None = None,
-              source: str | Path | None = None, download: bool = True, verbose: bool = True) -> Imdb:
+              verbose: bool = True) -> Imdb:
     """IMDB (Maas et al. 2011) as padded GloVe token ids: 20,000 train / 5,000 validation
     (a seeded, stratified hold-out of the official 25,000 training reviews) / 25,000 test.
 
@@ -462,9 +479,7 @@ def load_imdb(max_len: int = 100, val_size: int = 5000, seed: int = 0, subset: i
         raise ValueError(f"max_len must be a positive int, got {max_len!r}")
     if not 0 < val_size < 25000:
         raise ValueError(f"val_size must be between 1 and 24,999, got {val_size}")
-    src = Path(source).expanduser().resolve() if source else find_imdb(download=download)
-    if not src.exists():
-        raise ImdbError(_not_found_message(f"{src} does not exist"))
+    src = find_imdb()
     cache = CACHE_DIR / f"imdb-{_cache_key(src, max_len)}.pt"
     data = None
     if cache.exists():
@@ -475,7 +490,8 @@ def load_imdb(max_len: int = 100, val_size: int = 5000, seed: int = 0, subset: i
     if data is None:
         start = time.perf_counter()
         data = _tokenize_imdb(read_imdb(src), max_len)
-        _atomic_save(data, cache)
+        with atomic_path(cache) as tmp:
+            torch.save(data, tmp)
         if verbose:
             print(f"tokenized IMDB from {src.name} in {time.perf_counter() - start:.1f} s "
                   f"(cached in {cache})")
@@ -485,10 +501,10 @@ def load_imdb(max_len: int = 100, val_size: int = 5000, seed: int = 0, subset: i
                       cols["ratings"].long())
         return split if index is None else split.take(index)
 
-    train_idx, val_idx = _stratified_split(data["train"]["labels"], val_size, seed)
+    train_idx, val_idx = stratified_sample(data["train"]["labels"], val_size, seed)
     train, val, test = split_of(data["train"], train_idx), split_of(data["train"], val_idx), split_of(data["test"])
     if subset is not None:
-        train, val, test = (s.take(_stratified_split(s.labels, min(subset, len(s) - 1), seed)[1])
+        train, val, test = (s.take(stratified_sample(s.labels, min(subset, len(s) - 1), seed)[1])
                             if subset < len(s) else s for s in (train, val, test))
     imdb = Imdb(train, val, test, max_len, data["coverage"], str(src))
     if verbose:
@@ -526,75 +542,85 @@ MODEL_NAMES = ("rnn", "gru", "sum", "weighted", "attn_sum", "attn_weighted")
 
 class RNNCell(nn.Module):
     """Elman cell written out: h' = tanh(W_ih x + b_ih + W_hh h + b_hh) (as torch.nn.RNNCell).
-    Shown in notebook 03, section 1."""
+    `update` is its one forward formula and `update_backward` its derivative; the step, the training
+    path (`run_cell` with hand-written BPTT) and `explain` all call them. Shown in notebook 03, section 1."""
+
+    blocks = 1  # W_ih and W_hh hold one (H × ·) block per gate: 1 here, 3 (r, z, n) for the GRU
 
     def __init__(self, input_size: int, hidden_size: int):
         super().__init__()
         self.hidden_size = hidden_size
-        self.ih = nn.Linear(input_size, hidden_size)
-        self.hh = nn.Linear(hidden_size, hidden_size)
+        self.ih = nn.Linear(input_size, self.blocks * hidden_size)
+        self.hh = nn.Linear(hidden_size, self.blocks * hidden_size)
+
+    @staticmethod
+    def update(x_proj: torch.Tensor, gh: torch.Tensor, h: torch.Tensor):
+        """New state from the input projection W_ih x + b_ih and gh = W_hh h + b_hh; returns (h', cache)."""
+        h_new = torch.tanh(x_proj + gh)
+        return h_new, h_new
+
+    @staticmethod
+    def update_backward(dh_new: torch.Tensor, h: torch.Tensor, cache):
+        """From δ = ∂L/∂h' to ∂L/∂(x_proj), ∂L/∂gh and the part of ∂L/∂h that bypasses gh (none here)."""
+        h_new = cache
+        d_pre = dh_new * (1 - h_new * h_new)  # tanh' = 1 − tanh²
+        return d_pre, d_pre, 0.0
 
     def step(self, x_proj: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """One step from a pre-computed input projection `ih(x)`."""
-        return torch.tanh(x_proj + self.hh(h))
+        return self.update(x_proj, self.hh(h), h)[0]
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         return self.step(self.ih(x), h)
 
 
-class GRUCell(nn.Module):
+class GRUCell(RNNCell):
     """GRU cell written out, gates in torch.nn.GRUCell's order (r, z, n):
 
     r = σ(W_ir x + b_ir + W_hr h + b_hr),  z = σ(W_iz x + b_iz + W_hz h + b_hz),
-    n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)),  h' = (1 − z) ⊙ n + z ⊙ h. Shown in notebook 03, section 1."""
+    n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)),  h' = (1 − z) ⊙ n + z ⊙ h.
+    Same interface as `RNNCell`, with three blocks in `ih` / `hh`. Shown in notebook 03, section 1."""
 
-    def __init__(self, input_size: int, hidden_size: int):
-        super().__init__()
-        self.hidden_size = hidden_size
-        self.ih = nn.Linear(input_size, 3 * hidden_size)
-        self.hh = nn.Linear(hidden_size, 3 * hidden_size)
+    blocks = 3
 
-    def step(self, x_proj: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        i_r, i_z, i_n = x_proj.chunk(3, dim=-1)
-        h_r, h_z, h_n = self.hh(h).chunk(3, dim=-1)
-        r = torch.sigmoid(i_r + h_r)
-        z = torch.sigmoid(i_z + h_z)
-        n = torch.tanh(i_n + r * h_n)
-        return n + z * (h - n)
+    @staticmethod
+    def update(x_proj: torch.Tensor, gh: torch.Tensor, h: torch.Tensor):
+        H = h.shape[-1]
+        rz = torch.sigmoid(x_proj[..., : 2 * H] + gh[..., : 2 * H])  # r and z in one call
+        r, z = rz[..., :H], rz[..., H:]
+        n = torch.tanh(torch.addcmul(x_proj[..., 2 * H:], r, gh[..., 2 * H:]))  # W_in x + b_in + r ⊙ gh_n
+        h_new = torch.lerp(n, h, z)  # n + z ⊙ (h − n) = (1 − z) ⊙ n + z ⊙ h
+        return h_new, (r, z, n, gh[..., 2 * H:])
 
-    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return self.step(self.ih(x), h)
+    @staticmethod
+    def update_backward(dh_new: torch.Tensor, h: torch.Tensor, cache):
+        r, z, n, gh_n = cache
+        da_n = dh_new * (1 - z) * (1 - n * n)          # through n = tanh(a_n)
+        da_r = da_n * gh_n * r * (1 - r)               # a_n = ... + r ⊙ gh_n, r = σ(a_r)
+        da_z = dh_new * (h - n) * z * (1 - z)          # h' = n + z ⊙ (h − n), z = σ(a_z)
+        d_pre = torch.cat([da_r, da_z, da_n], dim=-1)  # ∂L/∂(W_i x + b_i), blocks r, z, n
+        d_gh = torch.cat([da_r, da_z, da_n * r], dim=-1)  # ∂L/∂(W_h h + b_h): r scales gh_n
+        return d_pre, d_gh, dh_new * z                 # z ⊙ h passes δ straight to h
 
 
 class _RecurrentBPTT(torch.autograd.Function):
     """Back-propagation through time written out by hand for RNNCell / GRUCell sequences.
 
     Autograd would record ~15 tiny operations per time step and replay them one by one; here the
-    forward pass keeps only what the backward pass needs (the gates and previous states) and the
-    backward pass applies the chain rule step by step, with the weight gradients summed over all
-    steps in one matrix product at the end. `tests/test_models.py` checks it against autograd."""
+    forward pass runs the cell's `update` and keeps what `update_backward` needs, and the backward pass
+    applies the chain rule step by step, with the weight gradients summed over all steps in one
+    matrix product at the end. Where `keep` is False (padding) the state is carried over unchanged.
+    `tests/test_models.py` checks it against autograd. Shown in notebook 03, section 2."""
 
     @staticmethod
-    def forward(ctx, kind: str, x_proj, w_hh, b_hh, h0, keep):
-        B, T, _ = x_proj.shape
-        h = h0
-        saved = {"h_prev": [], "gates": []}
-        for t in range(T):
-            gh = torch.addmm(b_hh, h, w_hh.t())
-            if kind == "gru":
-                H = h.shape[1]
-                xt = x_proj[:, t]
-                rz = torch.sigmoid(xt[:, : 2 * H] + gh[:, : 2 * H])
-                r, z = rz[:, :H], rz[:, H:]
-                n = torch.tanh(torch.addcmul(xt[:, 2 * H:], r, gh[:, 2 * H:]))
-                h_new = torch.lerp(n, h, z)
-                saved["gates"].append((r, z, n, gh[:, 2 * H:]))
-            else:
-                h_new = torch.tanh(x_proj[:, t] + gh)
-                saved["gates"].append(h_new)
-            saved["h_prev"].append(h)
+    def forward(ctx, cell: type, x_proj, w_hh, b_hh, h0, keep):
+        h, caches, h_prev = h0, [], []
+        for t in range(x_proj.shape[1]):
+            h_new, cache = cell.update(x_proj[:, t], torch.addmm(b_hh, h, w_hh.t()), h)
+            caches.append(cache)
+            h_prev.append(h)
             h = torch.where(keep[:, t, None], h_new, h)
-        ctx.kind, ctx.saved = kind, saved
+        ctx.cell, ctx.caches, ctx.h_prev = cell, caches, h_prev
         ctx.save_for_backward(w_hh, keep)
         return h
 
@@ -602,57 +628,52 @@ class _RecurrentBPTT(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_h):
         w_hh, keep = ctx.saved_tensors
-        saved, kind = ctx.saved, ctx.kind
         T = keep.shape[1]
-        dh = grad_h.contiguous()
-        d_pre = [None] * T  # gradient w.r.t. the step's pre-activations (= w.r.t. x_proj[:, t])
-        d_gh = [None] * T   # gradient w.r.t. gh = h_prev W_hhᵀ + b_hh
+        dh = grad_h.contiguous()  # δ_T = ∂L/∂h_T
+        d_pre, d_gh = [None] * T, [None] * T
         for t in reversed(range(T)):
             m = keep[:, t, None].to(dh.dtype)
-            dh_new = dh * m
-            h_prev = saved["h_prev"][t]
-            if kind == "gru":
-                r, z, n, gh_n = saved["gates"][t]
-                dn = dh_new * (1 - z)
-                da_n = dn * (1 - n * n)
-                da_r = da_n * gh_n * r * (1 - r)
-                da_z = dh_new * (h_prev - n) * z * (1 - z)
-                d_pre[t] = torch.cat([da_r, da_z, da_n], dim=1)
-                d_gh[t] = torch.cat([da_r, da_z, da_n * r], dim=1)
-                dh = dh * (1 - m) + dh_new * z + d_gh[t] @ w_hh
-            else:
-                h_new = saved["gates"][t]
-                d_pre[t] = d_gh[t] = dh_new * (1 - h_new * h_new)
-                dh = dh * (1 - m) + d_gh[t] @ w_hh
-        grad_x = torch.stack(d_pre, dim=1)
+            d_pre[t], d_gh[t], direct = ctx.cell.update_backward(dh * m, ctx.h_prev[t], ctx.caches[t])
+            dh = dh * (1 - m) + direct + d_gh[t] @ w_hh  # δ_{t-1}: skip (padding), direct path, through W_hh
         d_gh_all = torch.stack(d_gh, dim=1).flatten(0, 1)
-        h_prev_all = torch.stack(saved["h_prev"], dim=1).flatten(0, 1)
-        return None, grad_x, d_gh_all.t() @ h_prev_all, d_gh_all.sum(0), dh, None
+        h_prev_all = torch.stack(ctx.h_prev, dim=1).flatten(0, 1)
+        return None, torch.stack(d_pre, dim=1), d_gh_all.t() @ h_prev_all, d_gh_all.sum(0), dh, None
 
 
-def run_cell(cell: RNNCell | GRUCell, x: torch.Tensor, mask: torch.Tensor | None = None,
-             h0: torch.Tensor | None = None, return_all: bool = False, manual_bptt: bool = True):
-    """Unroll `cell` over x (B, T, D). Where mask is False (padding) the state is carried over
-    unchanged, so the final state is the one at each review's true last token.
+def run_cell(cell: RNNCell, x: torch.Tensor, mask: torch.Tensor | None = None, h0: torch.Tensor | None = None,
+             return_all: bool = False, manual_bptt: bool = True):
+    """Unroll `cell` over x (B, T, D) from h0 (default 0). Where mask is False (padding) the state is carried
+    over unchanged, so the final state is the one at each review's true last token.
 
     With `manual_bptt` (and only the final state asked for) the gradient comes from the
     hand-written back-propagation through time in `_RecurrentBPTT`; otherwise autograd records
-    `cell.step` at every time step. Both give the same numbers (a test).
+    `cell.step` at every time step. Both run `cell.update` and give the same numbers (a test).
     Used by `RecurrentClassifier` and in notebook 03, section 2 (the BPTT check)."""
     B, T, _ = x.shape
     h = x.new_zeros(B, cell.hidden_size) if h0 is None else h0
     x_proj = cell.ih(x)  # all input projections in one matrix product
+    if mask is None:
+        mask = torch.ones(B, T, dtype=torch.bool, device=x.device)
     if manual_bptt and not return_all:
-        keep = torch.ones(B, T, dtype=torch.bool, device=x.device) if mask is None else mask
-        kind = "gru" if isinstance(cell, GRUCell) else "rnn"
-        return _RecurrentBPTT.apply(kind, x_proj, cell.hh.weight, cell.hh.bias, h, keep)
+        return _RecurrentBPTT.apply(type(cell), x_proj, cell.hh.weight, cell.hh.bias, h, mask)
     states = []
     for t in range(T):
-        h_new = cell.step(x_proj[:, t], h)
-        h = h_new if mask is None else torch.where(mask[:, t, None], h_new, h)
-        if return_all:
-            states.append(h)
+        h = torch.where(mask[:, t, None], cell.step(x_proj[:, t], h), h)
+        states.append(h)
     return (h, torch.stack(states, dim=1)) if return_all else h
+
+
+@dataclasses.dataclass
+class ModelInfo:
+    """What a model is and how it was made, in one explicit record (`model.info`, saved in its checkpoint):
+    its name and config (`make_model`), the input length and tokenizer it was trained with, and after
+    training the `run_record` (recipe, curves, validation and test accuracy). Used by every model."""
+
+    name: str = ""
+    config: dict = dataclasses.field(default_factory=dict)
+    max_len: int = 100
+    tokenizer: str = TOKENIZER_VERSION
+    record: dict = dataclasses.field(default_factory=dict)
 
 
 class SentimentModel(nn.Module):
@@ -669,10 +690,10 @@ class SentimentModel(nn.Module):
     embedding entries while training.
     Shown in notebook 03, section 3."""
 
-    def __init__(self, vectors: torch.Tensor | None = None, finetune: bool = False, min_count: int = 5,
-                 emb_dropout: float = 0.0):
+    def __init__(self, finetune: bool = False, min_count: int = 5, emb_dropout: float = 0.0):
         super().__init__()
-        vectors = load_glove().vectors if vectors is None else vectors
+        vectors = load_glove().vectors
+        self.info = ModelInfo()
         self.finetune, self.min_count, self.emb_dropout = finetune, min_count, emb_dropout
         self.register_buffer("embedding", vectors, persistent=False)
         self.emb_dim = vectors.shape[1]
@@ -758,9 +779,9 @@ class PositionCode(nn.Module):
     """Adds the sinusoidal position code: x + P[:T] (the table grows for longer inputs).
     Used by `SelfAttention` and `TokenScoreClassifier`."""
 
-    def __init__(self, dim: int, max_len: int = 512):
+    def __init__(self, dim: int):
         super().__init__()
-        self.register_buffer("table", sinusoidal_positions(max_len, dim), persistent=False)
+        self.register_buffer("table", sinusoidal_positions(512, dim), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T = x.shape[1]
@@ -779,8 +800,7 @@ class SelfAttention(nn.Module):
     attention); window=None is full attention. `residual` adds the input back.
     Shown in notebook 04, section 1, with a worked example."""
 
-    def __init__(self, dim: int, window: int | None = 5, max_len: int = 512, residual: bool = True,
-                 positions: bool = True):
+    def __init__(self, dim: int, window: int | None = 5, residual: bool = True, positions: bool = True):
         super().__init__()
         if window is not None and window < 0:
             raise ValueError(f"window must be None or >= 0, got {window}")
@@ -788,7 +808,7 @@ class SelfAttention(nn.Module):
         self.q = nn.Linear(dim, dim)
         self.k = nn.Linear(dim, dim)
         self.v = nn.Linear(dim, dim)
-        self.positions = PositionCode(dim, max_len) if positions else None
+        self.positions = PositionCode(dim) if positions else None
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor):
         T = x.shape[1]
@@ -849,17 +869,20 @@ class TokenScoreClassifier(SentimentModel):
     def forward(self, ids, lengths, details=False):
         mask = lengths_to_mask(lengths, ids.shape[1])
         out, attn = self.token_outputs(self.embed(ids), mask)
-        scores = out[..., 0].masked_fill(~mask, 0.0)
-        if self.weighted:
-            weights = torch.softmax(out[..., 1].masked_fill(~mask, torch.finfo(out.dtype).min), dim=-1)
-            weights = weights * mask  # an empty review gets all-zero weights, not NaN
-            logit = (weights * scores).sum(-1)
-        else:
-            weights = None
-            logit = scores.sum(-1)
-        if not details:
-            return logit
-        return logit, {"scores": scores, "weights": weights, "attention": attn}
+        logit, scores, weights = pool_token_scores(out, mask, self.weighted)
+        return (logit, {"scores": scores, "weights": weights, "attention": attn}) if details else logit
+
+
+def pool_token_scores(out: torch.Tensor, mask: torch.Tensor, weighted: bool):
+    """The review's logit from the token outputs (B, T, 1 or 2): Σ s_i (sum) or Σ w_i s_i with
+    w = softmax(a) over the real tokens (weighted). Returns (logit, s, w or None); padding gets s = w = 0.
+    Used by `TokenScoreClassifier`; shown in notebook 04, section 1."""
+    scores = out[..., 0].masked_fill(~mask, 0.0)
+    if not weighted:
+        return scores.sum(-1), scores, None
+    weights = torch.softmax(out[..., 1].masked_fill(~mask, torch.finfo(out.dtype).min), dim=-1)
+    weights = weights * mask  # an empty review gets all-zero weights, not NaN
+    return (weights * scores).sum(-1), scores, weights
 
 
 DEFAULT_CONFIGS = {
@@ -892,17 +915,16 @@ def make_model(name: str, seed: int | None = 0, **overrides) -> SentimentModel:
         torch.manual_seed(seed)
     cls = RecurrentClassifier if name in ("rnn", "gru") else TokenScoreClassifier
     model = cls(**config)
-    model.name, model.config = name, config
+    model.info = ModelInfo(name=name, config=config)
     return model
 
 
-def count_parameters(model: nn.Module, embeddings: bool = True) -> int:
+def count_parameters(model: SentimentModel, embeddings: bool = True) -> int:
     """Trainable parameters. The frozen GloVe table is never counted; the word-vector corrections Δ
     (all rows but the fixed zero row) are, unless `embeddings=False`. Used in notebooks 03 and 04, section 1."""
-    delta = getattr(model, "delta", None)
     total = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if delta is not None:
-        total -= delta.weight.numel() if not embeddings else delta.weight.shape[1]
+    if model.delta is not None:
+        total -= model.delta.weight.numel() if not embeddings else model.delta.weight.shape[1]
     return total
 
 
@@ -926,6 +948,12 @@ class History:
     def best_val_acc(self) -> float:
         return max(self.val_acc) if self.val_acc else float("nan")
 
+    def line(self, epoch: int) -> str:
+        """The one-line summary of an epoch (1-based) that training prints."""
+        i = epoch - 1
+        return (f"epoch {epoch:2d} | train loss {self.train_loss[i]:.3f} acc {self.train_acc[i]:.3f} | "
+                f"val loss {self.val_loss[i]:.3f} acc {self.val_acc[i]:.3f} | {self.epoch_seconds[i]:.1f} s")
+
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -946,60 +974,78 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 512) -> dict:
     return {"acc": correct / n, "loss": loss_sum / n}
 
 
+CLIP_NORM = 1.0
+"""Every training step clips the gradient norm at 1 (long RNN sequences can produce rare huge gradients)."""
+
+
+def make_optimizer(model: nn.Module, lr: float, emb_weight_decay: float = 0.0) -> torch.optim.AdamW:
+    """AdamW without weight decay on the network, and a separate group for the word-vector corrections Δ
+    whose decoupled decay `emb_weight_decay` pulls them back towards GloVe. Used by `train` and the benchmark."""
+    delta = [] if model.delta is None else list(model.delta.parameters())
+    rest = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in delta)]
+    groups = [{"params": rest, "weight_decay": 0.0}]
+    if delta:
+        groups.append({"params": delta, "weight_decay": emb_weight_decay})
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, ids, lengths, labels) -> tuple[float, int]:
+    """One optimisation step on one batch: forward, BCE loss, backward, clipped gradient, AdamW update.
+    Returns (summed loss, correct predictions). Used by `train_epoch` and the benchmark."""
+    logits = model(ids, lengths)
+    loss = F.binary_cross_entropy_with_logits(logits, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], CLIP_NORM)
+    optimizer.step()
+    return loss.item() * len(labels), int(((logits.detach() > 0).float() == labels).sum())
+
+
+def train_epoch(model: nn.Module, split: Split, optimizer, batch_size: int, generator: torch.Generator,
+                desc: str = "", progress: bool = True) -> tuple[float, float]:
+    """One pass over `split` in a seeded random order, with a progress bar; returns (mean loss, accuracy)
+    of the training batches as they went (dropout on). Used by `train`."""
+    model.train()
+    loss_sum, correct = 0.0, 0
+    bar = _progress(batches(split, batch_size, shuffle=True, generator=generator, device=model_device(model)),
+                    total=math.ceil(len(split) / batch_size), desc=desc, leave=False, disable=not progress or None)
+    for ids, lengths, labels in bar:
+        loss, right = train_step(model, optimizer, ids, lengths, labels)
+        loss_sum, correct = loss_sum + loss, correct + right
+    bar.close()
+    return loss_sum / len(split), correct / len(split)
+
+
 def train(model: nn.Module, data: Imdb, epochs: int = 10, lr: float = 1e-3, batch_size: int = 64,
-          seed: int = 0, patience: int | None = None, clip: float | None = 1.0,
-          weight_decay: float = 0.0, emb_weight_decay: float = 0.0, callback: Callable[[int, History], None] | None = None,
-          progress: bool = True, verbose: bool = True) -> History:
-    """Train with AdamW on BCE-with-logits; one line per epoch, a progress bar per epoch.
+          seed: int = 0, patience: int | None = None, emb_weight_decay: float = 0.0,
+          callback: Callable[[int, History], None] | None = None, progress: bool = True,
+          verbose: bool = True) -> History:
+    """Train with AdamW on BCE-with-logits; a progress bar per epoch and one line after it.
 
     Seeded (shuffling uses its own generator): the same seed gives the same numbers on the same
     machine. With `patience`, training stops after that many epochs without a better validation
     accuracy and the best weights are restored. `callback(epoch, history)` runs after every epoch
-    (e.g. an Optuna pruner; an exception it raises propagates). Used by `train_model`."""
+    (e.g. an Optuna pruner; an exception it raises propagates). Shown in notebook 03, section 3."""
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     set_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    device = model_device(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    delta = [] if getattr(model, "delta", None) is None else list(model.delta.parameters())
-    groups = [{"params": [p for p in params if all(p is not q for q in delta)], "weight_decay": weight_decay}]
-    if delta:  # decoupled decay of the word-vector corrections Δ pulls them back towards GloVe
-        groups.append({"params": delta, "weight_decay": emb_weight_decay})
-    optimizer = torch.optim.AdamW(groups, lr=lr)
-    history = History()
-    best_state, best_acc, since_best = None, -1.0, 0
-    n_batches = math.ceil(len(data.train) / batch_size)
+    optimizer = make_optimizer(model, lr, emb_weight_decay)
+    history, best_state, since_best = History(), None, 0
     for epoch in range(1, epochs + 1):
-        model.train()
         start = time.perf_counter()
-        loss_sum, correct = 0.0, 0
-        bar = _progress(batches(data.train, batch_size, shuffle=True, generator=generator, device=device),
-                        total=n_batches, desc=f"epoch {epoch}/{epochs}", leave=False,
-                        disable=not progress or None)
-        for ids, lengths, labels in bar:
-            logits = model(ids, lengths)
-            loss = F.binary_cross_entropy_with_logits(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip:
-                nn.utils.clip_grad_norm_(params, clip)
-            optimizer.step()
-            loss_sum += loss.item() * len(labels)
-            correct += ((logits.detach() > 0).float() == labels).sum().item()
-        bar.close()
-        history.epoch_seconds.append(time.perf_counter() - start)
-        history.train_loss.append(loss_sum / len(data.train))
-        history.train_acc.append(correct / len(data.train))
+        loss, acc = train_epoch(model, data.train, optimizer, batch_size, generator, f"epoch {epoch}/{epochs}",
+                                progress)
+        seconds = time.perf_counter() - start
         val = evaluate(model, data.val)
-        history.val_loss.append(val["loss"])
-        history.val_acc.append(val["acc"])
+        for key, value in (("train_loss", loss), ("train_acc", acc), ("val_loss", val["loss"]),
+                           ("val_acc", val["acc"]), ("epoch_seconds", seconds)):
+            getattr(history, key).append(value)
         if verbose:
-            print(f"epoch {epoch:2d} | train loss {history.train_loss[-1]:.3f} acc {history.train_acc[-1]:.3f}"
-                  f" | val loss {val['loss']:.3f} acc {val['acc']:.3f} | {history.epoch_seconds[-1]:.1f} s")
-        if val["acc"] > best_acc:
-            best_acc, since_best, history.best_epoch = val["acc"], 0, epoch
-            if patience is not None:
+            print(history.line(epoch), flush=True)
+        if val["acc"] > max(history.val_acc[:-1], default=-1.0):
+            history.best_epoch, since_best = epoch, 0
+            if patience is not None:  # keep the best weights to restore them at the end
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             since_best += 1
@@ -1028,16 +1074,18 @@ def _prepare(model: nn.Module, texts) -> tuple[torch.Tensor, torch.Tensor]:
         texts = [texts]
     if not isinstance(texts, (list, tuple)) or not texts:
         raise ValueError("expected a review (str) or a non-empty list of reviews")
+    def which(i: int) -> str:
+        return "the review" if len(texts) == 1 else f"review {i}"
+
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise ValueError(f"review {i} is a {type(text).__name__}, not a str")
+            raise ValueError(f"{which(i)} is a {type(text).__name__}, not a str")
         if not text.strip():
-            raise ValueError(f"review {i} is empty: there is nothing to classify")
-    max_len = getattr(model, "max_len", 100)
-    ids, lengths, _ = encode(texts, max_len=max_len)
+            raise ValueError(f"{which(i)} is empty: there is nothing to classify")
+    ids, lengths, _ = encode(texts, max_len=model.info.max_len)
     empty = [i for i, n in enumerate(lengths.tolist()) if n == 0]
     if empty:
-        raise ValueError(f"review {empty[0]} has no tokens after tokenization")
+        raise ValueError(f"{which(empty[0])} has no tokens after tokenization")
     return ids, lengths
 
 
@@ -1106,92 +1154,31 @@ FROZEN = {"finetune": False, "emb_dropout": 0.0}
 """What the frozen-GloVe baseline changes in a model's config; its training settings are the same."""
 
 
+def check_name(name: str) -> str:
+    """`name` if it is one of MODEL_NAMES, else a ValueError listing them. Used wherever a model is named."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    return name
+
+
 def recipe(name: str, finetune: bool = True) -> tuple[dict, dict]:
     """(config overrides, training settings) of `name` with trainable (the named model) or frozen
-    word vectors. Used in notebooks 03 and 04."""
-    if name not in TRAIN_SETTINGS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    return ({} if finetune else dict(FROZEN)), dict(TRAIN_SETTINGS[name])
+    word vectors. Used by `load_or_train`, tools/experiments.py and notebook 03."""
+    return ({} if finetune else dict(FROZEN)), dict(TRAIN_SETTINGS[check_name(name)])
 
 
-RNN_ABLATION = {
-    "frozen GloVe, default W_hh": ({"finetune": False, "emb_dropout": 0.0, "hh_init": "default"}, {}),
-    "trainable, default W_hh": ({"hh_init": "default"}, {}),
-    "trainable, no embedding dropout": ({"emb_dropout": 0.0}, {}),
-    "trainable, lr 3e-3": ({}, {"lr": 3e-3}),
-}
-"""Notebook 03, section 4: the RNN recipe with one thing changed (seed 0); the named RNN and its frozen
-twin (orthogonal W_hh) complete the table."""
-
-LAYOUT_VARIANTS = {"attn_sum": {"layout": "residual"}, "attn_weighted": {"layout": "exercise"}}
-"""Notebook 04, section 3: each attention model in the other layout, 3 seeds (the named layout won on
-the validation split: the exercise's for attn_sum, the residual one for attn_weighted)."""
-
-REGULARISATION_VARIANTS = {
-    "weighted-nodropout": ("weighted", {"emb_dropout": 0.0}, {}),
-    "weighted-decay": ("weighted", {}, {"emb_weight_decay": 1.0}),
-}
-"""Notebook 04, section 3: how to regularise the trainable vectors, measured on `weighted` (3 seeds):
-without the embedding dropout, and with a decoupled weight decay of 1.0 on Δ (AdamW shrinks Δ by
-lr · 1.0 = 0.1 % per step, back towards GloVe)."""
-
-
-def save_checkpoint(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
-    """Write weights, architecture config and metadata atomically (never a half-written file).
-    Used by `load_or_train` and tools/train_results.py."""
-    path = Path(path)
-    state = model.state_dict()
-    if "delta.weight" in state:  # the trained word-vector corrections, stored in half precision
-        state["delta.weight"] = state["delta.weight"].half()
-    payload = {"name": model.name, "config": model.config, "state_dict": state,
-               "meta": {"max_len": getattr(model, "max_len", 100), "tokenizer": TOKENIZER_VERSION,
-                        **(meta or {})}}
-    _atomic_save(payload, path)
-    return path
-
-
-def load_checkpoint(path: str | Path) -> SentimentModel:
-    """Rebuild a model from `save_checkpoint`'s file, in eval mode; `model.meta` holds the metadata.
-    Used by `load_pretrained` and benchmarks/bench_models.py."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    payload = torch.load(path, weights_only=True, map_location="cpu")
-    model = make_model(payload["name"], seed=None, **payload["config"])
-    state = payload["state_dict"]
-    if "adapted_ids" in state:
-        model.adapt_rows(state["adapted_ids"])
-        state["delta.weight"] = state["delta.weight"].float()
-    model.load_state_dict(state)
-    model.meta = payload["meta"]
-    model.max_len = payload["meta"].get("max_len", 100)
-    if payload["meta"].get("tokenizer") != TOKENIZER_VERSION:
-        import warnings
-        warnings.warn(f"{path.name} was trained with tokenizer {payload['meta'].get('tokenizer')}, "
-                      f"this is {TOKENIZER_VERSION}")
-    return model.to(get_device()).eval()
-
-
-def load_pretrained(name: str, finetune: bool = True) -> SentimentModel:
-    """The committed checkpoint of `name`: checkpoints/<name>.pt (trainable word vectors) or
-    <name>_frozen.pt, ready for `predict` / `explain`. Used by `load_or_train`."""
-    if name not in DEFAULT_CONFIGS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    return load_checkpoint(checkpoint_path(name, finetune))
-
-
-def train_model(name: str, data: Imdb, seed: int = 0, progress: bool = True, verbose: bool = True,
-                config: dict | None = None, **settings) -> tuple[SentimentModel, History]:
+def train_model(name: str, data: Imdb, seed: int = 0, config: dict | None = None, progress: bool = True,
+                verbose: bool = True, **settings) -> tuple[SentimentModel, History]:
     """Build `name` (DEFAULT_CONFIGS, changed by `config`) and train it with TRAIN_SETTINGS[name]
     (changed by `settings`): the one recipe behind the notebooks and the checkpoints.
-    Used by `load_or_train`, `run_job` and `tune_hidden_size`."""
+    Used by `load_or_train`, tools/experiments.py and notebook 03 (the search objective)."""
     model = make_model(name, seed=seed, **(config or {}))
-    model.max_len = data.max_len
+    model.info.max_len = data.max_len
     model.to(get_device())
     if model.finetune:
         model.adapt_rows(training_vocabulary(data.train, model.min_count))
     settings = {**TRAIN_SETTINGS[name], **settings}
-    model.train_settings = {k: v for k, v in settings.items() if not callable(v)}
+    model.info.record["settings"] = {k: v for k, v in settings.items() if not callable(v)}
     history = train(model, data, seed=seed, progress=progress, verbose=verbose, **settings)
     return model, history
 
@@ -1201,60 +1188,145 @@ WRITEUP_REVIEWS = ("i absolutely loved every aspect of this movie",
 """The two reviews the write-up classified with each token model (notebook 04, section 4)."""
 
 
-def run_record(model: SentimentModel, history: History | dict, data: Imdb, seed: int) -> dict:
+def run_record(model: SentimentModel, history: History, data: Imdb, seed: int) -> dict:
     """Everything the notebooks report about one trained model, as plain JSON-able values: recipe,
     curves, validation and test accuracy (the test split is read here, once per run), P(positive)
-    of the write-up's two reviews. Used in notebooks 03 and 04 (multi-seed tables)."""
-    history = history if isinstance(history, dict) else history.as_dict()
-    return {"name": model.name, "config": model.config, "seed": seed,
-            "settings": getattr(model, "train_settings", {}), "history": history,
-            "best_epoch": history["best_epoch"], "epochs_run": len(history["val_acc"]),
-            "val_acc": evaluate(model, data.val)["acc"], "test_acc": evaluate(model, data.test)["acc"],
-            "writeup_probs": [round(float(p), 4) for p in predict(model, list(WRITEUP_REVIEWS))],
-            "parameters": count_parameters(model), "n_train": len(data.train),
-            "s_per_epoch": float(np.mean(history["epoch_seconds"])) if history["epoch_seconds"] else None}
+    of the write-up's two reviews. Stored as `model.info.record`. Used by `load_or_train` and tools/."""
+    history = history.as_dict()
+    model.info.record = {
+        "name": model.info.name, "config": model.info.config, "seed": seed,
+        "settings": model.info.record.get("settings", {}), "history": history,
+        "best_epoch": history["best_epoch"], "epochs_run": len(history["val_acc"]),
+        "val_acc": evaluate(model, data.val)["acc"], "test_acc": evaluate(model, data.test)["acc"],
+        "writeup_probs": [round(float(p), 4) for p in predict(model, list(WRITEUP_REVIEWS))],
+        "parameters": count_parameters(model), "n_train": len(data.train),
+        "s_per_epoch": float(np.mean(history["epoch_seconds"])) if history["epoch_seconds"] else None}
+    return model.info.record
 
 
-def checkpoint_path(name: str, finetune: bool = True) -> Path:
-    """checkpoints/<name>.pt (trainable word vectors, the named model) or <name>_frozen.pt (frozen GloVe).
-    Used in notebook 03, sections 3 and 7."""
-    return CHECKPOINT_DIR / f"{name}{'' if finetune else '_frozen'}.pt"
+# --- checkpoints: small files (the frozen GloVe table is not stored) with their ModelInfo ---
+
+_RESTORE = ("restore the committed file with `git checkout -- {path}`, or retrain it: "
+            "`python tools/train_results.py` (or RETRAIN=1 in the notebook)")
 
 
-def load_or_train(name: str, data: Imdb, retrain: bool = False, finetune: bool = True, seed: int = 0,
-                  progress: bool = True, verbose: bool = True) -> SentimentModel:
-    """Train-or-load: the committed checkpoint when there is one (and `retrain` is off), else train
-    `name` with its recipe (`recipe(name, finetune)`) and save the checkpoint if none was there.
-    A checkpoint that exists is never overwritten here (`tools/train_results.py` writes them).
-    The model's `meta` holds its `run_record`. Used in notebooks 03 and 04."""
-    path = checkpoint_path(name, finetune)
-    if path.exists() and not retrain:
-        return load_pretrained(name, finetune)
+def save_checkpoint(model: SentimentModel, path: str | Path) -> Path:
+    """Write weights and `model.info` atomically (never a half-written file).
+    Used by `load_or_train` and tools/train_results.py."""
+    state = model.state_dict()
+    if "delta.weight" in state:  # the trained word-vector corrections, stored in half precision
+        state["delta.weight"] = state["delta.weight"].half()
+    with atomic_path(path) as tmp:
+        torch.save({"info": dataclasses.asdict(model.info), "state_dict": state}, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path) -> SentimentModel:
+    """Rebuild a model from `save_checkpoint`'s file, in eval mode, on the device of `get_device()`.
+    A missing or damaged file raises an error that names it and how to get it back.
+    Used by `load_or_train`, the tests and benchmarks/bench_models.py."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}: " + _RESTORE.format(path=path))
+    try:
+        payload = torch.load(path, weights_only=True, map_location="cpu")
+        info = ModelInfo(**payload["info"])
+    except Exception as exc:  # torch's zip reader, unpickling and missing keys all mean a damaged file
+        raise ValueError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc}); "
+                         + _RESTORE.format(path=path)) from exc
+    model = make_model(info.name, seed=None, **info.config)
+    state = payload["state_dict"]
+    if "adapted_ids" in state:
+        model.adapt_rows(state["adapted_ids"])
+        state["delta.weight"] = state["delta.weight"].float()
+    model.load_state_dict(state)
+    model.info = info
+    if info.tokenizer != TOKENIZER_VERSION:
+        import warnings
+        warnings.warn(f"{path.name} was trained with tokenizer {info.tokenizer}, this is {TOKENIZER_VERSION}")
+    return model.to(get_device()).eval()
+
+
+def checkpoint_path(name: str, finetune: bool = True, folder: str | Path | None = None) -> Path:
+    """<folder>/<name>.pt (trainable word vectors, the named model) or <name>_frozen.pt (frozen GloVe);
+    the folder defaults to checkpoints/. Used by `load_or_train`, tools/ and notebook 03, section 3."""
+    return Path(folder or CHECKPOINT_DIR) / f"{check_name(name)}{'' if finetune else '_frozen'}.pt"
+
+
+def load_or_train(name: str, data: Imdb, finetune: bool = True, folder: str | Path | None = None) -> SentimentModel:
+    """Train-or-load: the checkpoint in `folder` (default checkpoints/) when there is one, else train
+    `name` with its recipe (`recipe(name, finetune)`, seed 0, with a progress bar and a line per epoch)
+    and save it there (not in a SMOKE_TEST run). `model.info.record` holds its `run_record`.
+    Used in notebooks 03 and 04."""
+    path = checkpoint_path(name, finetune, folder)
+    if path.exists():
+        return load_checkpoint(path)
     config, settings = recipe(name, finetune)
-    model, history = train_model(name, data, seed=seed, config=config, progress=progress, verbose=verbose,
-                                 **settings)
-    model.meta = run_record(model, history, data, seed)
-    if not path.exists() and not smoke_test():  # a smoke run's model is never saved
-        save_checkpoint(model, path, model.meta)
+    model, history = train_model(name, data, seed=0, config=config, **settings)
+    run_record(model, history, data, seed=0)
+    if not smoke_test():  # a smoke run's model is never saved
+        save_checkpoint(model, path)
     return model
 
 
-def load_results(path: str | Path | None = None) -> dict:
-    """The committed multi-seed results (checkpoints/results.json, written by tools/train_results.py).
-    Used in notebooks 03 and 04 when RETRAIN is off."""
-    import json
-
-    path = Path(path) if path is not None else RESULTS_PATH
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `python tools/train_results.py` (or set RETRAIN=1)")
-    return json.loads(path.read_text(encoding="utf-8"))
+def record_path(folder: str | Path, key: str) -> Path:
+    """Where the record of job `key` lives: <folder>/runs/<key with / as __>.json.
+    Used by `load_results`, tools/train_results.py and notebook 03 (the search)."""
+    return Path(folder) / "runs" / (re.sub(r"[^\w.-]+", "_", key.replace("/", "__")) + ".json")
 
 
-def seed_summary(records: Sequence[dict], key: str = "test_acc") -> tuple[float, float, int]:
-    """(mean, sample std, n) of `key` over the runs of one model; std is 0 for a single run.
-    Used by `results_table`."""
-    values = np.array([r[key] for r in records], dtype=float)
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0, len(values)
+def load_results(folder: str | Path | None = None) -> dict:
+    """Every job record in <folder>/runs/ (default checkpoints/; written by tools/train_results.py and
+    notebook 03's search) as {"runs": {key: record}}. A damaged record names its file.
+    Used in notebooks 03 and 04."""
+    folder = Path(folder or CHECKPOINT_DIR)
+    paths = sorted((folder / "runs").glob("*.json"))
+    if not paths:
+        raise FileNotFoundError(f"no results in {folder / 'runs'}: " + _RESTORE.format(path=folder / "runs"))
+    records = [load_json(path, "one job's record", _RESTORE.format(path=path)) for path in paths]
+    return {"runs": {record["job"]["key"]: record for record in records}}
+
+
+def recompute(notebook: int, out: str | Path, smoke: bool = False) -> None:
+    """Retrain the jobs behind `notebook` into `out` with tools/train_results.py (one worker per core,
+    resumable: a rerun continues with the missing jobs), relaying its lines, with a bar over the jobs.
+    Used in notebooks 03 and 04 with RETRAIN=1."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, str(ROOT / "tools" / "train_results.py"), "--notebook", str(notebook),
+               "--out", str(out), *(["--smoke"] if smoke else [])]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
+        first = proc.stdout.readline()
+        print(first, end="")
+        total = int(first.split()[0]) if first[:1].isdigit() else None
+        with _progress(total=total, desc="jobs", unit="job") as bar:
+            for line in proc.stdout:
+                print(line, end="", flush=True)
+                bar.update(line.startswith("done "))
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(command[1:])} failed (exit code {proc.returncode}); its last lines are "
+                           f"above. The finished jobs are kept in {out}: rerun to continue.")
+
+
+def runs(results: dict, prefix: str) -> list[dict]:
+    """The seed records of one group of runs in `load_results`' output, e.g. runs(results, "gru/trainable").
+    Used in notebooks 03 and 04."""
+    return [record for key, record in results["runs"].items() if key.rsplit("/", 1)[0] == prefix]
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, sample standard deviation) of per-seed values; the std is 0 for a single value.
+    Used by the tables here and in the notebooks ("±" is this sample std everywhere)."""
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def fmt_ms(values: Sequence[float]) -> str:
+    """'mean ± sample std' of per-seed values, as the tables print it. Used by the tables and notebooks."""
+    mean, sd = mean_std(values)
+    return f"{mean:.3f} ± {sd:.3f}"
 
 
 def results_table(groups: dict) -> "pd.DataFrame":
@@ -1264,47 +1336,18 @@ def results_table(groups: dict) -> "pd.DataFrame":
 
     rows = {}
     for label, records in groups.items():
-        val, val_sd, n = seed_summary(records, "val_acc")
-        test, test_sd, _ = seed_summary(records, "test_acc")
-        gap = [r["val_acc"] - r["test_acc"] for r in records]
-        rows[label] = {"seeds": n, "val acc": f"{val:.3f} ± {val_sd:.3f}", "test acc": f"{test:.3f} ± {test_sd:.3f}",
-                       "test mean": test, "test std": test_sd, "val − test": f"{np.mean(gap):+.3f}",
+        val, test = [r["val_acc"] for r in records], [r["test_acc"] for r in records]
+        rows[label] = {"seeds": len(records), "val acc": fmt_ms(val), "test acc": fmt_ms(test),
+                       "test mean": mean_std(test)[0], "test std": mean_std(test)[1],
+                       "val − test": f"{np.mean(val) - np.mean(test):+.3f}",
                        "best epoch": "/".join(str(r["best_epoch"]) for r in records),
                        "parameters": records[0]["parameters"]}
     return pd.DataFrame(rows).T
 
 
-def overfitting_table(groups: dict) -> "pd.DataFrame":
-    """How each group of runs ({label: [run_record, ...]}) behaves after its best epoch, mean ± std over
-    seeds: best validation accuracy, the epoch of the lowest validation loss, how far the validation
-    loss rose from that minimum by the last epoch run, and the train − validation accuracy gap at the
-    last epoch. Over-fitting = a validation loss that rises while the training loss falls, and a
-    growing gap. Used in notebook 03, section 5."""
-    import pandas as pd
-
-    def ms(values, fmt="{:.3f}"):
-        values = np.asarray(values, dtype=float)
-        sd = values.std(ddof=1) if len(values) > 1 else 0.0
-        return f"{fmt.format(values.mean())} ± {fmt.format(sd)}"
-
-    rows = {}
-    for label, records in groups.items():
-        hs = [r["history"] for r in records]
-        low = [int(np.argmin(h["val_loss"])) for h in hs]
-        rows[label] = {
-            "best val acc": ms([max(h["val_acc"]) for h in hs]),
-            "epochs run": "/".join(str(len(h["val_acc"])) for h in hs),
-            "min val loss at epoch": "/".join(str(i + 1) for i in low),
-            "val loss rise after min": ms([h["val_loss"][-1] - h["val_loss"][i] for h, i in zip(hs, low)]),
-            "train loss fall after min": ms([h["train_loss"][i] - h["train_loss"][-1] for h, i in zip(hs, low)]),
-            "train − val acc (last epoch)": ms([h["train_acc"][-1] - h["val_acc"][-1] for h in hs]),
-        }
-    return pd.DataFrame(rows).T
-
-
 def is_tie(a: Sequence[float], b: Sequence[float]) -> bool:
     """A difference of means inside the noise: |mean a − mean b| ≤ 2 · sqrt(sd_a²/n_a + sd_b²/n_b).
-    Used in notebook 04, section 3."""
+    Used in notebooks 03 and 04."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) if min(len(a), len(b)) > 1 else 0.0
     return abs(a.mean() - b.mean()) <= 2 * se
@@ -1312,8 +1355,7 @@ def is_tie(a: Sequence[float], b: Sequence[float]) -> bool:
 
 def tfidf_baseline(data: Imdb) -> dict:
     """TF-IDF (1-2-grams) + logistic regression on the same first-`max_len`-token inputs:
-    the non-neural anchor the models are compared with. Needs scikit-learn.
-    Used by `run_job` (the anchor of notebooks 03 and 04)."""
+    the non-neural anchor the models are compared with. Used by tools/experiments.py and the benchmark."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -1330,14 +1372,13 @@ def tfidf_baseline(data: Imdb) -> dict:
 
 
 # ============================================================================
-# 5. Hyper-parameter search and the experiments behind notebooks 03 and 04
+# 5. Hyper-parameter search: study storage, resumable studies, trial records
+#    (the objective itself is written in notebook 03, section 6)
 # ============================================================================
 
-# --- the TPE search (notebook 03) ---
-
-def optuna_storage(default_name: str = "ex2"):
-    """Study storage: $OPTUNA_STORAGE (journal file or RDB URL), else SQLite data/optuna/<name>.db.
-    Used in notebook 03 (RETRAIN=1) and tools/train_results.py."""
+def optuna_storage():
+    """Study storage: $OPTUNA_STORAGE (journal file or RDB URL), else SQLite data/optuna/ex2.db.
+    Used by `make_study`."""
     import optuna
 
     # A journal file (`x.log`, `x.journal`, `journal:x`) serves several processes on one machine; an
@@ -1346,7 +1387,7 @@ def optuna_storage(default_name: str = "ex2"):
     if not spec:
         folder = DATA_DIR / "optuna"
         folder.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{folder / default_name}.db"
+        return f"sqlite:///{folder / 'ex2.db'}"
     if spec.startswith("journal:") or spec.endswith((".log", ".journal")):
         path = Path(spec.removeprefix("journal:")).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -1359,8 +1400,9 @@ def optuna_storage(default_name: str = "ex2"):
 
 def make_study(name: str, storage=None, seed: int = 0, n_startup_trials: int = 4,
                prune_after: int = 3, n_warmup_steps: int = 2):
-    """A maximising study: seeded univariate TPE + median pruner; reopened when `name` is stored.
-    Used by `run_job`."""
+    """A maximising study in `storage` (default `optuna_storage()`): seeded univariate TPE + median
+    pruner; reopened when `name` is stored. An unreachable database raises an error naming it.
+    Used in notebook 03, section 6."""
     import optuna
 
     # Optuna 5 turned `multivariate` and `constant_liar` on by default: spell every option out so
@@ -1370,209 +1412,43 @@ def make_study(name: str, storage=None, seed: int = 0, n_startup_trials: int = 4
                                          multivariate=False, group=False, constant_liar=False)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=prune_after, n_warmup_steps=n_warmup_steps,
                                          interval_steps=1)
-    return optuna.create_study(study_name=name, storage=optuna_storage() if storage is None else storage,
-                               direction="maximize", load_if_exists=True, sampler=sampler, pruner=pruner)
+    storage = optuna_storage() if storage is None else storage
+    try:
+        return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                                   sampler=sampler, pruner=pruner)
+    except Exception as exc:
+        if not type(exc).__module__.startswith("sqlalchemy"):
+            raise
+        where = re.sub(r"//[^@/]*@", "//***@", str(storage))  # never print a password
+        raise RuntimeError(f"cannot open the study storage {where} ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0]}). Check that the database server is running and the URL "
+                           f"in OPTUNA_STORAGE is right, or unset OPTUNA_STORAGE to use data/optuna/ex2.db.") from exc
 
 
-def stratified_subset(data: Imdb, n_train: int | None, seed: int = 0) -> Imdb:
-    """`data` with its training split cut to a stratified, seeded sample of `n_train` reviews.
-    Used by `tune_hidden_size`."""
-    if n_train is None or n_train >= len(data.train):
-        return data
-    index = _stratified_split(data.train.labels, n_train, seed)[1]
-    return dataclasses.replace(data, train=data.train.take(index))
-
-
-SEARCH = {"n_trials": 8, "epochs": 4, "n_train": 10_000, "seeds": (0, 1), "low": 64, "high": 128}
-"""Notebook 03's TPE search: 8 trials over [64, 128] inclusive, each scored by the mean best validation
-accuracy of 2 seeds after at most 4 epochs on a stratified 10,000-review sample (one seed's score
-moves by about a point from seed to seed; two seeds halve the variance)."""
-
-
-def tune_hidden_size(cell: str, data: Imdb, n_trials: int, study, epochs: int, low: int = 64,
-                     high: int = 128, seeds: Sequence[int] = (0,), n_train: int | None = None,
-                     finetune: bool = True, verbose: bool = True, **settings):
-    """Search `cell`'s hidden size: each trial trains the cell's recipe once per seed and scores the
-    mean best validation accuracy; the first seed's curve feeds the median pruner. Runs only the
-    trials the study still misses (resumable). Shown in notebook 03, section 6."""
+def run_study(study, objective: Callable, n_trials: int, verbose: bool = True):
+    """Run `objective` until `study` holds `n_trials` finished (complete or pruned) trials: a study that was
+    interrupted resumes with the missing ones, and several workers can share it. One line per trial.
+    Used in notebook 03, section 6."""
     import optuna
     from optuna.trial import TrialState
 
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
-    data = stratified_subset(data, n_train)
-    base_config, base_settings = recipe(cell, finetune)
-
-    def objective(trial: optuna.Trial) -> float:
-        hidden = trial.suggest_int("hidden", low, high)
-        trial.set_user_attr("pid", os.getpid())
-        for old in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            # Seeded training: the same size gives the same curves (a study holds one training setting).
-            if old.params.get("hidden") == hidden:
-                for step, value in sorted(old.intermediate_values.items()):
-                    trial.report(value, step)
-                for key in ("history", "seed_values"):
-                    trial.set_user_attr(key, old.user_attrs.get(key))
-                trial.set_user_attr("repeat_of", old.number)
-                return old.value
-
-        def report(epoch: int, history: History) -> None:
-            trial.set_user_attr("history", history.as_dict())
-            trial.report(history.val_acc[-1], epoch)
-            if epoch < epochs and trial.should_prune():  # after the last epoch there is nothing to save
-                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
-
-        values = []
-        for i, seed in enumerate(seeds):
-            _, history = train_model(cell, data, seed=seed, config={**base_config, "hidden": hidden},
-                                     progress=False, verbose=False,
-                                     **{**base_settings, **settings, "epochs": epochs,
-                                        **({"callback": report} if i == 0 else {})})
-            values.append(history.best_val_acc)
-            trial.set_user_attr("seed_values", values)
-        return float(np.mean(values))
-
-    def log(study, trial) -> None:
-        history = trial.user_attrs.get("history") or {"val_acc": []}
-        values = trial.user_attrs.get("seed_values") or [max(history["val_acc"], default=float("nan"))]
-        note = f" (repeat of trial {trial.user_attrs['repeat_of']})" if "repeat_of" in trial.user_attrs else ""
-        print(f"trial {trial.number:2d} | hidden {trial.params.get('hidden', '?'):>3} | {trial.state.name.lower():8s}"
-              f" | best val acc per seed {' '.join(f'{v:.3f}' for v in values)}"
-              f" | {trial.duration.total_seconds():5.1f} s{note}", flush=True)
-
     done = len(study.get_trials(deepcopy=False, states=finished))
     missing = max(n_trials - done, 0)
     if verbose and done:
         print(f"study {study.study_name!r}: {done} of {n_trials} trials stored, running the {missing} missing")
+
+    def log(study, trial) -> None:
+        values = trial.user_attrs.get("seed_values") or []
+        print(f"trial {trial.number:2d} | {trial.params} | {trial.state.name.lower():8s} | per seed "
+              f"{' '.join(f'{v:.3f}' for v in values) or '-'} | {trial.duration.total_seconds():5.1f} s", flush=True)
+
     if missing:
         # With several workers on one study, stop once it holds n_trials finished trials (trials
         # already running elsewhere still finish, so it can end with up to workers - 1 extra).
         callbacks = [optuna.study.MaxTrialsCallback(n_trials, states=finished)] + ([log] if verbose else [])
         study.optimize(objective, n_trials=missing, callbacks=callbacks)
     return study
-
-
-def trial_records(study) -> list[dict]:
-    """A study's finished trials as plain records (number, hidden, state, score, per-seed scores, the
-    first seed's curves): what results.json stores and `plot_search` / `trial_table` read.
-    Used by `run_job`, `trial_table` and `plot_search`."""
-    from optuna.trial import TrialState
-
-    rows = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        history = t.user_attrs.get("history") or {"val_acc": []}
-        pruned = t.state == TrialState.PRUNED
-        rows.append({"number": t.number, "hidden": t.params["hidden"], "state": t.state.name.lower(),
-                     "value": max(history["val_acc"], default=float("nan")) if pruned else t.value,
-                     "seed_values": t.user_attrs.get("seed_values") or [], "history": history,
-                     "repeat_of": t.user_attrs.get("repeat_of")})
-    return rows
-
-
-def trial_table(trials) -> "pd.DataFrame":
-    """Trials best first: hidden size, state, mean score and the per-seed scores. Used in notebook 03, section 6."""
-    import pandas as pd
-
-    trials = trial_records(trials) if hasattr(trials, "get_trials") else trials
-    table = pd.DataFrame([{"trial": t["number"], "hidden": t["hidden"], "state": t["state"],
-                           "score (mean of seeds)": t["value"],
-                           "per seed": " ".join(f"{v:.3f}" for v in t["seed_values"]) or "–",
-                           "epochs run": len(t["history"]["val_acc"])} for t in trials])
-    return table.sort_values(["score (mean of seeds)", "trial"], ascending=[False, True]).reset_index(drop=True)
-
-
-# --- The experiments behind notebooks 03 and 04 (run in parallel by tools/train_results.py) ---
-
-EXPERIMENT_SEEDS = (0, 1, 2)
-"""Every finding the notebooks state rests on these three seeds; seed 0 is the committed checkpoint."""
-
-
-def experiment_plan(notebook: int | None = None) -> list[dict]:
-    """The jobs whose records make checkpoints/results.json, each {key, kind, notebook, ...}:
-    the six named models with trainable and with frozen word vectors (3 seeds each), RNN / GRU with
-    64 units (notebook 03's over-fitting question), the RNN recipe ablation, the other attention
-    layout, two ways to regularise the word vectors, the two TPE searches and the TF-IDF anchor.
-    `checkpoint` marks the runs saved as the committed checkpoints (seed 0 of each named model).
-    Used in notebooks 03 and 04 with RETRAIN=1."""
-    cost = {"rnn": 5, "gru": 12, "sum": 1, "weighted": 1, "attn_sum": 4, "attn_weighted": 4}
-    jobs = []
-    for name in MODEL_NAMES:
-        for setting, finetune in (("trainable", True), ("frozen", False)):
-            for seed in EXPERIMENT_SEEDS:
-                jobs.append({"key": f"{name}/{setting}/seed{seed}", "kind": "run", "name": name,
-                             "finetune": finetune, "seed": seed, "notebook": 3 if name in ("rnn", "gru") else 4,
-                             "checkpoint": seed == 0, "cost": cost[name] * 10})
-    for cell in ("rnn", "gru"):
-        for setting, finetune in (("trainable", True), ("frozen", False)):
-            for seed in EXPERIMENT_SEEDS:
-                jobs.append({"key": f"{cell}-64/{setting}/seed{seed}", "kind": "run", "name": cell,
-                             "config": {"hidden": 64}, "finetune": finetune, "seed": seed, "notebook": 3,
-                             "cost": cost[cell] * 6})
-    for label, (config, settings) in RNN_ABLATION.items():
-        jobs.append({"key": f"rnn-ablation/{label}", "kind": "run", "name": "rnn", "config": config,
-                     "settings": settings, "finetune": config.get("finetune", True), "seed": 0,
-                     "notebook": 3, "cost": cost["rnn"] * 10})
-    for name, config in LAYOUT_VARIANTS.items():
-        for seed in EXPERIMENT_SEEDS:
-            jobs.append({"key": f"{name}-variant/trainable/seed{seed}", "kind": "run", "name": name,
-                         "config": config, "finetune": True, "seed": seed, "notebook": 4, "cost": cost[name] * 10})
-    for key, (name, config, settings) in REGULARISATION_VARIANTS.items():
-        for seed in EXPERIMENT_SEEDS:
-            jobs.append({"key": f"{key}/trainable/seed{seed}", "kind": "run", "name": name, "config": config,
-                         "settings": settings, "finetune": True, "seed": seed, "notebook": 4, "cost": cost[name] * 10})
-    for cell in ("rnn", "gru"):
-        jobs.append({"key": f"search/{cell}", "kind": "search", "cell": cell, "notebook": 3,
-                     "cost": cost[cell] * SEARCH["n_trials"] * len(SEARCH["seeds"]) * 2})
-    jobs.append({"key": "tfidf", "kind": "tfidf", "notebook": 3, "cost": 20})
-    return [job for job in jobs if notebook is None or job["notebook"] == notebook]
-
-
-def run_job(job: dict, data: Imdb, storage=None, search: dict | None = None,
-            **overrides) -> tuple[dict, SentimentModel | None]:
-    """Run one job of `experiment_plan` and return (record, trained model or None); `overrides`
-    change the training settings (e.g. epochs=1 for a smoke run), `search` the SEARCH settings.
-    Used in notebooks 03 and 04 with RETRAIN=1."""
-    if job["kind"] == "tfidf":
-        return tfidf_baseline(data), None
-    if job["kind"] == "search":
-        import optuna
-
-        search = {**SEARCH, **(search or {})}
-        # the name holds the settings: a rerun with the same settings resumes the stored study
-        name = (f"{job['cell']}-hidden{search['low']}-{search['high']}-t{search['n_trials']}-e{search['epochs']}"
-                f"-n{search['n_train']}-s{''.join(map(str, search['seeds']))}-d{len(data.train)}")
-        study = make_study(name, storage=storage or optuna.storages.InMemoryStorage(), seed=0)
-        tune_hidden_size(job["cell"], data, study=study, verbose=True, **search)
-        return {"trials": trial_records(study)}, None
-    config, settings = recipe(job["name"], job["finetune"])
-    model, history = train_model(job["name"], data, seed=job["seed"], config={**config, **job.get("config", {})},
-                                 progress=False, verbose=False,
-                                 **{**settings, **job.get("settings", {}), **overrides})
-    return run_record(model, history, data, job["seed"]), model
-
-
-def runs(results: dict, prefix: str) -> list[dict]:
-    """The seed records of one group of runs in results.json, e.g. runs(results, "gru/trainable").
-    Used in notebooks 03 and 04."""
-    return [record for key, record in results["runs"].items() if key.rsplit("/", 1)[0] == prefix]
-
-
-def gradient_reach(model: RecurrentClassifier, split: Split, n: int = 256) -> np.ndarray:
-    """How strongly the logit still depends on the word at each position: the mean over `n` full-length
-    reviews of ‖∂ logit / ∂ x_t‖ for t = 1..T (x_t = the word vector read at step t). A plain RNN's
-    curve falls by orders of magnitude towards the start of the review (vanishing gradient); a GRU's
-    stays flat where its update gates copy the state. Shown in notebook 03, section 4."""
-    if not isinstance(model, RecurrentClassifier):
-        raise ValueError("gradient_reach measures the recurrent models (rnn, gru)")
-    full = torch.nonzero(split.lengths == split.ids.shape[1]).squeeze(1)[:n]
-    if len(full) == 0:
-        raise ValueError("the split has no review of full length")
-    device = model_device(model)
-    ids, lengths = split.ids[full].to(device), split.lengths[full].to(device)
-    model.eval()
-    x = model.embed(ids).detach().requires_grad_(True)
-    logit = model.out(run_cell(model.cell, x, lengths_to_mask(lengths, ids.shape[1]))).squeeze(-1)
-    (grad,) = torch.autograd.grad(logit.sum(), x)
-    return grad.norm(dim=-1).mean(0).cpu().numpy()
 
 
 # ============================================================================
@@ -1589,9 +1465,9 @@ def show_source(*objects):
     return Code("\n\n".join(inspect.getsource(obj) for obj in objects), language="python")
 
 
-def try_review(model: nn.Module, text: str):
-    """Classify one review and draw what the model did with it (`show`); bad input (empty, only
-    spaces, not text) prints the reason instead of raising. Returns P(positive) or None.
+def try_review(model: nn.Module, text: str) -> None:
+    """Classify one review, draw what the model did with it (`show`) and print one line with the verdict;
+    bad input (empty, only spaces, not text) prints the reason instead of raising.
     Shown in notebook 04, section 8 (behind its text-box explorer)."""
     import matplotlib.pyplot as plt
 
@@ -1599,13 +1475,12 @@ def try_review(model: nn.Module, text: str):
         fig, info = show(model, text)
     except ValueError as exc:
         print(f"cannot classify this review: {exc}")
-        return None
+        return
     plt.show()
     verdict = "positive" if info["prob"] > 0.5 else "negative"
     unknown = len(info["known"]) - sum(info["known"])
-    print(f"{getattr(model, 'name', 'model')}: P(positive) = {info['prob']:.3f} -> {verdict}"
+    print(f"{model.info.name}: P(positive) = {info['prob']:.3f} -> {verdict}"
           f" | {len(info['tokens'])} tokens read" + (f", {unknown} of them unknown to GloVe (<unk>)" if unknown else ""))
-    return info["prob"]
 
 
 def plot_history(histories: dict, reference: dict | None = None, title: str = "Learning curves",
@@ -1679,21 +1554,12 @@ def show(model: nn.Module, text: str, title: str | None = None):
         ax.set_xticks(x, info["tokens"], rotation=60, ha="right")
         ax.grid(alpha=0.3)
         fig.tight_layout()
-    name = getattr(model, "name", type(model).__name__)
-    fig.axes[0].set_title(title or f"{name}: P(positive) = {info['prob']:.3f}", fontsize=10)
+    fig.axes[0].set_title(title or f"{model.info.name}: P(positive) = {info['prob']:.3f}", fontsize=10)
     return fig, info
 
 
-def token_contributions(info: dict) -> np.ndarray:
-    """Each token's share of the logit from an `explain` result: s_i (sum models) or w_i s_i (weighted).
-    Used by `show_top_tokens`."""
-    if info["scores"] is None:
-        raise ValueError("token contributions exist only for the token-score models (sum, weighted, attn_*)")
-    return info["scores"] if info["weights"] is None else info["weights"] * info["scores"]
-
-
 def show_attention(attention: np.ndarray, tokens: Sequence[str], ax=None, title: str = "self-attention",
-                   annotate: bool = True, vmax: float | None = None):
+                   vmax: float | None = None):
     """Seaborn heatmap of an attention matrix (row i = query, column j = key); keys a query may not see
     (padding, outside the window) are blank; values are printed for up to 16 tokens. Used by `show_reviews`."""
     import matplotlib.pyplot as plt
@@ -1705,7 +1571,7 @@ def show_attention(attention: np.ndarray, tokens: Sequence[str], ax=None, title:
         _, ax = plt.subplots(figsize=(size + 1, size))
     sns.heatmap(attention, mask=attention <= 0, xticklabels=tokens, yticklabels=tokens, cmap="viridis",
                 vmin=0, vmax=vmax or max(float(attention.max()), 1e-6), square=True, ax=ax,
-                annot=annotate and n <= 16, fmt=".2f", annot_kws={"fontsize": 6.5},
+                annot=n <= 16, fmt=".2f", annot_kws={"fontsize": 6.5},
                 cbar_kws={"label": "attention weight", "shrink": 0.8})
     ax.set_facecolor("#eeeeee")
     ax.set_xlabel("attended-to word (key $j$)")
@@ -1716,7 +1582,7 @@ def show_attention(attention: np.ndarray, tokens: Sequence[str], ax=None, title:
     return ax
 
 
-def show_reviews(model: nn.Module, texts: Sequence[str], annotate: bool = True):
+def show_reviews(model: nn.Module, texts: Sequence[str]):
     """One column per review: a token-score model's sub-scores, weights and attention; returns (fig, infos).
     Used in notebook 04, sections 4 and 5."""
     import matplotlib.pyplot as plt
@@ -1724,7 +1590,7 @@ def show_reviews(model: nn.Module, texts: Sequence[str], annotate: bool = True):
     infos = [explain(model, text) for text in texts]
     if infos[0]["scores"] is None:
         raise ValueError("show_reviews draws token-score models; use `show` for an RNN / GRU")
-    name = getattr(model, "name", type(model).__name__)
+    name = model.info.name
     has_w, has_a = infos[0]["weights"] is not None, infos[0]["attention"] is not None
     longest = max(len(info["tokens"]) for info in infos)
     heights = [2.6] + [2.0] * has_w + [max(3.0, 0.42 * longest + 1.2)] * has_a
@@ -1753,98 +1619,12 @@ def show_reviews(model: nn.Module, texts: Sequence[str], annotate: bool = True):
             ax.set_xticks(x, tokens, rotation=55, ha="right")
         if has_a:
             show_attention(info["attention"], tokens, axes[-1, col], "attention $A_{ij}$ (each row sums to 1)",
-                           annotate, vmax=amax)
+                           vmax=amax)
     fig.tight_layout()
     return fig, infos
 
 
-def _find_tokens(needle: Sequence[str], haystack: Sequence[str]) -> int:
-    """Position of `needle` as a contiguous run inside `haystack`; ValueError if absent."""
-    for start in range(len(haystack) - len(needle) + 1):
-        if list(haystack[start:start + len(needle)]) == list(needle):
-            return start
-    raise ValueError(f"{' '.join(needle)!r} does not occur inside {' '.join(haystack)!r}")
-
-
-def plot_context_effect(models: dict, text: str, longer_text: str):
-    """Sub-scores of `text`'s words alone vs inside `longer_text`, one panel per model; returns (fig, table).
-    Used in notebook 04, section 4."""
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    # each panel its own y scale: averaging models (weighted) learn far larger s_i than summing ones
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.8), squeeze=False)
-    columns = {}
-    for ax, (label, model) in zip(axes[0], models.items()):
-        alone, inside = explain(model, text), explain(model, longer_text)
-        start = _find_tokens(alone["tokens"], inside["tokens"])
-        a = alone["scores"]
-        b = inside["scores"][start:start + len(a)]
-        x = np.arange(len(a))
-        ax.bar(x - 0.2, a, 0.4, color="tab:blue", label="alone")
-        ax.bar(x + 0.2, b, 0.4, color="tab:orange", label="inside the longer review")
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.grid(axis="y", alpha=0.3)
-        ax.set_xticks(x, alone["tokens"], rotation=55, ha="right")
-        ax.set_title(f"{label}\nP(positive) {alone['prob']:.3f} alone, {inside['prob']:.3f} inside", fontsize=10)
-        ax.set_ylabel("sub-score $s_i$")
-        columns[(label, "alone")], columns[(label, "in context")] = a, b
-    handles, names = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=2, fontsize=9)
-    fig.suptitle(f"The same words with and without context: “{text}”", fontsize=11)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    return fig, pd.DataFrame(columns, index=alone["tokens"])
-
-
-def show_top_tokens(model: nn.Module, text: str, k: int = 12, ax=None, title: str | None = None):
-    """Bars of the k tokens that move a token-score model's logit most (s_i or w_i s_i); returns (ax, info).
-    Used in notebook 04, section 6."""
-    import matplotlib.pyplot as plt
-
-    info = explain(model, text)
-    contrib = token_contributions(info)
-    top = np.argsort(-np.abs(contrib))[:k][::-1]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 0.3 * len(top) + 1.2))
-    ax.barh(np.arange(len(top)), contrib[top], color=np.where(contrib[top] >= 0, "tab:green", "tab:red"))
-    ax.set_yticks(np.arange(len(top)), [f"{info['tokens'][i]}  (#{i + 1})" for i in top])
-    ax.axvline(0, color="grey", lw=0.8)
-    limit = 1.1 * float(np.abs(contrib[top]).max()) or 1.0
-    ax.set_xlim(-limit, limit)  # symmetric: the side of 0 is the sign of the push
-    ax.locator_params(axis="x", nbins=5)
-    ax.grid(axis="x", alpha=0.3)
-    kind = "$w_i s_i$" if info["weights"] is not None else "$s_i$"
-    ax.set_xlabel(f"contribution to the logit ({kind})")
-    name = getattr(model, "name", type(model).__name__)
-    ax.set_title(title or f"{name}: P(positive) = {info['prob']:.3f}", fontsize=10)
-    ax.figure.tight_layout()
-    return ax, info
-
-
-def seen_tokens(split: Split, i: int) -> list[str]:
-    """The tokens of review i of a split as the models see them (first max_len, <unk> for unknown).
-    Used in notebook 04, section 6."""
-    return token_words(split.ids[i, : int(split.lengths[i])].tolist())
-
-
-def confident_errors(probs: np.ndarray, split: Split, k: int = 5):
-    """The k misclassified reviews with the most confident P(positive), as a DataFrame (for error analysis).
-    Used in notebook 04, section 6."""
-    import pandas as pd
-
-    labels = split.labels.numpy()
-    wrong = np.flatnonzero((probs > 0.5) != (labels > 0.5))
-    # stable: equally confident errors (IMDB has duplicate reviews) keep their index order on every rerun
-    worst = wrong[np.argsort(-np.abs(probs[wrong] - 0.5), kind="stable")][:k]
-    glove = load_glove()
-    return pd.DataFrame({
-        "review": worst, "label": np.where(labels[worst] > 0.5, "pos", "neg"),
-        "rating": split.ratings[worst].numpy(), "P(positive)": probs[worst].round(3),
-        "tokens (all)": [len(glove.lookup(tokenize(split.texts[i]))) for i in worst]})
-
-
-def plot_model_comparison(table, anchor: float | None = None, anchor_label: str = "TF-IDF + LR",
-                          title: str = "Model comparison on the IMDB test set"):
+def plot_model_comparison(table, anchor: float | None = None, title: str = "Model comparison on the IMDB test set"):
     """Test accuracy (mean ± std over seeds) and trainable parameters per row of a `results_table`;
     `anchor` (an accuracy) is drawn as a dashed line. Used in notebooks 03 (section 7) and 04 (section 7)."""
     import matplotlib.pyplot as plt
@@ -1860,7 +1640,7 @@ def plot_model_comparison(table, anchor: float | None = None, anchor_label: str 
     axes[0].set_ylim(max(0.0, low - 0.06), min(1.0, max(mean.max(), anchor or 0) + 0.04))
     if anchor is not None:
         axes[0].axhline(anchor, color="black", ls="--", lw=1)
-        axes[0].text(-0.4, anchor + 0.004, f"{anchor_label}: {anchor:.3f}", ha="left", va="bottom", fontsize=8)
+        axes[0].text(-0.4, anchor + 0.004, f"TF-IDF + LR: {anchor:.3f}", ha="left", va="bottom", fontsize=8)
     axes[0].set(ylabel="test accuracy", title="test accuracy (bars: mean, whiskers: ± std over seeds)")
     params = table["parameters"].to_numpy(dtype=float)
     bars = axes[1].bar(x, params, color=color)
@@ -1876,41 +1656,3 @@ def plot_model_comparison(table, anchor: float | None = None, anchor_label: str 
     return fig
 
 
-def plot_search(searches: dict, reference: dict | None = None):
-    """One row per search ({label: study or trial records}): the optimisation history, and hidden size
-    vs score with each seed's score as a small dot. Used in notebook 03, section 6."""
-    import matplotlib.pyplot as plt
-
-    reference = reference or {}
-    fig, axes = plt.subplots(len(searches), 2, figsize=(12, 3.6 * len(searches)), squeeze=False)
-    for (label, trials), (ax_hist, ax_size) in zip(searches.items(), axes):
-        trials = trial_records(trials) if hasattr(trials, "get_trials") else trials
-        done = [t for t in trials if t["state"] == "complete"]
-        cut = [t for t in trials if t["state"] == "pruned"]
-        best, running = [], float("-inf")
-        for t in trials:
-            running = max(running, t["value"]) if t["state"] == "complete" else running
-            best.append(running if running > float("-inf") else np.nan)
-        ax_hist.plot([t["number"] for t in done], [t["value"] for t in done], "o", label="completed trial")
-        ax_hist.plot([t["number"] for t in cut], [t["value"] for t in cut], "x", color="grey",
-                     label="pruned (first seed's best before pruning)")
-        ax_hist.step([t["number"] for t in trials], best, where="post", color="tab:red", label="best so far")
-        ax_hist.set(xlabel="trial", ylabel="score (mean best val acc)", title=f"{label}: optimization history")
-        ax_hist.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-        for t in done:
-            ax_size.plot([t["hidden"]] * len(t["seed_values"]), t["seed_values"], ".", color="tab:blue", alpha=0.4)
-        ax_size.plot([t["hidden"] for t in done], [t["value"] for t in done], "o", color="tab:blue",
-                     label="completed trial (mean; dots: seeds)")
-        ax_size.plot([t["hidden"] for t in cut], [t["value"] for t in cut], "x", color="grey", label="pruned")
-        if done:
-            top = max(done, key=lambda t: t["value"])
-            ax_size.plot(top["hidden"], top["value"], "*", color="tab:red", markersize=14,
-                         label=f"best: {top['hidden']} units")
-        if label in reference:
-            ax_size.axvline(reference[label], color="tab:green", ls="--", label=f"write-up: {reference[label]}")
-        ax_size.set(xlabel="hidden units", ylabel="score (mean best val acc)", title=f"{label}: hidden size")
-        for ax in (ax_hist, ax_size):
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig

@@ -1,11 +1,12 @@
 """Model benchmark: `python benchmarks/bench_models.py` prints two tables and one line, measured in one run.
 
-1. Accuracy (IMDB test set, first 100 tokens): mean ± std over the 3 seeds of checkpoints/results.json for
+1. Accuracy (IMDB test set, first 100 tokens): mean ± sample std over the seeds of checkpoints/runs/ for
    the six models with trainable and with frozen word vectors; the seed-0 checkpoint re-evaluated here (it
    must match its record); the TF-IDF (1-2-gram) + logistic-regression anchor fitted in this run.
 2. Seconds per training epoch on this machine: frozen vectors, trainable vectors without and with the
-   recipe's embedding dropout (target: trainable <= 1.3x frozen): the time of 40 training batches (at the
-   recipe's batch size) after one warm-up batch, scaled to the 20,000-review epoch; on the device
+   recipe's embedding dropout (target: trainable <= 1.3x frozen): the time of 40 training steps
+   (`helpers.train_step` with `helpers.make_optimizer`, exactly what training runs, at the recipe's batch
+   size) after one warm-up step, scaled to the 20,000-review epoch; on the device
    `helpers.get_device()` picks ($DEVICE overrides).
 3. The hand-written GRU (hand-written BPTT) against torch.nn.GRU: forward + backward of one batch at the same
    shapes (batch 128, 100 steps, 50 -> 128), median of repeats. Target: <= 1.5x.
@@ -18,7 +19,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import helpers
 
@@ -30,25 +30,20 @@ def epoch_seconds(name: str, finetune: bool, data: helpers.Imdb, device: torch.d
     model = helpers.make_model(name, seed=0, **{**config, **overrides}).to(device)
     if model.finetune:
         model.adapt_rows(helpers.training_vocabulary(data.train, model.min_count))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings["lr"], weight_decay=0.0)
+    optimizer = helpers.make_optimizer(model, settings["lr"], settings.get("emb_weight_decay", 0.0))
     generator = torch.Generator().manual_seed(0)
     model.train()
     batch_size = settings["batch_size"]
     times = []
-    for i, (ids, lengths, labels) in enumerate(helpers.batches(data.train, batch_size, shuffle=True,
-                                                               generator=generator, device=device)):
+    for i, batch in enumerate(helpers.batches(data.train, batch_size, shuffle=True, generator=generator,
+                                              device=device)):
         if i > BATCHES:
             break
         start = time.perf_counter()
-        loss = F.binary_cross_entropy_with_logits(model(ids, lengths), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        helpers.train_step(model, optimizer, *batch)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        if i > 0:  # batch 0 warms up
+        if i > 0:  # step 0 warms up
             times.append(time.perf_counter() - start)
     return float(np.sum(times)) * len(data.train) / (len(times) * batch_size)
 
@@ -83,14 +78,15 @@ def main() -> None:
     anchor = helpers.tfidf_baseline(data)
     anchor_seconds = time.perf_counter() - start
 
-    print(f"## Accuracy (IMDB test set, first 100 tokens; mean ± std over seeds {results['seeds']})\n")
+    seeds = sorted({r["seed"] for r in helpers.runs(results, "gru/trainable")})
+    print(f"## Accuracy (IMDB test set, first 100 tokens; mean ± sample std over seeds {seeds})\n")
     print("| model | vectors | parameters | val acc | test acc | val − test | seed-0 checkpoint, re-evaluated |")
     print("|---|---|---|---|---|---|---|")
     for name in helpers.MODEL_NAMES:
         for setting, finetune in (("trainable", True), ("frozen", False)):
             records = helpers.runs(results, f"{name}/{setting}")
-            val, val_sd, _ = helpers.seed_summary(records, "val_acc")
-            test, test_sd, _ = helpers.seed_summary(records, "test_acc")
+            val, val_sd = helpers.mean_std([r["val_acc"] for r in records])
+            test, test_sd = helpers.mean_std([r["test_acc"] for r in records])
             model = helpers.load_checkpoint(helpers.checkpoint_path(name, finetune))
             again = helpers.evaluate(model, data.test)["acc"]
             print(f"| {name} | {setting} | {records[0]['parameters']:,} | {val:.2%} ± {val_sd:.2%} | "
@@ -110,7 +106,7 @@ def main() -> None:
         print(f"| {name} | {frozen:.1f} | {bare:.1f} | {ratio:.2f} ({'met' if ratio <= 1.3 else 'NOT met'}) | "
               f"{trainable:.1f} | {trainable / frozen:.2f} |")
     if device.type == "cpu":
-        print("\nGPU: not measured here (no CUDA device); run with DEVICE=cuda on a GPU machine.")
+        print("\nGPU: this run used the CPU; `DEVICE=cuda python benchmarks/bench_models.py` measures a GPU.")
 
     ours, theirs = gru_step_ratio()
     ratio = ours / theirs

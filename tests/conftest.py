@@ -1,12 +1,19 @@
-"""Shared fixtures: tiny IMDB-layout archives built in a temp dir, and the real IMDB when present."""
+"""Shared fixtures. The one toy corpus (`toy_archive` / `toy_data`) is written once per session from
+imdb_fixtures.TOY_REVIEWS; a test that starts another process hands it the archive's path (IMDB_PATH is set
+while `toy_data` is in use, and the path can go on the command line). The real IMDB is used only where
+present (`imdb_source`, `imdb_small`, `real_imdb`), otherwise those tests are skipped with the how-to."""
+import importlib.util
+
 import pytest
+import torch
 
 import helpers
-from imdb_fixtures import TOY_REVIEWS, write_archive
+from imdb_fixtures import TOY_LOAD, TOY_REVIEWS, write_archive
 
 
 @pytest.fixture
 def tiny_archive(tmp_path):
+    """Six short reviews in Stanford's layout (plus unsup/ and .feat noise): the data-layer tests' input."""
     return write_archive(tmp_path / "aclImdb_v1.tar.gz")
 
 
@@ -22,19 +29,66 @@ def isolated_data_dir(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def imdb_small():
-    """A stratified 2,000-review sample of the real IMDB; skipped (with how-to) when absent."""
-    try:
-        helpers.find_imdb(download=False)
-    except helpers.ImdbError as exc:
-        pytest.skip(f"real IMDB not available - set IMDB_PATH to aclImdb_v1.tar.gz. {exc}")
-    return helpers.load_imdb(subset=2000, verbose=False)
+def toy_archive(tmp_path_factory):
+    """The toy IMDB archive (imdb_fixtures.TOY_REVIEWS: 24 training and 4 test reviews that "great /
+    wonderful / loved" vs "bad / boring / awful / hated" separate), written once per session."""
+    return write_archive(tmp_path_factory.mktemp("toy") / "toy.tar.gz", reviews=TOY_REVIEWS)
+
+
+@pytest.fixture(scope="session")
+def _toy_imdb(toy_archive, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(helpers, "CACHE_DIR", tmp_path_factory.mktemp("toy-cache"))
+        patch.setenv("IMDB_PATH", str(toy_archive))
+        return helpers.load_imdb(**TOY_LOAD, verbose=False)
 
 
 @pytest.fixture
-def toy_data(tmp_path, isolated_data_dir, monkeypatch):
-    """The toy corpus as an Imdb (max_len 12, 6 validation reviews), quiet, no shared study storage."""
-    monkeypatch.setenv("IMDB_PATH", str(write_archive(tmp_path / "toy.tar.gz", reviews=TOY_REVIEWS)))
+def toy_data(_toy_imdb, toy_archive, isolated_data_dir, monkeypatch):
+    """The toy corpus as an Imdb (18 train / 6 validation / 4 test reviews, max_len 12; shared by the
+    session: do not modify it). While it is in use IMDB_PATH names the toy archive (child processes inherit
+    it), data/ is a temp dir, progress bars are off and OPTUNA_STORAGE is unset."""
+    monkeypatch.setenv("IMDB_PATH", str(toy_archive))
     monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
     monkeypatch.setenv("HELPERS_PROGRESS", "0")
-    return helpers.load_imdb(max_len=12, val_size=6, verbose=False)
+    return _toy_imdb
+
+
+@pytest.fixture(scope="session")
+def imdb_source():
+    """Where the real IMDB is ($IMDB_PATH or data/, never downloaded); skipped (with how-to) when absent."""
+    try:
+        return helpers.find_imdb(download=False)
+    except helpers.ImdbError as exc:
+        pytest.skip(f"real IMDB not available - set IMDB_PATH to aclImdb_v1.tar.gz. {exc}")
+
+
+@pytest.fixture(scope="session")
+def imdb_small(imdb_source):
+    """A stratified 2,000-review sample of the real IMDB; skipped (with how-to) when absent."""
+    return helpers.load_imdb(subset=2000, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def real_imdb(imdb_source):
+    """The whole real IMDB (20,000 / 5,000 / 25,000); skipped (with how-to) when absent."""
+    return helpers.load_imdb(verbose=False)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread (toy work is tiny: threads only wait for each other on a busy machine); restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def train_results_tool():
+    """tools/train_results.py imported as a module (it is a script, not a package)."""
+    path = helpers.ROOT / "tools" / "train_results.py"
+    spec = importlib.util.spec_from_file_location("train_results", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -18,7 +18,11 @@ TOY_REVIEWS = {
     ("test", "pos"): ["great and wonderful", "loved it, great"],
     ("test", "neg"): ["bad and boring", "awful, hated it"],
 }
-"""A separable toy corpus: models, search and plots are tested on it without IMDB."""
+"""A separable toy corpus: models, search and plots are tested on it without IMDB (conftest's `toy_archive`
+and `toy_data` are the one place that writes and loads it)."""
+
+TOY_LOAD = {"max_len": 12, "val_size": 6}
+"""How the toy corpus is loaded: 18 train / 6 validation / 4 test reviews of at most 12 tokens."""
 
 
 def write_archive(path: Path, reviews=REVIEWS, extra: dict | None = None) -> Path:

@@ -94,8 +94,11 @@ def test_the_workflow_caches_imdb_under_its_md5_and_downloads_it_on_a_miss():
     assert order.index(cache) < order.index(download) < len(order) - 1  # restored, fetched if missing, tested
 
 
-def test_readme_shows_the_workflow_badge():
-    badge = re.search(r"^\[!\[[^]]*\]\(https://github\.com/([^/)]+/[^/)]+)/actions/workflows/notebooks\.yml/badge\.svg\)\]"
-                      r"\(https://github\.com/\1/actions/workflows/notebooks\.yml\)$", README.read_text(), re.M)
-    assert badge, "README.md has no status badge for .github/workflows/notebooks.yml"
-
+def test_readme_says_how_to_enable_the_badge_without_showing_a_placeholder():
+    text = README.read_text()
+    badge = r"\[!\[[^]]*\]\(https://github\.com/(?P<repo>[^/)]+/[^/)]+)/actions/workflows/notebooks\.yml/badge\.svg\)\]" \
+            r"\(https://github\.com/(?P=repo)/actions/workflows/notebooks\.yml\)"
+    assert not re.search("^" + badge, text, re.M), "a placeholder badge is rendered in README.md"
+    section = text.split("## For a course", 1)[1].split("\n## ", 1)[0]
+    snippet = re.search("`" + badge + "`", section)  # shown as code, for the course to paste
+    assert snippet and snippet["repo"] == "OWNER/REPO", "README.md does not show how to add the workflow's badge"

@@ -11,6 +11,7 @@ import optuna_dashboard
 import pytest
 
 import helpers
+from search_fixtures import toy_objective, toy_value
 
 README = helpers.ROOT / "README.md"
 
@@ -60,7 +61,7 @@ def test_readme_opens_the_database_notebook_03_writes():
 def test_the_dashboard_lists_a_study_and_its_trials(isolated_data_dir, dashboard, monkeypatch):
     monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
     study = helpers.make_study("rnn-hidden4-64-demo", seed=0)  # data/optuna/ex2.db in a temp folder
-    study.optimize(lambda trial: trial.suggest_int("hidden", 4, 64) / 64, n_trials=3)
+    helpers.run_study(study, toy_objective, 3, verbose=False)
     optuna.create_study(study_name="gru-hidden4-64-demo", storage=helpers.optuna_storage())  # no trials yet
     url = helpers.optuna_storage()
     assert url == f"sqlite:///{isolated_data_dir / 'optuna' / 'ex2.db'}"
@@ -77,6 +78,8 @@ def test_the_dashboard_lists_a_study_and_its_trials(isolated_data_dir, dashboard
     assert detail["name"] == "rnn-hidden4-64-demo"
     assert [t["params"][0]["name"] for t in detail["trials"]] == ["hidden"] * 3
     assert [t["state"] for t in detail["trials"]] == ["Complete"] * 3
+    hidden = [t.params["hidden"] for t in study.trials]
+    assert [t["values"] for t in detail["trials"]] == [[toy_value(h, 3)] for h in hidden]  # the stored values
 
     status, content_type, page = get(f"{base}/")  # the page a browser opens (redirects to /dashboard)
     assert status == 200 and content_type.startswith("text/html") and "<script" in page

@@ -147,13 +147,44 @@ def test_damaged_cache_is_rebuilt(tiny_archive, isolated_data_dir, monkeypatch):
     assert len(data.test) == 2
 
 
-def test_real_imdb_sizes_and_split(imdb_small):
-    full = helpers.load_imdb(verbose=False)
+def test_stratified_sample_is_seeded_balanced_and_disjoint():
+    labels = torch.tensor([1.0] * 30 + [0.0] * 70)
+    rest, sample = helpers.stratified_sample(labels, 20, seed=0)
+    assert len(sample) == 20 and len(rest) == 80
+    assert set(rest.tolist()).isdisjoint(sample.tolist()) and set(rest.tolist()) | set(sample.tolist()) == set(range(100))
+    assert labels[sample].sum() == 6  # the 30 / 70 balance of the whole: 6 positives of 20
+    assert rest.tolist() == sorted(rest.tolist()) and sample.tolist() == sorted(sample.tolist())
+    again, other = helpers.stratified_sample(labels, 20, seed=0)[1], helpers.stratified_sample(labels, 20, seed=1)[1]
+    assert torch.equal(again, sample) and not torch.equal(other, sample)
+
+
+def test_subset_keeps_a_stratified_sample_of_each_split(toy_data):
+    from imdb_fixtures import TOY_LOAD
+
+    small = helpers.load_imdb(**TOY_LOAD, subset=4, verbose=False)  # what SMOKE_TEST runs do with 1,000
+    assert (len(small.train), len(small.val), len(small.test)) == (4, 4, 4)
+    assert small.train.labels.sum() == 2 and small.val.labels.sum() == 2  # both classes, balanced
+    assert set(small.train.texts) <= set(toy_data.train.texts) and set(small.val.texts) <= set(toy_data.val.texts)
+    assert small.test.texts == toy_data.test.texts  # a split no larger than the subset is kept whole
+
+
+def test_encode_pads_cuts_and_keeps_the_tokens():
+    glove = helpers.load_glove()
+    ids, lengths, kept = helpers.encode(["a great film", "bad " * 10, "qwzxqwzx"], max_len=4)
+    assert ids.shape == (3, 4) and lengths.tolist() == [3, 4, 1]
+    assert ids[0].tolist() == [glove.index["a"], glove.index["great"], glove.index["film"], helpers.PAD]
+    assert ids[1].tolist() == [glove.index["bad"]] * 4  # cut to max_len
+    assert ids[2, 0] == helpers.UNK and kept[0] == ["a", "great", "film"]
+
+
+def test_real_imdb_sizes_and_split(real_imdb, imdb_small):
+    full = real_imdb
     assert (len(full.train), len(full.val), len(full.test)) == (20_000, 5_000, 25_000)
-    assert full.val.labels.mean() == 0.5 and full.test.labels.mean() == 0.5
-    train_idx, val_idx = helpers._stratified_split(torch.tensor([0.0, 1.0] * 12_500), 5000, seed=0)
+    assert full.val.labels.mean() == 0.5 and full.test.labels.mean() == 0.5 and full.train.labels.mean() == 0.5
+    # validation is held out of the official training set by the same split as here (IMDB repeats some reviews
+    # under different ids, so texts alone cannot show disjointness)
+    train_idx, val_idx = helpers.stratified_sample(torch.tensor([0.0, 1.0] * 12_500), 5000, seed=0)
     assert set(train_idx.tolist()).isdisjoint(val_idx.tolist()) and len(train_idx) + len(val_idx) == 25_000
-    # (IMDB repeats some reviews under different ids, so texts alone cannot show disjointness)
     assert full.coverage["kept"] > 0.99
     assert len(imdb_small.train) == 2000 and imdb_small.train.labels.mean() == 0.5
 

@@ -1,4 +1,6 @@
-"""Models: hand-written cells against torch's, padding invariance, BPTT, heads, attention."""
+"""Models: hand-written cells and BPTT against autograd and torch.nn.RNN / GRU, padding invariance, the token
+heads, attention and its layouts, word vectors (frozen or trainable), the model record."""
+import numpy as np
 import pytest
 import torch
 
@@ -124,3 +126,133 @@ def test_seeded_construction_is_reproducible():
     a, b = helpers.make_model("gru", seed=3), helpers.make_model("gru", seed=3)
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("ours", [helpers.RNNCell, helpers.GRUCell])
+def test_run_cell_all_states_and_start_state(ours):
+    torch.manual_seed(3)
+    cell = ours(5, 7)
+    x, h0 = torch.randn(2, 6, 5), torch.randn(2, 7)
+    mask = helpers.lengths_to_mask(torch.tensor([6, 2]), 6)
+    h, states = helpers.run_cell(cell, x, mask, h0=h0, return_all=True)
+    step = h0  # the same states, one `step` at a time
+    for t in range(6):
+        step = torch.where(mask[:, t, None], cell.step(cell.ih(x[:, t]), step), step)
+        torch.testing.assert_close(states[:, t], step)
+    torch.testing.assert_close(h, states[:, -1])
+    torch.testing.assert_close(states[1, 1], states[1, 5])  # padding carries the state over unchanged
+    torch.testing.assert_close(helpers.run_cell(cell, x, mask, h0=h0), h)  # the hand-written BPTT path
+    assert not torch.allclose(helpers.run_cell(cell, x, mask), h)  # h0 matters (default: zeros)
+
+
+# --- word vectors: frozen GloVe, or trainable corrections of the training vocabulary ---
+
+def test_only_training_vocabulary_rows_are_trained_and_checkpoints_store_them(toy_data, tmp_path):
+    vocab = helpers.training_vocabulary(toy_data.train, min_count=3)
+    assert helpers.PAD not in vocab.tolist() and helpers.UNK not in vocab.tolist()
+    words = set(helpers.token_words(vocab.tolist()))
+    assert {"great", "bad", "film"} <= words and "number" in words
+    assert not ({"0", "11"} & words)  # each number occurs once or twice per class: below min_count
+    model, _ = helpers.train_model("weighted", toy_data, seed=0, epochs=3, batch_size=4, lr=1e-2, progress=False,
+                                   verbose=False, config={"min_count": 3})
+    assert model.finetune and model.delta is not None
+    assert set(model.adapted_ids.tolist()) == set(vocab.tolist())
+    glove = helpers.load_glove()
+    assert torch.equal(model.embedding, glove.vectors)  # the GloVe table itself never changes
+    great, eleven = glove.index["great"], glove.index["11"]
+    e = model.embed(torch.tensor([[great, eleven]]))
+    assert not torch.allclose(e[0, 0], glove.vectors[great])  # a vocabulary word moved
+    assert torch.equal(e[0, 1], glove.vectors[eleven])  # a rare word kept its GloVe vector
+    assert model.delta.weight[0].abs().sum() == 0  # the fixed zero row
+    assert helpers.count_parameters(model) - helpers.count_parameters(model, embeddings=False) == len(vocab) * 50
+
+    path = helpers.save_checkpoint(model, tmp_path / "m.pt")
+    stored = torch.load(path, weights_only=True)["state_dict"]
+    assert stored["delta.weight"].dtype == torch.float16 and "embedding" not in stored
+    loaded = helpers.load_checkpoint(path)
+    assert torch.equal(loaded.adapted_ids, model.adapted_ids)
+    texts = ["a great wonderful film", "bad boring awful"]
+    np.testing.assert_allclose(helpers.predict(loaded, texts), helpers.predict(model, texts), atol=2e-3)
+
+
+def test_the_frozen_recipe_trains_no_word_vector(toy_data):
+    config, settings = helpers.recipe("sum", finetune=False)
+    model, _ = helpers.train_model("sum", toy_data, seed=0, config=config, progress=False, verbose=False,
+                                   **{**settings, "epochs": 2, "batch_size": 4, "lr": 1e-2})
+    assert not model.finetune and model.delta is None
+    model.train()  # dropout would show here: the frozen recipe has none
+    ids = toy_data.train.ids[:4]
+    assert torch.equal(model.embed(ids), helpers.load_glove().vectors[ids])  # still GloVe after training
+    assert helpers.count_parameters(model) == helpers.count_parameters(model, embeddings=False)
+    assert helpers.count_parameters(model) == sum(p.numel() for p in model.mlp.parameters())
+    # the trainable recipe of the same model does adapt rows, with dropout while training
+    trainable, _ = helpers.train_model("sum", toy_data, seed=0, progress=False, verbose=False, epochs=1)
+    assert trainable.delta is not None and len(trainable.adapted_ids) > 0
+    assert model.info.record["settings"] == {**settings, "epochs": 2, "batch_size": 4, "lr": 1e-2}
+    assert trainable.info.record["settings"] == {**helpers.recipe("sum")[1], "epochs": 1}
+    with pytest.raises(ValueError, match="unknown model"):
+        helpers.recipe("bert")
+
+
+def test_embedding_dropout_acts_only_in_training():
+    model = helpers.make_model("sum", seed=0, emb_dropout=0.5)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    model.train()
+    assert (model.embed(ids) == 0).any()
+    model.eval()
+    assert torch.equal(model.embed(ids), helpers.load_glove().vectors[ids])
+
+
+# --- where attention sits: the exercise's layout and the residual one ---
+
+def _attention_input(model, ids, lengths):
+    seen = []
+    handle = model.attention.register_forward_hook(lambda module, args, output: seen.append((args[0], output[0])))
+    with torch.no_grad():
+        model(ids, lengths)
+    handle.remove()
+    return seen[0]
+
+
+def test_exercise_layout_attends_in_the_hidden_space_without_residual():
+    ids, lengths = torch.randint(2, 5000, (2, 7)), torch.tensor([7, 4])
+    model = helpers.make_model("attn_sum", seed=0).eval()
+    assert model.info.config["layout"] == "exercise"
+    x, z = _attention_input(model, ids, lengths)
+    with torch.no_grad():  # the attention reads the token layer u = ReLU(W (x + p) + b), not the word vectors
+        u = model.token(model.positions(model.embed(ids)))
+        torch.testing.assert_close(x, u)
+        assert (x >= 0).all() and x.shape[-1] == model.info.config["hidden"]
+        model.attention.v.weight.zero_()
+        model.attention.v.bias.zero_()
+        assert (_attention_input(model, ids, lengths)[1] == 0).all()  # no residual: z = A V = 0 when V = 0
+
+    variant = helpers.make_model("attn_weighted", seed=0).eval()  # the residual layout won for attn_weighted
+    assert variant.info.config["layout"] == "residual"
+    x, _ = _attention_input(variant, ids, lengths)
+    with torch.no_grad():
+        torch.testing.assert_close(x, variant.embed(ids))  # attention on the word vectors themselves
+        variant.attention.v.weight.zero_()
+        variant.attention.v.bias.zero_()
+        torch.testing.assert_close(_attention_input(variant, ids, lengths)[1], x)  # x + A V = x when V = 0
+    assert helpers.make_model("attn_weighted", layout="exercise").attention.residual is False
+    with pytest.raises(ValueError, match="layout"):
+        helpers.make_model("attn_sum", layout="sideways")
+    # no residual: with a window of 0 each word sees only itself
+    _, parts = helpers.make_model("attn_sum", seed=0, window=0)(ids, lengths, details=True)
+    torch.testing.assert_close(parts["attention"][0], torch.eye(7))
+
+
+def test_position_code_is_added_and_grows_for_long_inputs():
+    code = helpers.PositionCode(6)
+    x = torch.zeros(1, 600, 6)  # longer than the initial table
+    torch.testing.assert_close(code(x)[0], helpers.sinusoidal_positions(600, 6))
+    torch.testing.assert_close(code(x[:, :3] + 1)[0], helpers.sinusoidal_positions(3, 6) + 1)
+
+
+def test_model_info_is_the_one_record_of_what_a_model_is():
+    model = helpers.make_model("gru", seed=0, hidden=16)
+    assert model.info == helpers.ModelInfo(name="gru", config={**helpers.DEFAULT_CONFIGS["gru"], "hidden": 16})
+    assert model.cell.hidden_size == 16  # the config is the one the model was built with
+    for gone in ("name", "config", "meta", "max_len", "train_settings"):
+        assert not hasattr(model, gone)

@@ -1,7 +1,7 @@
-"""Searching on several machines, for real: a throwaway PostgreSQL server in a temporary folder, two
-worker processes of the search on one study there through OPTUNA_STORAGE=postgresql://..., then a
-restarted search that resumes the study. Needs the server binaries of Debian's `postgresql` package
-(`.ci/run` installs it); without them the test is skipped and says so."""
+"""Searching on several machines, for real: a throwaway PostgreSQL server in a temporary folder, two worker
+processes (search_fixtures.py, training on the toy corpus) on one study there through
+OPTUNA_STORAGE=postgresql://..., then a restarted search that resumes the study. Needs the server binaries of
+Debian's `postgresql` package (`.ci/run` installs it); without them the test is skipped and says so."""
 import glob
 import os
 import shutil
@@ -15,8 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 import helpers
-from imdb_fixtures import TOY_REVIEWS, write_archive
-from test_search import FINISHED, SEARCH, run_two_workers
+from search_fixtures import FINISHED, run_workers, training_objective
 
 PACKAGE = "postgresql"
 USER, PASSWORD, DATABASE = "optuna", "optuna-test-pw", "optuna"
@@ -99,37 +98,32 @@ def postgres_url():
         shutil.rmtree(home, ignore_errors=True)
 
 
-@pytest.fixture
-def toy_archive(tmp_path, isolated_data_dir, monkeypatch):
-    monkeypatch.setenv("IMDB_PATH", str(write_archive(tmp_path / "toy.tar.gz", reviews=TOY_REVIEWS)))
-    monkeypatch.setenv("HELPERS_PROGRESS", "0")
-    return isolated_data_dir
-
-
-def test_two_workers_share_one_postgresql_study_and_it_resumes(postgres_url, toy_archive, monkeypatch):
+@pytest.mark.slow
+def test_two_workers_share_one_postgresql_study_and_it_resumes(postgres_url, toy_data, toy_archive, tmp_path,
+                                                                monkeypatch, one_thread):
     # The README's form of the URL, postgresql://user:password@host:port/database, through OPTUNA_STORAGE.
     monkeypatch.setenv("OPTUNA_STORAGE", postgres_url)
     assert helpers.optuna_storage() == postgres_url
     helpers.make_study("shared", seed=0)  # create the tables and the study once, before the workers race
 
-    n_trials = 4
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(helpers.ROOT), os.environ.get("PYTHONPATH")]))}
-    pids = run_two_workers(toy_archive, n_trials, env)
+    n_trials = 4  # each worker trains its trials on the toy corpus, as a second machine would on IMDB
+    pids = run_workers("shared", n_trials, tmp_path, dict(os.environ), toy_archive=toy_archive)
 
     study = optuna.load_study(study_name="shared", storage=postgres_url)
     finished = study.get_trials(states=FINISHED)
     assert not study.get_trials(states=(TrialState.FAIL, TrialState.RUNNING))
     assert n_trials <= len(finished) <= n_trials + 1  # a trial running elsewhere at the stop still finishes
     assert {t.user_attrs["pid"] for t in finished} == pids  # both workers added trials
+    assert all(t.value == max(t.user_attrs["history"]["val_acc"]) for t in finished)
 
     # A restarted search (a rerun notebook cell) reopens the study and runs only the missing trials ...
-    data = helpers.load_imdb(max_len=12, val_size=6, verbose=False)
     n_before = len(study.trials)
     more = n_trials + 2
-    resumed = helpers.tune_hidden_size("rnn", data, n_trials=more, study=helpers.make_study("shared", seed=2), **SEARCH)
+    objective = training_objective(toy_data)
+    resumed = helpers.run_study(helpers.make_study("shared", seed=2), objective, more, verbose=False)
     assert len(resumed.get_trials(states=FINISHED)) == more
     assert len(resumed.trials) == n_before + more - len(finished)  # at least one: len(finished) < more
     assert {t.user_attrs["pid"] for t in resumed.trials[n_before:]} == {os.getpid()}
     # ... and a complete study is reused without training anything.
-    again = helpers.tune_hidden_size("rnn", data, n_trials=more, study=helpers.make_study("shared", seed=3), **SEARCH)
+    again = helpers.run_study(helpers.make_study("shared", seed=3), objective, more, verbose=False)
     assert len(again.trials) == len(resumed.trials)

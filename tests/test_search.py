@@ -1,33 +1,34 @@
-"""Hyper-parameter search helpers (notebook 03): where studies are stored, resuming an interrupted
-study, and two worker processes sharing one study through a journal file."""
+"""The search's storage and study loop (notebook 03, section 6, writes the objective; helpers keeps where studies
+are stored, `make_study` and the resumable `run_study`): storage from the environment, an unreachable database,
+the seeded sampler and the pruner's schedule, resuming an interrupted study, two worker processes on one
+journal file. The objectives are search_fixtures' toy ones."""
 import os
-import subprocess
-import sys
-import textwrap
+import time
+import traceback
 
 import optuna
 import pytest
-import torch
 from optuna.trial import TrialState
 
 import helpers
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-SEARCH = {"epochs": 1, "low": 4, "high": 64, "batch_size": 8, "verbose": False}
+from search_fixtures import FINISHED, run_workers, toy_objective, toy_value, training_objective
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Toy trials are tiny: extra threads only wait for each other on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def quiet_optuna():
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     yield
-    torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(level)
+
+
+def in_memory(name="s", **kwargs):
+    return helpers.make_study(name, storage=optuna.storages.InMemoryStorage(), **kwargs)
 
 
 def test_optuna_storage_follows_the_environment(isolated_data_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
-    assert helpers.optuna_storage("demo") == f"sqlite:///{isolated_data_dir / 'optuna' / 'demo.db'}"
+    assert helpers.optuna_storage() == f"sqlite:///{isolated_data_dir / 'optuna' / 'ex2.db'}"
     assert (isolated_data_dir / "optuna").is_dir()
 
     for spec, path in ((tmp_path / "a.log", tmp_path / "a.log"),
@@ -48,109 +49,97 @@ def test_optuna_storage_follows_the_environment(isolated_data_dir, tmp_path, mon
         helpers.optuna_storage()
 
 
-def test_make_study_spells_out_the_sampler_and_pruner(isolated_data_dir, monkeypatch):
+def test_an_unreachable_database_is_named_without_its_password(monkeypatch):
+    monkeypatch.setenv("OPTUNA_STORAGE", "postgresql://u:secret@127.0.0.1:9/x")  # port 9: nothing listens
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError) as info:
+        helpers.make_study("unreachable")
+    assert time.perf_counter() - start < 15  # refused at once, no hanging connect
+    message = str(info.value)
+    assert "postgresql://***@127.0.0.1:9/x" in message and "OPTUNA_STORAGE" in message
+    assert "secret" not in "".join(traceback.format_exception(info.value))  # nor in the chained SQLAlchemy error
+
+
+def test_an_unwritable_sqlite_file_is_named(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'no' / 'such' / 'folder' / 'x.db'}"
+    monkeypatch.setenv("OPTUNA_STORAGE", url)
+    with pytest.raises(RuntimeError, match="cannot open the study storage sqlite:///"):
+        helpers.make_study("nowhere")
+
+
+def test_make_study_is_a_seeded_univariate_tpe_with_a_median_pruner(isolated_data_dir, monkeypatch):
     monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
     study = helpers.make_study("explicit", seed=3)
-    assert isinstance(study.sampler, optuna.samplers.TPESampler)
+    assert (isolated_data_dir / "optuna" / "ex2.db").exists()  # the default storage
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    # Optuna 5 turned `multivariate` and `constant_liar` on by default: make_study spells them out
     assert study.sampler._multivariate is False and study.sampler._constant_liar is False
     assert isinstance(study.pruner, optuna.pruners.MedianPruner)
-    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
-    assert (isolated_data_dir / "optuna" / "ex2.db").exists()
+
+    def proposals(seed: int) -> list[int]:
+        study = in_memory(seed=seed)
+        helpers.run_study(study, toy_objective, 8, verbose=False)
+        return [t.params["hidden"] for t in study.trials]
+
+    assert proposals(3) == proposals(3)  # seeded: the same search every time
+    assert proposals(3) != proposals(4)
 
 
-def test_an_interrupted_study_resumes_with_the_missing_trials(toy_data, monkeypatch):
+def test_the_pruner_waits_for_three_trials_and_the_second_epoch():
+    # make_study's schedule: a trial can be pruned from its 2nd epoch, once 3 trials have completed
+    def run(n_good: int):
+        study = in_memory()
+        for hidden in [40] * n_good + [4]:
+            study.enqueue_trial({"hidden": hidden})
+        helpers.run_study(study, toy_objective, n_good + 1, verbose=False)
+        return study.trials[-1]
+
+    bad = run(3)
+    assert bad.state == TrialState.PRUNED and sorted(bad.intermediate_values) == [1, 2]
+    assert bad.intermediate_values[2] == toy_value(4, 2)
+    early = run(2)  # only two complete trials before it: not pruned
+    assert early.state == TrialState.COMPLETE and early.value == toy_value(4, 3)
+
+
+def test_an_interrupted_study_resumes_with_the_missing_trials(isolated_data_dir, monkeypatch, capsys):
+    monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
     calls = []
-    train_model = helpers.train_model
 
-    def interrupted(*args, **kwargs):
-        calls.append(kwargs["config"]["hidden"])
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # Ctrl-C in the middle of the second trained trial
-        return train_model(*args, **kwargs)
+    def interrupted(trial):
+        calls.append(trial.number)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the third trial
+        return toy_objective(trial)
 
-    monkeypatch.setattr(helpers, "train_model", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        helpers.tune_hidden_size("rnn", toy_data, n_trials=4, study=helpers.make_study("resume"), **SEARCH)
-    monkeypatch.setattr(helpers, "train_model", train_model)
+        helpers.run_study(helpers.make_study("resume"), interrupted, 5, verbose=False)
 
     study = helpers.make_study("resume", seed=1)  # what a restarted notebook does
-    finished_before = len(study.get_trials(states=FINISHED))
-    assert finished_before >= 1 and len(study.get_trials(states=(TrialState.FAIL,))) == 1
-    n_before = len(study.trials)
-    helpers.tune_hidden_size("rnn", toy_data, n_trials=4, study=study, **SEARCH)
-    assert len(study.get_trials(states=FINISHED)) == 4
-    assert len(study.trials) == n_before + 4 - finished_before  # only the missing ones ran
-    helpers.tune_hidden_size("rnn", toy_data, n_trials=4, study=helpers.make_study("resume"), **SEARCH)
-    assert len(study.get_trials(states=FINISHED)) == 4  # nothing left to do
+    assert len(study.get_trials(states=FINISHED)) == 2 and len(study.get_trials(states=(TrialState.FAIL,))) == 1
+    helpers.run_study(study, toy_objective, 5)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "study 'resume': 2 of 5 trials stored, running the 3 missing"
+    assert len(lines) == 4 and all(line.startswith(f"trial {n:2d} | {{'hidden': ") for n, line in zip((3, 4, 5), lines[1:]))
+    assert len(study.get_trials(states=FINISHED)) == 5 and len(study.trials) == 6  # only the missing ones ran
 
-    for trial in study.get_trials(states=FINISHED):
-        assert 4 <= trial.params["hidden"] <= 64
-        assert len(trial.user_attrs["history"]["val_acc"]) == 1
-        assert set(trial.intermediate_values) == {1}  # one report per epoch, epochs count from 1
-        if trial.state == TrialState.COMPLETE:
-            assert trial.value == max(trial.user_attrs["history"]["val_acc"])
+    helpers.run_study(helpers.make_study("resume"), toy_objective, 5)  # nothing left to do
+    assert len(study.trials) == 6
+    assert capsys.readouterr().out == "study 'resume': 5 of 5 trials stored, running the 0 missing\n"
 
 
-def test_pruned_trials_report_every_epoch(toy_data):
-    study = helpers.make_study("pruning", n_startup_trials=2, prune_after=1, n_warmup_steps=1)
-    helpers.tune_hidden_size("rnn", toy_data, n_trials=4, study=study, **{**SEARCH, "epochs": 2})
-    for trial in study.get_trials(states=FINISHED):
-        epochs = len(trial.user_attrs["history"]["val_acc"])
-        assert sorted(trial.intermediate_values) == list(range(1, epochs + 1))
-        assert epochs == (1 if trial.state == TrialState.PRUNED else 2)  # never pruned after the last epoch
+def test_a_search_that_trains(toy_data, one_thread):
+    """The study loop with an objective that trains (as notebook 03's does): values are validation accuracies."""
+    study = helpers.run_study(in_memory(), training_objective(toy_data), 2, verbose=False)
+    for trial in study.trials:
+        assert trial.state == TrialState.COMPLETE and 4 <= trial.params["hidden"] <= 16
+        assert trial.value == max(trial.user_attrs["history"]["val_acc"]) and set(trial.intermediate_values) == {1}
 
 
-def test_the_pruner_stops_trials_but_never_after_their_last_epoch(toy_data):
-    for epochs, state in ((3, TrialState.PRUNED), (1, TrialState.COMPLETE)):
-        study = helpers.make_study(f"always-prune-{epochs}")
-        study.pruner = optuna.pruners.ThresholdPruner(lower=1.1)  # every accuracy is below 1.1
-        helpers.tune_hidden_size("rnn", toy_data, n_trials=2, study=study, **{**SEARCH, "epochs": epochs})
-        assert [t.state for t in study.trials] == [state, state]
-        assert all(len(t.user_attrs["history"]["val_acc"]) == 1 for t in study.trials)
-
-
-WORKER = textwrap.dedent("""
-    import os, sys, time
-    from pathlib import Path
-    import torch
-    torch.set_num_threads(1)
-    import helpers
-
-    data_dir, seed, n_trials, n_workers = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    helpers.DATA_DIR, helpers.CACHE_DIR = data_dir, data_dir / "cache"  # the test's cache, not the repo's
-    data = helpers.load_imdb(max_len=12, val_size=6, verbose=False)
-    train_model = helpers.train_model
-
-    def slow_train_model(*args, **kwargs):  # toy trials take milliseconds: make them overlap
-        time.sleep(0.3)
-        return train_model(*args, **kwargs)
-
-    helpers.train_model = slow_train_model
-    study = helpers.make_study("shared", seed=seed)
-    (data_dir / f"ready-{os.getpid()}").touch()  # start together, so that both workers get trials
-    while len(list(data_dir.glob("ready-*"))) < n_workers:
-        time.sleep(0.02)
-    helpers.tune_hidden_size("rnn", data, n_trials=n_trials, study=study, epochs=1, low=4, high=64,
-                             batch_size=8, verbose=False)
-""")
-
-
-def run_two_workers(data_dir, n_trials: int, env: dict) -> set[int]:
-    """Run WORKER in two processes on one study (sampler seeds 0 and 1: the same seed would make both
-    propose the same sizes); assert both succeed and return their pids."""
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(data_dir), str(seed), str(n_trials), "2"],
-                                env=env, cwd=helpers.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for seed in (0, 1)]
-    for worker in workers:
-        output, _ = worker.communicate(timeout=120)
-        assert worker.returncode == 0, output
-    return {worker.pid for worker in workers}
-
-
-def test_two_workers_share_one_journal_study(toy_data, isolated_data_dir, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_two_workers_share_one_journal_study(tmp_path, monkeypatch):
     journal = tmp_path / "study.log"
     n_trials = 6
-    pids = run_two_workers(isolated_data_dir, n_trials, {**os.environ, "OPTUNA_STORAGE": str(journal)})
+    pids = run_workers("shared", n_trials, tmp_path, {**os.environ, "OPTUNA_STORAGE": str(journal)})
 
     monkeypatch.setenv("OPTUNA_STORAGE", str(journal))
     study = optuna.load_study(study_name="shared", storage=helpers.optuna_storage())
@@ -159,4 +148,4 @@ def test_two_workers_share_one_journal_study(toy_data, isolated_data_dir, tmp_pa
     # MaxTrialsCallback stops both workers at n_trials finished trials; a trial already running in
     # the other worker at that moment still finishes, so one extra trial is possible.
     assert n_trials <= len(finished) <= n_trials + 1
-    assert {t.user_attrs["pid"] for t in finished} == pids
+    assert {t.user_attrs["pid"] for t in finished} == pids  # both workers ran trials

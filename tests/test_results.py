@@ -1,0 +1,362 @@
+"""Checkpoints, run records and the one recompute path: save / load (and damaged files), `load_or_train`,
+the per-job records and the tables made from them, tools/train_results.py (plan, workers, resuming),
+`helpers.recompute`, and the committed results in checkpoints/."""
+import json
+import sys
+from functools import lru_cache
+
+import numpy as np
+import pytest
+import torch
+
+import helpers
+
+
+# --- checkpoints ---
+
+def test_checkpoint_roundtrip_keeps_the_model_and_its_record(tmp_path, toy_data):
+    model, history = helpers.train_model("attn_weighted", toy_data, epochs=1, batch_size=4, progress=False,
+                                         verbose=False, config={"window": 3})
+    record = helpers.run_record(model, history, toy_data, seed=0)
+    assert record is model.info.record and json.loads(json.dumps(record)) == record  # plain JSON values
+    assert record["writeup_probs"] == [round(float(p), 4) for p in helpers.predict(model, list(helpers.WRITEUP_REVIEWS))]
+    assert record["history"] == history.as_dict() and record["epochs_run"] == 1 and record["n_train"] == 18
+    assert record["parameters"] == helpers.count_parameters(model) and record["settings"]["batch_size"] == 4
+    path = helpers.save_checkpoint(model, tmp_path / "m.pt")
+    assert path.stat().st_size < 2_000_000 and not list(tmp_path.glob("*.part"))
+    loaded = helpers.load_checkpoint(path)
+    assert loaded.info == model.info  # name, config, max_len, tokenizer and the run record, all of it
+    assert loaded.info.config["window"] == 3 and loaded.attention.window == 3 and loaded.info.max_len == 12
+    assert loaded.info.record["test_acc"] == helpers.evaluate(model, toy_data.test)["acc"]
+    assert not loaded.training
+    text = "a wonderful film"
+    assert helpers.predict(loaded, text) == pytest.approx(helpers.predict(model, text), abs=1e-4)
+    with pytest.raises(ValueError, match="unknown model"):
+        helpers.checkpoint_path("bert")
+
+
+def test_a_missing_checkpoint_names_the_way_back(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        helpers.load_checkpoint(tmp_path / "missing.pt")
+    assert str(tmp_path / "missing.pt") in str(info.value) and "git checkout" in str(info.value)
+
+
+def test_a_truncated_checkpoint_names_the_file_and_the_way_back(tmp_path):
+    good = helpers.checkpoint_path("gru").read_bytes()
+    cut = tmp_path / "gru.pt"
+    cut.write_bytes(good[: len(good) // 2])  # an interrupted copy or download
+    with pytest.raises(ValueError) as info:
+        helpers.load_checkpoint(cut)
+    message = str(info.value)
+    assert str(cut) in message and "git checkout" in message and "tools/train_results.py" in message
+    old = tmp_path / "old.pt"  # a readable torch file that is not a checkpoint of today's format
+    torch.save({"meta": {"seed": 0}, "state_dict": {}}, old)
+    with pytest.raises(ValueError, match="old.pt is not a readable checkpoint"):
+        helpers.load_checkpoint(old)
+
+
+def test_a_checkpoint_of_another_tokenizer_warns(tmp_path):
+    model = helpers.make_model("sum", seed=0)
+    model.info.tokenizer = "glove6b-v0"
+    path = helpers.save_checkpoint(model, tmp_path / "s.pt")
+    with pytest.warns(UserWarning, match="tokenizer glove6b-v0"):
+        helpers.load_checkpoint(path)
+
+
+def test_load_or_train_trains_once_prints_its_epochs_and_then_loads(toy_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("SMOKE_TEST", raising=False)
+    bars, progress = [], helpers._progress
+
+    def recorded(*args, **kwargs):
+        bars.append((kwargs.get("desc"), kwargs.get("disable")))
+        return progress(*args, **kwargs)
+
+    monkeypatch.setattr(helpers, "_progress", recorded)
+    model = helpers.load_or_train("weighted", toy_data, folder=tmp_path)
+    record = model.info.record
+    history = helpers.History(**record["history"])
+    epochs = range(1, record["epochs_run"] + 1)
+    assert capsys.readouterr().out.splitlines() == [history.line(e) for e in epochs]  # one line per epoch
+    epochs_planned = helpers.recipe("weighted")[1]["epochs"]
+    assert bars == [(f"epoch {e}/{epochs_planned}", None) for e in epochs]  # and a bar (None: shown where it can be)
+    assert record["seed"] == 0 and record["settings"] == helpers.recipe("weighted")[1]  # the named recipe
+    assert record["test_acc"] == helpers.evaluate(model, toy_data.test)["acc"]
+    path = helpers.checkpoint_path("weighted", folder=tmp_path)
+    assert path.exists()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("load_or_train trained although the checkpoint exists")
+
+    monkeypatch.setattr(helpers, "train_model", no_training)
+    again = helpers.load_or_train("weighted", toy_data, folder=tmp_path)
+    assert again.info == model.info and capsys.readouterr().out == ""
+
+
+def test_load_or_train_never_saves_in_a_smoke_run(toy_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("SMOKE_TEST", "1")
+    folder = tmp_path / "checkpoints"
+    model = helpers.load_or_train("sum", toy_data, finetune=False, folder=folder)
+    assert model.delta is None and model.info.record["config"]["finetune"] is False
+    assert not folder.exists() or not list(folder.iterdir())
+
+
+# --- run records: files, damaged files, tables ---
+
+def test_record_files_are_written_atomically_and_named_after_the_key(tmp_path, train_results_tool):
+    assert helpers.record_path(tmp_path, "gru/trainable/seed0") == tmp_path / "runs" / "gru__trainable__seed0.json"
+    keys = [job["key"] for job in train_results_tool.experiment_plan()] + ["search/rnn", "search/gru"]
+    paths = {helpers.record_path(tmp_path, key) for key in keys}
+    assert len(paths) == len(keys) and {p.parent for p in paths} == {tmp_path / "runs"}  # one file per job
+    path = helpers.save_json({"job": {"key": "a/b"}, "acc": 0.5}, helpers.record_path(tmp_path, "a/b"))
+    assert helpers.load_json(path, "a record", "rerun it") == {"job": {"key": "a/b"}, "acc": 0.5}
+    with pytest.raises(RuntimeError, match="disk full"):
+        with helpers.atomic_path(path) as tmp:
+            tmp.write_text("{half a rec")
+            raise RuntimeError("disk full")
+    assert json.loads(path.read_text())["acc"] == 0.5  # the old file is untouched, no temporary file is left
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_load_results_reads_every_record_by_its_key(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no results"):
+        helpers.load_results(tmp_path)
+    for key, acc in (("gru/trainable/seed0", 0.8), ("gru/trainable/seed1", 0.7), ("tfidf", 0.75)):
+        helpers.save_json({"job": {"key": key}, "test_acc": acc}, helpers.record_path(tmp_path, key))
+    results = helpers.load_results(tmp_path)
+    assert {key: r["test_acc"] for key, r in results["runs"].items()} == {
+        "gru/trainable/seed0": 0.8, "gru/trainable/seed1": 0.7, "tfidf": 0.75}
+    assert [r["test_acc"] for r in helpers.runs(results, "gru/trainable")] == [0.8, 0.7]
+    assert helpers.runs(results, "gru") == []  # a prefix is a whole group, not the start of a key
+
+
+def test_a_cut_record_names_the_file(tmp_path):
+    path = helpers.save_json({"job": {"key": "sum/trainable/seed0"}, "test_acc": 0.8},
+                             helpers.record_path(tmp_path, "sum/trainable/seed0"))
+    path.write_text(path.read_text()[:20])  # cut short, as by a full disk or an interrupted copy
+    with pytest.raises(ValueError) as info:
+        helpers.load_results(tmp_path)
+    assert str(path) in str(info.value) and "is damaged" in str(info.value) and "git checkout" in str(info.value)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        helpers.load_json(tmp_path / "nope.json", "a record", "rerun it")
+
+
+def test_mean_std_ties_and_the_results_table():
+    assert helpers.mean_std([0.8, 0.9, 1.0]) == pytest.approx((0.9, 0.1))  # the sample std (n − 1)
+    assert helpers.mean_std([0.7]) == (0.7, 0.0)
+    assert helpers.fmt_ms([0.8, 0.9, 1.0]) == "0.900 ± 0.100" and helpers.fmt_ms([0.5]) == "0.500 ± 0.000"
+    assert helpers.is_tie([0.80, 0.81, 0.79], [0.80, 0.82, 0.80])
+    assert not helpers.is_tie([0.80, 0.801, 0.799], [0.85, 0.851, 0.849])
+    records = {"a": [{"val_acc": 0.82, "test_acc": 0.80, "best_epoch": 3, "parameters": 100},
+                     {"val_acc": 0.84, "test_acc": 0.82, "best_epoch": 5, "parameters": 100}],
+               "b": [{"val_acc": 0.70, "test_acc": 0.71, "best_epoch": 1, "parameters": 7}]}
+    table = helpers.results_table(records)
+    assert list(table.index) == ["a", "b"]
+    assert table.loc["a", "test acc"] == helpers.fmt_ms([0.80, 0.82]) and table.loc["a", "seeds"] == 2
+    assert (table.loc["a", "test mean"], table.loc["a", "test std"]) == pytest.approx(helpers.mean_std([0.80, 0.82]))
+    assert table.loc["a", "val − test"] == "+0.020" and table.loc["b", "val − test"] == "-0.010"
+    assert table.loc["a", "best epoch"] == "3/5" and table.loc["b", "parameters"] == 7
+
+
+# --- tools/train_results.py: the plan, the workers, resuming ---
+
+def test_the_plan_has_one_checkpoint_per_named_model_and_a_smoke_version(train_results_tool):
+    plan = train_results_tool.experiment_plan()
+    keys = [job["key"] for job in plan]
+    assert len(set(keys)) == len(keys)
+    runs = [job for job in plan if job["kind"] == "run"]
+    checkpoints = [helpers.checkpoint_path(job["name"], job["finetune"]) for job in runs if job["checkpoint"]]
+    assert sorted(checkpoints) == sorted(helpers.checkpoint_path(name, finetune) for name in helpers.MODEL_NAMES
+                                         for finetune in (True, False))
+    for job in runs:
+        config, settings = helpers.recipe(job["name"], job["finetune"])
+        assert job["config"].items() >= config.items()  # variants change the recipe, never drop it
+        if job["checkpoint"]:  # the committed model is the named recipe, seed 0
+            assert job["seed"] == 0 and job["config"] == config and job["settings"] == settings
+    assert {f"rnn-ablation/{label}" for label in train_results_tool.RNN_ABLATION} <= set(keys)
+    for seed in train_results_tool.SEEDS:
+        assert {f"{name}-variant/trainable/seed{seed}" for name in train_results_tool.LAYOUT_VARIANTS} <= set(keys)
+        assert {f"{key}/trainable/seed{seed}" for key in train_results_tool.REGULARISATION_VARIANTS} <= set(keys)
+    smoke = train_results_tool.experiment_plan(smoke=True)
+    assert [job["key"] for job in smoke] == [job["key"] for job in plan if job.get("seed", 0) == 0]
+    assert all(job["settings"]["epochs"] == 1 for job in smoke if job["kind"] == "run")
+    assert all(job["settings"]["epochs"] > 1 for job in runs)  # the smoke plan did not change the real one
+
+
+def test_list_shows_every_job_and_which_are_done(tmp_path, train_results_tool, capsys):
+    tool = train_results_tool
+    assert tool.main(["--list", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == [job["key"].split()[0] for job in tool.experiment_plan()]
+    assert len(lines) == len(tool.experiment_plan()) and not any(line.endswith("done") for line in lines)
+    helpers.save_json({"job": {"key": "tfidf"}}, helpers.record_path(tmp_path, "tfidf"))
+    assert tool.main(["--list", "--notebook", "4", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = [job for job in tool.experiment_plan() if job["notebook"] == 4 or job["kind"] == "tfidf"]
+    assert len(lines) == len(expected) and [line for line in lines if line.endswith("done")] == [lines[-1]]
+    assert lines[-1].startswith("tfidf ")
+
+
+def test_workers_write_records_and_checkpoints_that_load_results_reads(toy_data, tmp_path, monkeypatch,
+                                                                        train_results_tool, one_thread, capsys):
+    tool = train_results_tool
+    asked = []
+
+    def toy_imdb(**kwargs):  # the worker's load_imdb: the toy corpus stands in for IMDB
+        asked.append(kwargs)
+        return toy_data
+
+    monkeypatch.setattr(helpers, "load_imdb", toy_imdb)
+    jobs = [job for job in tool.experiment_plan(smoke=True) if job["notebook"] == 4 or job["kind"] == "tfidf"]
+    tool.worker([job["key"] for job in jobs], tmp_path, smoke=True)
+    assert asked == [{"subset": 1000, "verbose": False}]  # a smoke run reads 1,000 reviews per split
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines if line.startswith("done ")] == [job["key"] for job in jobs]
+    results = helpers.load_results(tmp_path)["runs"]
+    assert set(results) == {job["key"] for job in jobs}
+    saved = set()
+    for job in jobs:
+        record = results[job["key"]]
+        assert record["job"]["key"] == job["key"] and 0 <= record["test_acc"] <= 1
+        if job["kind"] != "run":
+            continue
+        assert f"{job['key']} | epoch  1 | train loss" in "\n".join(lines)  # its epoch line, prefixed with its key
+        assert record["epochs_run"] == 1 and record["seed"] == 0 and record["settings"] == job["settings"]
+        assert record["config"] == {**helpers.DEFAULT_CONFIGS[job["name"]], **job["config"]}
+        if job["checkpoint"]:
+            path = helpers.checkpoint_path(job["name"], job["finetune"], tmp_path)
+            model = helpers.load_checkpoint(path)
+            assert model.info.record["test_acc"] == record["test_acc"] and model.info.config == record["config"]
+            saved.add(path.name)
+    assert {p.name for p in tmp_path.glob("*.pt")} == saved and len(saved) == 8  # 4 models, trainable and frozen
+
+
+def test_a_rerun_runs_only_the_missing_jobs(tmp_path, monkeypatch, train_results_tool, capsys):
+    tool = train_results_tool
+    launched = []
+
+    def launch(shares, out, smoke):
+        launched.append(([key for share in shares for key in share], len(shares), smoke))
+        return [0] * len(shares)
+
+    monkeypatch.setattr(tool, "launch", launch)
+    jobs = [job for job in tool.experiment_plan() if job["notebook"] == 4 or job["kind"] == "tfidf"]
+    for job in jobs[1:]:
+        helpers.save_json({"job": {"key": job["key"]}}, helpers.record_path(tmp_path, job["key"]))
+    args = ["--notebook", "4", "--out", str(tmp_path), "--workers", "3"]
+    assert tool.main(args) == 0
+    assert launched.pop() == ([jobs[0]["key"]], 1, False)  # only the missing job, on one worker
+    assert capsys.readouterr().out.startswith(f"1 of {len(jobs)} jobs to run on 1 workers")
+    helpers.save_json({"job": {"key": jobs[0]["key"]}}, helpers.record_path(tmp_path, jobs[0]["key"]))
+    assert tool.main(args) == 0 and not launched  # everything done: nothing starts
+    assert capsys.readouterr().out.startswith(f"0 of {len(jobs)} jobs to run")
+    assert tool.main([*args, "--force"]) == 0
+    keys, workers, _ = launched.pop()
+    assert sorted(keys) == sorted(job["key"] for job in jobs) and workers == 3  # --force redoes all
+    assert tool.main([*args, "--smoke"]) == 0
+    assert launched.pop()[2] is True  # a smoke check always runs (its records are not the real ones)
+
+    monkeypatch.setattr(tool, "launch", lambda shares, out, smoke: [0, 1])
+    assert tool.main([*args, "--force"]) == 1
+    assert "a rerun continues with the missing jobs" in capsys.readouterr().err
+
+
+def test_the_jobs_are_shared_evenly_longest_first(tmp_path, monkeypatch, train_results_tool, capsys):
+    tool = train_results_tool
+    shared = []
+    monkeypatch.setattr(tool, "launch", lambda shares, out, smoke: shared.extend(shares) or [0] * len(shares))
+    assert tool.main(["--out", str(tmp_path), "--workers", "4"]) == 0
+    cost = {job["key"]: job["cost"] for job in tool.experiment_plan()}
+    loads = [sum(cost[key] for key in share) for share in shared]
+    assert len(shared) == 4 and sorted(sum(shared, [])) == sorted(cost)
+    assert max(loads) - min(loads) <= max(cost.values())  # no worker waits for another by more than one job
+    for share in shared:
+        assert [cost[key] for key in share] == sorted((cost[key] for key in share), reverse=True)
+
+
+def test_recompute_relays_the_tool_and_says_how_to_continue(tmp_path, monkeypatch, capsys):
+    fake = tmp_path / "root" / "tools" / "train_results.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("import sys\nprint('2 of 2 jobs to run on 1 workers')\nprint('args', *sys.argv[1:])\n"
+                    "print('done a')\nprint('done b')\nsys.exit(sys.argv[-1] == '--smoke')\n")
+    monkeypatch.setattr(helpers, "ROOT", tmp_path / "root")
+    out = tmp_path / "out"
+    helpers.recompute(3, out)
+    assert capsys.readouterr().out.splitlines() == [
+        "2 of 2 jobs to run on 1 workers", f"args --notebook 3 --out {out}", "done a", "done b"]
+    with pytest.raises(RuntimeError) as info:
+        helpers.recompute(4, out, smoke=True)  # the fake tool fails in a smoke run
+    assert str(out) in str(info.value) and "rerun to continue" in str(info.value)
+    assert f"args --notebook 4 --out {out} --smoke" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_recompute_smoke_end_to_end(imdb_source, tmp_path, capsys, train_results_tool):
+    """RETRAIN=1's path in a SMOKE_TEST run: the tool, its worker processes, records and checkpoints
+    (on 1,000 reviews of the real IMDB, 1 epoch each)."""
+    helpers.recompute(4, tmp_path, smoke=True)
+    lines = capsys.readouterr().out.splitlines()
+    jobs = [job for job in train_results_tool.experiment_plan(smoke=True)
+            if job["notebook"] == 4 or job["kind"] == "tfidf"]
+    assert lines[0].startswith(f"{len(jobs)} of {len(jobs)} jobs to run")
+    assert sorted(line.split()[1] for line in lines if line.startswith("done ")) == sorted(j["key"] for j in jobs)
+    results = helpers.load_results(tmp_path)["runs"]
+    assert set(results) == {job["key"] for job in jobs}
+    assert all(r["n_train"] == 1000 and r["epochs_run"] == 1 for key, r in results.items() if key != "tfidf")
+    model = helpers.load_checkpoint(helpers.checkpoint_path("attn_weighted", folder=tmp_path))
+    assert model.info.record["test_acc"] == results["attn_weighted/trainable/seed0"]["test_acc"]
+
+
+# --- the committed results ---
+
+@lru_cache(maxsize=1)
+def committed() -> dict:
+    return helpers.load_results()["runs"]
+
+
+def test_committed_records_cover_the_plan(train_results_tool):
+    runs = committed()
+    for job in train_results_tool.experiment_plan():
+        record = runs[job["key"]]
+        assert record["job"]["key"] == job["key"] and 0.5 < record["test_acc"] < 1
+        if job["kind"] == "run":  # made with today's plan: the job's recipe, config and seed
+            assert record["seed"] == job["seed"] and record["settings"] == job["settings"]
+            assert record["config"] == {**helpers.DEFAULT_CONFIGS[job["name"]], **job["config"]}
+    for cell in ("rnn", "gru"):  # notebook 03's search: the objective is the mean over the seeds
+        trials = runs[f"search/{cell}"]["trials"]
+        assert trials and all(isinstance(t["hidden"], int) for t in trials)
+        for t in trials:
+            if t["state"] == "complete" and t["repeat_of"] is None:
+                assert t["value"] == pytest.approx(np.mean(t["seed_values"]), abs=1e-4)
+    assert sum(p.stat().st_size for p in (helpers.CHECKPOINT_DIR / "runs").iterdir()) < 1_000_000
+
+
+def test_every_committed_checkpoint_is_a_named_model():
+    expected = {helpers.checkpoint_path(name, finetune) for name in helpers.MODEL_NAMES for finetune in (True, False)}
+    assert set(helpers.CHECKPOINT_DIR.glob("*.pt")) == expected
+
+
+@pytest.mark.parametrize("finetune", [True, False], ids=["trainable", "frozen"])
+@pytest.mark.parametrize("name", helpers.MODEL_NAMES)
+def test_committed_checkpoints_load_and_match_their_records(name, finetune):
+    path = helpers.checkpoint_path(name, finetune)
+    assert path.exists(), f"{path} is missing: python tools/train_results.py --only {name}/"
+    assert path.stat().st_size <= 2_000_000
+    model = helpers.load_checkpoint(path)
+    record = committed()[f"{name}/{'trainable' if finetune else 'frozen'}/seed0"]
+    for key in ("test_acc", "val_acc", "history", "writeup_probs", "settings", "config"):
+        assert model.info.record[key] == record[key], key  # seed 0 of the records is this checkpoint
+    # trained with today's recipe: the named architecture and settings
+    config, settings = helpers.recipe(name, finetune)
+    assert model.info.name == name and model.info.config == {**helpers.DEFAULT_CONFIGS[name], **config}
+    assert model.info.record["settings"] == settings and model.info.tokenizer == helpers.TOKENIZER_VERSION
+    assert model.finetune == finetune and (model.delta is not None) == finetune
+    p = helpers.predict(model, ["an absolute masterpiece, i loved every minute of it",
+                                "the worst film i have ever seen, a boring waste of time"])
+    assert p[0] > 0.5 > p[1]
+    np.testing.assert_allclose(helpers.predict(model, list(helpers.WRITEUP_REVIEWS)), record["writeup_probs"],
+                               atol=2e-3)  # its stored predictions are reproduced (Δ is stored in float16)
+
+
+def test_the_committed_checkpoint_reproduces_its_test_accuracy(real_imdb, one_thread):
+    model = helpers.load_checkpoint(helpers.checkpoint_path("weighted"))
+    assert helpers.evaluate(model, real_imdb.test)["acc"] == committed()["weighted/trainable/seed0"]["test_acc"]
