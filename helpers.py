@@ -1414,12 +1414,15 @@ def make_study(name: str, storage=None, seed: int = 0, n_startup_trials: int = 4
                                          interval_steps=1)
     storage = optuna_storage() if storage is None else storage
     try:
+        if isinstance(storage, str) and storage.startswith("postgresql"):  # a dead host fails in 10 s, not minutes
+            storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"connect_timeout": 10}})
         return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                    sampler=sampler, pruner=pruner)
     except Exception as exc:
         if not type(exc).__module__.startswith("sqlalchemy"):
             raise
-        where = re.sub(r"//[^@/]*@", "//***@", str(storage))  # never print a password
+        url = storage.url if isinstance(storage, optuna.storages.RDBStorage) else str(storage)
+        where = re.sub(r"//[^@/]*@", "//***@", url)  # never print a password
         raise RuntimeError(f"cannot open the study storage {where} ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0]}). Check that the database server is running and the URL "
                            f"in OPTUNA_STORAGE is right, or unset OPTUNA_STORAGE to use data/optuna/ex2.db.") from exc
