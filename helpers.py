@@ -904,13 +904,18 @@ in the layout that won on the validation split (notebook 04, section 3): for att
 `make_model("attn_weighted", layout="exercise")` build variants."""
 
 
+def check_name(name: str) -> str:
+    """`name` if it is one of MODEL_NAMES, else a ValueError listing them. Used wherever a model is named."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    return name
+
+
 def make_model(name: str, seed: int | None = 0, **overrides) -> SentimentModel:
     """Build a named model (see MODEL_NAMES) with seeded initial weights; `overrides` change
     DEFAULT_CONFIGS[name], e.g. make_model("gru", hidden=64) or make_model("attn_sum", window=None).
     Used in notebooks 03 and 04, section 1."""
-    if name not in DEFAULT_CONFIGS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    config = {**DEFAULT_CONFIGS[name], **overrides}
+    config = {**DEFAULT_CONFIGS[check_name(name)], **overrides}
     if seed is not None:
         torch.manual_seed(seed)
     cls = RecurrentClassifier if name in ("rnn", "gru") else TokenScoreClassifier
@@ -1152,13 +1157,6 @@ TRAIN_SETTINGS = {
 
 FROZEN = {"finetune": False, "emb_dropout": 0.0}
 """What the frozen-GloVe baseline changes in a model's config; its training settings are the same."""
-
-
-def check_name(name: str) -> str:
-    """`name` if it is one of MODEL_NAMES, else a ValueError listing them. Used wherever a model is named."""
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    return name
 
 
 def recipe(name: str, finetune: bool = True) -> tuple[dict, dict]:
