@@ -148,6 +148,9 @@ IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
 IMDB_ARCHIVE_NAME = "aclImdb_v1.tar.gz"
 TOKENIZER_VERSION = "glove6b-v1"
+"""The default input definition (see `TOKENIZERS`); stored in every checkpoint and record."""
+SPLIT_VERSION = "idblock-v1"
+"""How validation is held out of the official training set (see `validation_split`); stored in every record."""
 PAD, UNK = 0, 1
 """Token ids 0 and 1 are padding and unknown words; GloVe word i has id i + 2."""
 
@@ -298,6 +301,37 @@ def tokenize(text: str) -> list[str]:
     return ["..." if t.startswith("..") else "--" if t.startswith("--") else t for t in tokens]
 
 
+_NON_ALPHA = re.compile(r"[^A-Za-z]+")
+_SINGLE = re.compile(r"\s+[a-zA-Z]\s+")
+
+
+def course_tokenize(text: str) -> list[str]:
+    """The course skeleton's input definition (its `loader.py`, `review_clean` + `tokinize`): every run of
+    non-letters becomes a space, a one-letter word between spaces is dropped, then lower case and split.
+
+    >>> course_tokenize("I don't like it.<br />It's BAD!!")
+    ['i', 'don', 'like', 'it', 'br', 'it', 'bad']
+    Its quirks are kept on purpose: "<br />" leaves the word "br", "don't" leaves "don", a one-letter word
+    at the very start or end stays, and of two one-letter words in a row only the first is dropped. Used through `TOKENIZERS["course-v1"]`."""
+    if not isinstance(text, str):
+        raise ValueError(f"a review must be a str, got {type(text).__name__}")
+    text = _SINGLE.sub(" ", _NON_ALPHA.sub(" ", text))
+    return text.lower().split()
+
+
+TOKENIZERS = {"glove6b-v1": tokenize, "course-v1": course_tokenize}
+"""Input definitions by version. glove6b-v1: GloVe 6B's own tokens (punctuation and clitics are tokens);
+course-v1: the course loader's alphabetic words. A version names exactly one behaviour: changing a
+tokenizer means a new version, new caches and retrained checkpoints."""
+
+
+def check_tokenizer(version: str) -> Callable[[str], list[str]]:
+    """The tokenizer function of a version; an unknown version is a ValueError listing the known ones."""
+    if version not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer {version!r}; choose one of {sorted(TOKENIZERS)}")
+    return TOKENIZERS[version]
+
+
 @dataclasses.dataclass(frozen=True)
 class GloVe:
     """GloVe 6B 50-d: `words[i]` has id i + 2, row i + 2 of `vectors`; rows 0/1 are PAD/UNK.
@@ -363,9 +397,10 @@ def token_words(ids: Iterable[int]) -> list[str]:
     return ["<pad>" if i == PAD else "<unk>" if i == UNK else words[i - 2] for i in ids]
 
 
-def encode(texts: Sequence[str], max_len: int = 100):
+def encode(texts: Sequence[str], max_len: int = 100, tokenizer: str = TOKENIZER_VERSION):
     """Token ids (N, max_len) padded with PAD, lengths (N,), and the tokens kept per review.
     Used by `predict` and `explain`."""
+    tokenize = check_tokenizer(tokenizer)
     glove = load_glove()
     ids = torch.full((len(texts), max_len), PAD, dtype=torch.long)
     lengths = torch.zeros(len(texts), dtype=torch.long)
@@ -414,20 +449,24 @@ class Imdb:
     max_len: int
     coverage: dict
     source: str
+    tokenizer: str = TOKENIZER_VERSION
+    split: str = SPLIT_VERSION
 
     def __repr__(self) -> str:
         return (f"Imdb(train={len(self.train)}, val={len(self.val)}, test={len(self.test)}, "
-                f"max_len={self.max_len}, glove coverage={self.coverage['kept']:.2%})")
+                f"max_len={self.max_len}, tokenizer={self.tokenizer}, split={self.split}, "
+                f"glove coverage={self.coverage['kept']:.2%})")
 
 
-def _cache_key(source: Path, max_len: int) -> str:
+def _cache_key(source: Path, max_len: int, tokenizer: str) -> str:
     stat = source.stat()
-    parts = [str(source.resolve()), str(stat.st_size), str(stat.st_mtime_ns), TOKENIZER_VERSION,
+    parts = [str(source.resolve()), str(stat.st_size), str(stat.st_mtime_ns), tokenizer,
              str(max_len), "glove6b50d"]
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
 
 
-def _tokenize_imdb(raw: dict, max_len: int) -> dict:
+def _tokenize_imdb(raw: dict, max_len: int, tokenizer: str) -> dict:
+    tokenize = check_tokenizer(tokenizer)
     glove = load_glove()
     total = known = kept_total = kept_known = 0
     out = {}
@@ -446,7 +485,7 @@ def _tokenize_imdb(raw: dict, max_len: int) -> dict:
             lengths[row] = len(head)
         out[split] = {"texts": cols["texts"], "labels": torch.tensor(cols["labels"], dtype=torch.float32),
                       "ratings": torch.tensor(cols["ratings"], dtype=torch.int8), "ids": ids,
-                      "lengths": lengths}
+                      "lengths": lengths, "review_ids": torch.tensor(cols["ids"], dtype=torch.int32)}
     out["coverage"] = {"all": known / max(total, 1), "kept": kept_known / max(kept_total, 1),
                        "tokens_all": total, "tokens_kept": kept_total}
     return out
@@ -466,21 +505,40 @@ def stratified_sample(labels: torch.Tensor, n: int, seed: int) -> tuple[torch.Te
     return torch.sort(torch.cat(rest)).values, torch.sort(torch.cat(sample)).values
 
 
-def load_imdb(max_len: int = 100, val_size: int = 5000, seed: int = 0, subset: int | None = None,
-              verbose: bool = True) -> Imdb:
-    """IMDB (Maas et al. 2011) as padded GloVe token ids: 20,000 train / 5,000 validation
-    (a seeded, stratified hold-out of the official 25,000 training reviews) / 25,000 test.
+def validation_split(labels: torch.Tensor, review_ids: torch.Tensor, val_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, validation) of the official training set, split version idblock-v1: per label, the
+    reviews with the highest ids (with the label balance of the whole, about val_size / 2 each) are validation.
 
-    Reviews are cut to their first `max_len` tokens. `subset` keeps a stratified, seeded sample of
-    at most that many reviews per split (for SMOKE_TEST runs). The tokenized data is cached in
-    data/cache/, keyed on the source file, tokenizer version and max_len.
+    Review ids are grouped by film (up to 30 reviews of one film sit on adjacent ids), so a random hold-out
+    puts reviews of the same films on both sides and validation over-rates word-memorising models. One
+    contiguous block of ids per label shares films with training only at the block's edge. With the
+    default 5,000 that is ids >= 10,000 of each label. Used by `load_imdb`."""
+    train, val = [], []
+    for value in (0.0, 1.0):
+        idx = torch.nonzero(labels == value).flatten()
+        idx = idx[torch.argsort(review_ids[idx], stable=True)]
+        k = round(val_size * len(idx) / len(labels))
+        train.append(idx[: len(idx) - k])
+        val.append(idx[len(idx) - k:])
+    return torch.sort(torch.cat(train)).values, torch.sort(torch.cat(val)).values
+
+
+def load_imdb(max_len: int = 100, val_size: int = 5000, seed: int = 0, subset: int | None = None,
+              verbose: bool = True, tokenizer: str = TOKENIZER_VERSION) -> Imdb:
+    """IMDB (Maas et al. 2011) as padded GloVe token ids: 20,000 train / 5,000 validation (held out of the
+    official 25,000 training reviews by `validation_split`: ids >= 10,000 of each label) / 25,000 test.
+
+    Reviews are cut to their first `max_len` tokens of `tokenizer` (a version in `TOKENIZERS`). `subset`
+    keeps a stratified sample (seeded by `seed`) of at most that many reviews per split (for SMOKE_TEST
+    runs). The tokenized data is cached in data/cache/, keyed on the source file, tokenizer and max_len.
     Used in notebooks 03 and 04, first data cell."""
     if not isinstance(max_len, int) or max_len < 1:
         raise ValueError(f"max_len must be a positive int, got {max_len!r}")
     if not 0 < val_size < 25000:
         raise ValueError(f"val_size must be between 1 and 24,999, got {val_size}")
+    check_tokenizer(tokenizer)
     src = find_imdb()
-    cache = CACHE_DIR / f"imdb-{_cache_key(src, max_len)}.pt"
+    cache = CACHE_DIR / f"imdb-{_cache_key(src, max_len, tokenizer)}.pt"
     data = None
     if cache.exists():
         try:
@@ -489,11 +547,11 @@ def load_imdb(max_len: int = 100, val_size: int = 5000, seed: int = 0, subset: i
             data = None
     if data is None:
         start = time.perf_counter()
-        data = _tokenize_imdb(read_imdb(src), max_len)
+        data = _tokenize_imdb(read_imdb(src), max_len, tokenizer)
         with atomic_path(cache) as tmp:
             torch.save(data, tmp)
         if verbose:
-            print(f"tokenized IMDB from {src.name} in {time.perf_counter() - start:.1f} s "
+            print(f"tokenized IMDB from {src.name} with {tokenizer} in {time.perf_counter() - start:.1f} s "
                   f"(cached in {cache})")
 
     def split_of(cols: dict, index: torch.Tensor | None = None) -> Split:
@@ -501,12 +559,12 @@ def load_imdb(max_len: int = 100, val_size: int = 5000, seed: int = 0, subset: i
                       cols["ratings"].long())
         return split if index is None else split.take(index)
 
-    train_idx, val_idx = stratified_sample(data["train"]["labels"], val_size, seed)
+    train_idx, val_idx = validation_split(data["train"]["labels"], data["train"]["review_ids"], val_size)
     train, val, test = split_of(data["train"], train_idx), split_of(data["train"], val_idx), split_of(data["test"])
     if subset is not None:
         train, val, test = (s.take(stratified_sample(s.labels, min(subset, len(s) - 1), seed)[1])
                             if subset < len(s) else s for s in (train, val, test))
-    imdb = Imdb(train, val, test, max_len, data["coverage"], str(src))
+    imdb = Imdb(train, val, test, max_len, data["coverage"], str(src), tokenizer, SPLIT_VERSION)
     if verbose:
         print(imdb)
     return imdb
@@ -939,12 +997,17 @@ def count_parameters(model: SentimentModel, embeddings: bool = True) -> int:
 
 @dataclasses.dataclass
 class History:
-    """Per-epoch curves of one training run (what `train` returns). Returned by `train`."""
+    """Per-epoch curves of one training run (what `train` returns). `train_*` and `val_*` are measured in
+    eval mode at the end of each epoch (dropout off; the training side on a fixed sample of TRAIN_PROBE
+    training reviews), so every model's train−val gap means the same thing; `batch_*` are the running
+    averages over the epoch's batches as the optimiser saw them (dropout on). Returned by `train`."""
 
     train_loss: list = dataclasses.field(default_factory=list)
     train_acc: list = dataclasses.field(default_factory=list)
     val_loss: list = dataclasses.field(default_factory=list)
     val_acc: list = dataclasses.field(default_factory=list)
+    batch_loss: list = dataclasses.field(default_factory=list)
+    batch_acc: list = dataclasses.field(default_factory=list)
     epoch_seconds: list = dataclasses.field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
@@ -961,6 +1024,10 @@ class History:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+TRAIN_PROBE = 5000
+"""How many training reviews (a fixed stratified sample) `train` re-evaluates in eval mode after each epoch."""
 
 
 @torch.no_grad()
@@ -1036,15 +1103,18 @@ def train(model: nn.Module, data: Imdb, epochs: int = 10, lr: float = 1e-3, batc
     set_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     optimizer = make_optimizer(model, lr, emb_weight_decay)
+    probe = (data.train if len(data.train) <= TRAIN_PROBE
+             else data.train.take(stratified_sample(data.train.labels, TRAIN_PROBE, 0)[1]))
     history, best_state, since_best = History(), None, 0
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         loss, acc = train_epoch(model, data.train, optimizer, batch_size, generator, f"epoch {epoch}/{epochs}",
                                 progress)
         seconds = time.perf_counter() - start
-        val = evaluate(model, data.val)
-        for key, value in (("train_loss", loss), ("train_acc", acc), ("val_loss", val["loss"]),
-                           ("val_acc", val["acc"]), ("epoch_seconds", seconds)):
+        fit, val = evaluate(model, probe), evaluate(model, data.val)
+        for key, value in (("batch_loss", loss), ("batch_acc", acc), ("train_loss", fit["loss"]),
+                           ("train_acc", fit["acc"]), ("val_loss", val["loss"]), ("val_acc", val["acc"]),
+                           ("epoch_seconds", seconds)):
             getattr(history, key).append(value)
         if verbose:
             print(history.line(epoch), flush=True)
@@ -1087,7 +1157,7 @@ def _prepare(model: nn.Module, texts) -> tuple[torch.Tensor, torch.Tensor]:
             raise ValueError(f"{which(i)} is a {type(text).__name__}, not a str")
         if not text.strip():
             raise ValueError(f"{which(i)} is empty: there is nothing to classify")
-    ids, lengths, _ = encode(texts, max_len=model.info.max_len)
+    ids, lengths, _ = encode(texts, max_len=model.info.max_len, tokenizer=model.info.tokenizer)
     empty = [i for i, n in enumerate(lengths.tolist()) if n == 0]
     if empty:
         raise ValueError(f"{which(empty[0])} has no tokens after tokenization")
@@ -1141,17 +1211,18 @@ def explain(model: nn.Module, text: str) -> dict:
 # --- checkpoints: small files (the frozen GloVe table is not stored), config + metadata beside ---
 
 TRAIN_SETTINGS = {
-    # AdamW at 1e-3, gradient norm clipped at 1, early stopping on validation accuracy (best weights
-    # restored). Epoch caps from the validation curves (best epochs of the 3 committed seeds in brackets):
-    "rnn": {"epochs": 15, "lr": 1e-3, "batch_size": 128, "patience": 3},  # slow learner [14/10/9]; lr 3e-3 is worse
-    "gru": {"epochs": 12, "lr": 1e-3, "batch_size": 128, "patience": 3},  # over-fits after [9/9/7]
+    # AdamW at 1e-3, gradient norm clipped at 1, early stopping on validation accuracy after 3 epochs without a
+    # better one (best weights restored). The epoch caps are far above where the runs stop, so patience (what
+    # validation says), not a cap, ends every run; the records say where each one stopped.
+    "rnn": {"epochs": 30, "lr": 1e-3, "batch_size": 128, "patience": 3},  # lr 3e-3: notebook 03, section 4
+    "gru": {"epochs": 30, "lr": 1e-3, "batch_size": 128, "patience": 3},
     # sum: its logit adds up to 100 sub-scores, so every step moves the decision threshold of all reviews and the
-    # validation accuracy jumps by +-5 points between epochs (batch 128: seeds stopped at 0.73-0.78); batches of
-    # 512 (4x fewer, less noisy steps) and patience 10 ride the noise out (notebook 04, section 3)
-    "sum": {"epochs": 40, "lr": 1e-3, "batch_size": 512, "patience": 10},
-    "weighted": {"epochs": 15, "lr": 1e-3, "batch_size": 128, "patience": 3},  # [8/11/11]
-    "attn_sum": {"epochs": 15, "lr": 1e-3, "batch_size": 128, "patience": 3},  # [7/10/14]
-    "attn_weighted": {"epochs": 15, "lr": 1e-3, "batch_size": 128, "patience": 3},  # [12/7/8]
+    # validation accuracy jumps by several points between epochs; batches of 512 (4x fewer, less noisy steps)
+    # and patience 10 ride the noise out. Compared with batch 128 / patience 3 in notebook 04, section 3.
+    "sum": {"epochs": 60, "lr": 1e-3, "batch_size": 512, "patience": 10},
+    "weighted": {"epochs": 30, "lr": 1e-3, "batch_size": 128, "patience": 3},
+    "attn_sum": {"epochs": 30, "lr": 1e-3, "batch_size": 128, "patience": 3},
+    "attn_weighted": {"epochs": 30, "lr": 1e-3, "batch_size": 128, "patience": 3},
 }
 """The recipe of each named model (trainable word vectors), chosen on the validation split."""
 
@@ -1171,7 +1242,7 @@ def train_model(name: str, data: Imdb, seed: int = 0, config: dict | None = None
     (changed by `settings`): the one recipe behind the notebooks and the checkpoints.
     Used by `load_or_train`, tools/experiments.py and notebook 03 (the search objective)."""
     model = make_model(name, seed=seed, **(config or {}))
-    model.info.max_len = data.max_len
+    model.info.max_len, model.info.tokenizer = data.max_len, data.tokenizer
     model.to(get_device())
     if model.finetune:
         model.adapt_rows(training_vocabulary(data.train, model.min_count))
@@ -1197,7 +1268,8 @@ def run_record(model: SentimentModel, history: History, data: Imdb, seed: int) -
         "best_epoch": history["best_epoch"], "epochs_run": len(history["val_acc"]),
         "val_acc": evaluate(model, data.val)["acc"], "test_acc": evaluate(model, data.test)["acc"],
         "writeup_probs": [round(float(p), 4) for p in predict(model, list(WRITEUP_REVIEWS))],
-        "parameters": count_parameters(model), "n_train": len(data.train),
+        "parameters": count_parameters(model), "n_train": len(data.train), "tokenizer": data.tokenizer,
+        "split": data.split,
         "s_per_epoch": float(np.mean(history["epoch_seconds"])) if history["epoch_seconds"] else None}
     return model.info.record
 
@@ -1239,9 +1311,7 @@ def load_checkpoint(path: str | Path) -> SentimentModel:
         state["delta.weight"] = state["delta.weight"].float()
     model.load_state_dict(state)
     model.info = info
-    if info.tokenizer != TOKENIZER_VERSION:
-        import warnings
-        warnings.warn(f"{path.name} was trained with tokenizer {info.tokenizer}, this is {TOKENIZER_VERSION}")
+    check_tokenizer(info.tokenizer)  # `predict` and `explain` read reviews with the model's own tokenizer
     return model.to(get_device()).eval()
 
 
@@ -1343,17 +1413,53 @@ def results_table(groups: dict) -> "pd.DataFrame":
     return pd.DataFrame(rows).T
 
 
-def is_tie(a: Sequence[float], b: Sequence[float]) -> bool:
-    """A difference of means inside the noise: |mean a − mean b| ≤ 2 · sqrt(sd_a²/n_a + sd_b²/n_b).
-    Used in notebooks 03 and 04."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) if min(len(a), len(b)) > 1 else 0.0
-    return abs(a.mean() - b.mean()) <= 2 * se
+def compare(a: Sequence[dict], b: Sequence[dict], metric: str = "test_acc", level: float = 0.95) -> dict:
+    """Paired comparison of two groups of seed runs (`run_record`s) on `metric`: runs with the same seed
+    saw the same initial weights and data order, so the per-seed differences a − b are the evidence.
+
+    Returns n, the mean difference, its t-based `level` interval (lo, hi), the two-sided p-value and a
+    verdict: "better" / "worse" where the interval excludes 0, "suggestive" where only the 80 % interval
+    does (p < 0.2), otherwise "tie". Used in notebooks 03 and 04 and the README table."""
+    from scipy import stats
+
+    by_seed = {r["seed"]: r[metric] for r in b}
+    pairs = [(r[metric], by_seed[r["seed"]]) for r in a if r["seed"] in by_seed]
+    diff = np.array([x - y for x, y in pairs], dtype=float)
+    out = {"n": len(diff), "diff": float(diff.mean()) if len(diff) else float("nan"),
+           "lo": float("nan"), "hi": float("nan"), "p": float("nan"), "verdict": "tie"}
+    if len(diff) < 2:
+        out["verdict"] = "one seed: no interval" if len(diff) else "no paired seeds"
+        return out
+    se = diff.std(ddof=1) / math.sqrt(len(diff))
+    if se == 0:
+        out.update(lo=out["diff"], hi=out["diff"], p=0.0 if out["diff"] else 1.0)
+    else:
+        half = stats.t.ppf(0.5 + level / 2, len(diff) - 1) * se
+        out.update(lo=out["diff"] - half, hi=out["diff"] + half,
+                   p=float(2 * stats.t.sf(abs(out["diff"]) / se, len(diff) - 1)))
+    if out["lo"] > 0 or out["hi"] < 0:
+        out["verdict"] = "better" if out["diff"] > 0 else "worse"
+    elif out["p"] < 0.2:
+        out["verdict"] = "suggestive"
+    return out
+
+
+def fmt_compare(c: dict, scale: float = 100.0, unit: str = "pts") -> str:
+    """One line for `compare`'s result, e.g. '+1.23 pts, 95 % CI [+0.50, +1.96], n = 5, p = 0.012: better'."""
+    if c["n"] < 2:
+        return f"{c['diff'] * scale:+.2f} {unit}, {c['verdict']}"
+    return (f"{c['diff'] * scale:+.2f} {unit}, 95 % CI [{c['lo'] * scale:+.2f}, {c['hi'] * scale:+.2f}], "
+            f"n = {c['n']}, p = {c['p']:.3f}: {c['verdict']}")
+
+
+TFIDF_C = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+"""The inverse regularisation strengths `tfidf_baseline` tries; validation accuracy picks one."""
 
 
 def tfidf_baseline(data: Imdb) -> dict:
-    """TF-IDF (1-2-grams) + logistic regression on the same first-`max_len`-token inputs:
-    the non-neural anchor the models are compared with. Used by tools/experiments.py and the benchmark."""
+    """TF-IDF (1-2-grams) + logistic regression on the same first-`max_len`-token inputs: the non-neural
+    anchor the models are compared with. C is the value of TFIDF_C with the best validation accuracy;
+    test is scored once, for that C. Used by tools/train_results.py."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -1362,11 +1468,15 @@ def tfidf_baseline(data: Imdb) -> dict:
 
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True,
                                  token_pattern=r"\S+", lowercase=False)
-    x_train = vectorizer.fit_transform(as_text(data.train))
-    clf = LogisticRegression(C=4.0, max_iter=2000)
-    clf.fit(x_train, data.train.labels.numpy())
-    return {"val_acc": clf.score(vectorizer.transform(as_text(data.val)), data.val.labels.numpy()),
-            "test_acc": clf.score(vectorizer.transform(as_text(data.test)), data.test.labels.numpy())}
+    x_train, x_val = vectorizer.fit_transform(as_text(data.train)), vectorizer.transform(as_text(data.val))
+    y_train, y_val = data.train.labels.numpy(), data.val.labels.numpy()
+    val_by_c = {c: LogisticRegression(C=c, max_iter=2000).fit(x_train, y_train).score(x_val, y_val)
+                for c in TFIDF_C}
+    best = max(TFIDF_C, key=lambda c: (val_by_c[c], -c))  # ties go to the stronger regularisation
+    clf = LogisticRegression(C=best, max_iter=2000).fit(x_train, y_train)
+    return {"C": best, "val_by_C": {str(c): v for c, v in val_by_c.items()}, "val_acc": val_by_c[best],
+            "test_acc": clf.score(vectorizer.transform(as_text(data.test)), data.test.labels.numpy()),
+            "tokenizer": data.tokenizer, "split": data.split}
 
 
 # ============================================================================

@@ -19,6 +19,7 @@ The workers print one line per epoch ("<key> | epoch ...") and one per finished 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import selectors
@@ -30,10 +31,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+
 import helpers  # noqa: E402
 
-SEEDS = (0, 1, 2)
-"""Every finding the notebooks state rests on these seeds; seed 0 is the committed checkpoint."""
+SEEDS = (0, 1, 2, 3, 4)
+"""The seeds of every comparison the notebooks and the README state (paired: the same seed is the same
+initial weights and data order); seed 0 is the committed checkpoint."""
+SEEDS3 = (0, 1, 2)
+"""Seeds of the secondary measurements (recipe ablations, the tokenizer and size checks, the refit)."""
 
 COST = {"rnn": 5, "gru": 12, "sum": 1, "weighted": 1, "attn_sum": 4, "attn_weighted": 4}
 """Relative cost of one epoch, to give each worker an even share (longest jobs first)."""
@@ -44,47 +50,87 @@ RNN_ABLATION = {
     "trainable, no embedding dropout": ({"emb_dropout": 0.0}, {}),
     "trainable, lr 3e-3": ({}, {"lr": 3e-3}),
 }
-"""Notebook 03, section 4: the RNN recipe with one thing changed (seed 0); the named RNN and its frozen
-twin (orthogonal W_hh) complete the table."""
+"""Notebook 03, section 4: the RNN recipe with one thing changed; the named RNN and its frozen twin
+(orthogonal W_hh) complete the table."""
 
 LAYOUT_VARIANTS = {"attn_sum": {"layout": "residual"}, "attn_weighted": {"layout": "exercise"}}
 """Notebook 04, section 3: each attention model in its other layout."""
 
-REGULARISATION_VARIANTS = {
-    "weighted-nodropout": ("weighted", {"emb_dropout": 0.0}, {}),
-    "weighted-decay": ("weighted", {}, {"emb_weight_decay": 1.0}),
+RECIPE_VARIANTS = {
+    "weighted-nodropout": ("weighted", {"emb_dropout": 0.0}, {}, SEEDS),
+    "weighted-decay": ("weighted", {}, {"emb_weight_decay": 1.0}, SEEDS),
+    "sum-batch128": ("sum", {}, {"batch_size": 128, "patience": 3}, SEEDS3),
 }
 """Notebook 04, section 3: `weighted` without the embedding dropout, and with a decoupled weight decay of
-1.0 on Δ (AdamW shrinks Δ by lr · 1.0 = 0.1 % per step, back towards GloVe)."""
+1.0 on Δ (AdamW shrinks Δ by lr · 1.0 = 0.1 % per step, back towards GloVe); `sum` with the batch size and
+patience of the other models (what its own recipe is compared with)."""
+
+GRU_SIZES = (86, 107)
+"""The write-up's TPE results, trained with the full GRU recipe (notebook 03, section 6), with the size the
+search in checkpoints/runs/search__gru.json found when there is one."""
+
+TOKENIZER_CHECK = ("gru", "attn_weighted")
+"""The models that measure the other input definition (notebook 03, section 0)."""
+
+REFIT = ("gru", "attn_weighted")
+"""Models refit on train + validation for their seed's best epoch: measured and reported, not the default."""
 
 
 def job(key: str, name: str, notebook: int, seed: int = 0, finetune: bool = True, config: dict | None = None,
-        settings: dict | None = None, checkpoint: bool = False) -> dict:
-    """One training run, with its complete config overrides and training settings spelled out."""
+        settings: dict | None = None, checkpoint: bool = False, tokenizer: str = helpers.TOKENIZER_VERSION,
+        refit_of: str | None = None) -> dict:
+    """One training run, with its complete config overrides, training settings and inputs spelled out.
+    `refit_of`: train on train + validation for the best epoch of that job's record instead."""
     base_config, base_settings = helpers.recipe(name, finetune)
     settings = {**base_settings, **(settings or {})}
     return {"key": key, "kind": "run", "name": name, "seed": seed, "notebook": notebook, "checkpoint": checkpoint,
             "finetune": finetune, "config": {**base_config, **(config or {})}, "settings": settings,
-            "cost": COST[name] * settings["epochs"]}
+            "tokenizer": tokenizer, "refit_of": refit_of, "cost": COST[name] * min(settings["epochs"], 15)}
 
 
-def experiment_plan(smoke: bool = False) -> list[dict]:
+def searched_gru_size(out: Path) -> int | None:
+    """The hidden size notebook 03's GRU search found (its record in <out>/runs), if it has run."""
+    path = helpers.record_path(out, "search/gru")
+    return helpers.load_json(path, "the GRU search record", "rerun notebook 03 with RETRAIN=1")["best_size"] \
+        if path.exists() else None
+
+
+def experiment_plan(smoke: bool = False, out: Path = helpers.CHECKPOINT_DIR) -> list[dict]:
     """The jobs behind notebooks 03 and 04. `smoke`: seed 0 of each group only, one epoch each."""
     jobs = []
+    settings = (("trainable", True), ("frozen", False))
     for name in helpers.MODEL_NAMES:
-        for setting, finetune in (("trainable", True), ("frozen", False)):
-            jobs += [job(f"{name}/{setting}/seed{seed}", name, 3 if name in ("rnn", "gru") else 4, seed, finetune,
-                         checkpoint=seed == 0) for seed in SEEDS]
+        notebook = 3 if name in ("rnn", "gru") else 4
+        for setting, finetune in settings:
+            jobs += [job(f"{name}/{setting}/seed{seed}", name, notebook, seed, finetune, checkpoint=seed == 0)
+                     for seed in SEEDS]
             if name in ("rnn", "gru"):  # notebook 03's question: does 128 over-fit where 64 does not?
                 jobs += [job(f"{name}-64/{setting}/seed{seed}", name, 3, seed, finetune, {"hidden": 64})
                          for seed in SEEDS]
-    for label, (config, settings) in RNN_ABLATION.items():
-        jobs.append(job(f"rnn-ablation/{label}", "rnn", 3, 0, config.get("finetune", True), config, settings))
+    for label, (config, settings_) in RNN_ABLATION.items():
+        jobs += [job(f"rnn-ablation/{label}/seed{seed}", "rnn", 3, seed, config.get("finetune", True), config,
+                     settings_) for seed in SEEDS3]
     for name, config in LAYOUT_VARIANTS.items():
         jobs += [job(f"{name}-variant/trainable/seed{seed}", name, 4, seed, config=config) for seed in SEEDS]
-    for key, (name, config, settings) in REGULARISATION_VARIANTS.items():
-        jobs += [job(f"{key}/trainable/seed{seed}", name, 4, seed, config=config, settings=settings) for seed in SEEDS]
-    jobs.append({"key": "tfidf", "kind": "tfidf", "notebook": 3, "cost": 20})
+    for key, (name, config, settings_, seeds) in RECIPE_VARIANTS.items():
+        jobs += [job(f"{key}/trainable/seed{seed}", name, 4, seed, config=config, settings=settings_)
+                 for seed in seeds]
+    found = searched_gru_size(out)
+    for size in sorted({*GRU_SIZES, *([found] if found else [])} - {64, 128}):
+        jobs += [job(f"gru-{size}/trainable/seed{seed}", "gru", 3, seed, config={"hidden": size})
+                 for seed in SEEDS3]
+    other = [version for version in helpers.TOKENIZERS if version != helpers.TOKENIZER_VERSION]
+    for version in other:
+        for name in TOKENIZER_CHECK:
+            for setting, finetune in settings:
+                jobs += [job(f"tokens-{version}/{name}/{setting}/seed{seed}", name, 3, seed, finetune,
+                             tokenizer=version) for seed in SEEDS3]
+    for name in REFIT:
+        notebook = 3 if name == "gru" else 4
+        jobs += [job(f"{name}-refit/trainable/seed{seed}", name, notebook, seed, refit_of=f"{name}/trainable/seed{seed}")
+                 for seed in SEEDS3]
+    jobs += [{"key": "tfidf", "kind": "tfidf", "notebook": 3, "cost": 20, "tokenizer": helpers.TOKENIZER_VERSION}]
+    jobs += [{"key": f"tokens-{v}/tfidf", "kind": "tfidf", "notebook": 3, "cost": 20, "tokenizer": v} for v in other]
     if smoke:
         jobs = [j for j in jobs if j.get("seed", 0) == 0]
         for j in jobs:
@@ -93,32 +139,51 @@ def experiment_plan(smoke: bool = False) -> list[dict]:
     return jobs
 
 
-def run_job(job: dict, data: helpers.Imdb) -> tuple[dict, helpers.SentimentModel | None]:
+def train_and_validation(data: helpers.Imdb) -> helpers.Imdb:
+    """The refit's data: train = train + validation (validation is then no longer held out)."""
+    both = helpers.Split(data.train.texts + data.val.texts, torch.cat([data.train.labels, data.val.labels]),
+                         torch.cat([data.train.ids, data.val.ids]), torch.cat([data.train.lengths, data.val.lengths]),
+                         torch.cat([data.train.ratings, data.val.ratings]))
+    return dataclasses.replace(data, train=both)
+
+
+def run_job(job: dict, data: helpers.Imdb, out: Path) -> tuple[dict, helpers.SentimentModel | None]:
     """Run one job; returns (record, trained model or None). One line per epoch, prefixed with the key."""
     if job["kind"] == "tfidf":
         return helpers.tfidf_baseline(data), None
+    settings = dict(job["settings"])
+    if job["refit_of"]:
+        parent = helpers.record_path(out, job["refit_of"])
+        if not parent.exists():
+            raise RuntimeError(f"{job['key']} refits {job['refit_of']}, which has no record in {out}: run it first")
+        best = helpers.load_json(parent, "the refit's parent record", "rerun tools/train_results.py")["best_epoch"]
+        data, settings = train_and_validation(data), {**settings, "epochs": best, "patience": None}
     model, history = helpers.train_model(
         job["name"], data, seed=job["seed"], config=job["config"], progress=False, verbose=False,
-        callback=lambda epoch, h: print(f"{job['key']} | {h.line(epoch)}", flush=True), **job["settings"])
-    return helpers.run_record(model, history, data, job["seed"]), model
+        callback=lambda epoch, h: print(f"{job['key']} | {h.line(epoch)}", flush=True), **settings)
+    record = helpers.run_record(model, history, data, job["seed"])
+    if job["refit_of"]:
+        record["val_acc"] = None  # validation was trained on: no held-out estimate
+    return record, model
 
 
 def worker(keys: list[str], out: Path, smoke: bool) -> None:
-    import torch
-
     torch.set_num_threads(1)
-    data = helpers.load_imdb(subset=1000 if smoke else None, verbose=False)
-    jobs = {j["key"]: j for j in experiment_plan(smoke)}
+    datasets: dict[str, helpers.Imdb] = {}
+    jobs = {j["key"]: j for j in experiment_plan(smoke, out)}
     for key in keys:
         start = time.perf_counter()
-        record, model = run_job(jobs[key], data)
+        version = jobs[key]["tokenizer"]
+        if version not in datasets:
+            datasets[version] = helpers.load_imdb(subset=1000 if smoke else None, verbose=False, tokenizer=version)
+        record, model = run_job(jobs[key], datasets[version], out)
         if jobs[key].get("checkpoint"):  # seed 0 of a named model
             helpers.save_checkpoint(model, helpers.checkpoint_path(jobs[key]["name"], jobs[key]["finetune"], out))
         record["job"] = {k: v for k, v in jobs[key].items() if k != "cost"}
         record["wall_seconds"] = time.perf_counter() - start
         record["created"] = time.strftime("%Y-%m-%d")
         helpers.save_json(record, helpers.record_path(out, key))
-        summary = {k: round(record[k], 4) for k in ("val_acc", "test_acc") if k in record}
+        summary = {k: round(record[k], 4) for k in ("val_acc", "test_acc") if record.get(k) is not None}
         print(f"done {key} {json.dumps(summary)} in {record['wall_seconds']:.0f} s", flush=True)
 
 
@@ -158,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker_keys is not None:
         worker(args.worker_keys, out, args.smoke)
         return 0
-    jobs = [j for j in experiment_plan(args.smoke) if (not args.only or any(s in j["key"] for s in args.only))
+    jobs = [j for j in experiment_plan(args.smoke, out) if (not args.only or any(s in j["key"] for s in args.only))
             and (args.notebook is None or j["notebook"] == args.notebook or j["kind"] == "tfidf")]
     done = {j["key"] for j in jobs if helpers.record_path(out, j["key"]).exists()}
     if args.list:
@@ -168,10 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     todo = [j for j in jobs if args.force or args.smoke or j["key"] not in done]
     shares = [[] for _ in range(max(min(args.workers, len(todo)), 1))]
     loads = [0.0] * len(shares)
-    for j in sorted(todo, key=lambda j: -j["cost"]):  # longest first, to the least loaded worker
+    keys = {j["key"] for j in todo}
+    units = [[j] + [r for r in todo if r.get("refit_of") == j["key"]] for j in todo  # a refit after its parent
+             if not (j.get("refit_of") in keys)]
+    for unit in sorted(units, key=lambda u: -sum(j["cost"] for j in u)):  # longest first, to the least loaded
         i = loads.index(min(loads))
-        shares[i].append(j["key"])
-        loads[i] += j["cost"]
+        shares[i] += [j["key"] for j in unit]
+        loads[i] += sum(j["cost"] for j in unit)
     print(f"{len(todo)} of {len(jobs)} jobs to run on {len(shares)} workers, records in {out}", flush=True)
     start = time.perf_counter()
     codes = launch(shares, out, args.smoke) if todo else []
