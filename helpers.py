@@ -1735,24 +1735,30 @@ def show_reviews(model: nn.Module, texts: Sequence[str]):
     return fig, infos
 
 
-def plot_model_comparison(table, anchor: float | None = None, title: str = "Model comparison on the IMDB test set"):
-    """Test accuracy (mean ± std over seeds) and trainable parameters per row of a `results_table`;
-    `anchor` (an accuracy) is drawn as a dashed line. Used in notebooks 03 (section 7) and 04 (section 7)."""
+def plot_model_comparison(table, anchor: float | None = None, baseline: float = 0.5,
+                          title: str = "Model comparison on the IMDB test set"):
+    """Test accuracy per row of a `results_table`: bars from `baseline` (0.5, chance on the balanced test set)
+    to the mean over seeds, whiskers the t-based 95 % interval of that mean; `anchor` (an accuracy, e.g. the
+    TF-IDF anchor) a dashed line named in the legend. Beside it, trainable parameters (log scale). One colour
+    per row. Used in notebooks 03 (section 7) and 04 (section 7)."""
     import matplotlib.pyplot as plt
+    from scipy import stats
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.4), gridspec_kw={"width_ratios": [1.6, 1]})
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1.6, 1]})
     x = np.arange(len(table))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    color = [colors[i % len(colors)] for i in range(len(table))]
+    cmap = plt.get_cmap("tab10" if len(table) <= 10 else "tab20")
+    color = [cmap(i) for i in range(len(table))]
     mean, std = table["test mean"].to_numpy(dtype=float), table["test std"].to_numpy(dtype=float)
-    bars = axes[0].bar(x, mean, yerr=std, capsize=4, color=color)
+    n = table["seeds"].to_numpy(dtype=int)
+    half = np.array([stats.t.ppf(0.975, k - 1) * s / math.sqrt(k) if k > 1 else 0.0 for k, s in zip(n, std)])
+    bars = axes[0].bar(x, mean - baseline, bottom=baseline, yerr=half, capsize=4, color=color)
     axes[0].bar_label(bars, [f"{m:.3f}" for m in mean], fontsize=8, padding=3)
-    low = min(mean.min(), anchor if anchor is not None else 1.0)
-    axes[0].set_ylim(max(0.0, low - 0.06), min(1.0, max(mean.max(), anchor or 0) + 0.04))
     if anchor is not None:
-        axes[0].axhline(anchor, color="black", ls="--", lw=1)
-        axes[0].text(-0.4, anchor + 0.004, f"TF-IDF + LR: {anchor:.3f}", ha="left", va="bottom", fontsize=8)
-    axes[0].set(ylabel="test accuracy", title="test accuracy (bars: mean, whiskers: ± std over seeds)")
+        axes[0].axhline(anchor, color="black", ls="--", lw=1, label=f"TF-IDF + LR anchor: {anchor:.3f}")
+        axes[0].legend(loc="lower right", fontsize=8)
+    axes[0].set_ylim(baseline, min(1.0, max((mean + half).max(), anchor or 0) + 0.04))
+    axes[0].set(ylabel=f"test accuracy (axis from {baseline:g} = chance)",
+                title=f"test accuracy: mean of {'/'.join(map(str, sorted(set(n))))} seeds, 95 % interval of the mean")
     params = table["parameters"].to_numpy(dtype=float)
     bars = axes[1].bar(x, params, color=color)
     axes[1].bar_label(bars, [f"{p:,.0f}" for p in params], fontsize=8, padding=2)
@@ -1765,5 +1771,3 @@ def plot_model_comparison(table, anchor: float | None = None, title: str = "Mode
     fig.suptitle(title)
     fig.tight_layout()
     return fig
-
-

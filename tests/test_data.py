@@ -16,6 +16,30 @@ def test_tokenizer_matches_glove_conventions():
         helpers.tokenize(None)
 
 
+def test_course_tokenizer_is_the_course_loaders_definition():
+    # the course skeleton's loader: non-letters to spaces, one-letter words between spaces dropped, lower case
+    assert helpers.course_tokenize("I don't like it.<br />It's BAD!!") == ["i", "don", "like", "it", "br", "it", "bad"]
+    assert helpers.course_tokenize("a film, 10/10: a b c d") == ["a", "film", "b", "d"]  # its quirks, kept
+    assert helpers.course_tokenize("") == [] and helpers.course_tokenize("!!! 42") == []
+    assert set(helpers.TOKENIZERS) == {"glove6b-v1", "course-v1"}
+    assert helpers.TOKENIZERS["course-v1"] is helpers.course_tokenize
+    with pytest.raises(ValueError, match="unknown tokenizer 'bpe'.*course-v1"):
+        helpers.check_tokenizer("bpe")
+    with pytest.raises(ValueError):
+        helpers.course_tokenize(3)
+    ids, lengths, kept = helpers.encode(["Don't miss it!!"], max_len=5, tokenizer="course-v1")
+    assert kept == [["don", "miss", "it"]] and lengths.tolist() == [3]
+
+
+def test_validation_is_the_top_block_of_ids_of_each_label():
+    labels = torch.tensor([1.0] * 6 + [0.0] * 6)
+    review_ids = torch.tensor([5, 0, 3, 1, 4, 2] * 2)  # the archive order is not the id order
+    train, val = helpers.validation_split(labels, review_ids, 4)
+    assert sorted(review_ids[val].tolist()) == [4, 4, 5, 5] and labels[val].sum() == 2
+    assert set(train.tolist()).isdisjoint(val.tolist()) and len(train) + len(val) == 12
+    assert train.tolist() == sorted(train.tolist()) and val.tolist() == sorted(val.tolist())
+
+
 def test_glove_vector_of_the_is_the_published_one():
     glove = helpers.load_glove()
     assert glove.vectors.shape == (400_002, 50)
@@ -50,6 +74,8 @@ def test_load_imdb_from_env_archive_then_cache(tiny_archive, isolated_data_dir, 
     assert "tokenized IMDB" in capsys.readouterr().out
     assert (len(data.train), len(data.val), len(data.test)) == (2, 2, 2)
     assert sorted(data.val.labels.tolist()) == [0.0, 1.0]  # stratified
+    assert data.val.texts == [REVIEWS["train", "pos"][1], REVIEWS["train", "neg"][1]]  # the highest id of each label
+    assert (data.tokenizer, data.split) == ("glove6b-v1", "idblock-v1") and "idblock-v1" in repr(data)
     assert data.train.ids.shape[1] == 5 and int(data.train.lengths.max()) <= 5
     assert (data.train.ids[~data.train.mask] == helpers.PAD).all()
     assert 0.9 < data.coverage["kept"] <= 1.0
@@ -59,6 +85,11 @@ def test_load_imdb_from_env_archive_then_cache(tiny_archive, isolated_data_dir, 
     assert len(list((isolated_data_dir / "cache").glob("*.pt"))) == 1
     helpers.load_imdb(max_len=7, val_size=2)  # another max_len is another cache entry
     assert len(list((isolated_data_dir / "cache").glob("*.pt"))) == 2
+    course = helpers.load_imdb(max_len=5, val_size=2, tokenizer="course-v1")  # and another tokenizer
+    assert len(list((isolated_data_dir / "cache").glob("*.pt"))) == 3 and course.tokenizer == "course-v1"
+    assert helpers.token_words(course.test.ids[1, :course.test.lengths[1]].tolist()) == ["awful", "just", "awful"]
+    with pytest.raises(ValueError, match="unknown tokenizer"):
+        helpers.load_imdb(max_len=5, val_size=2, tokenizer="glove6b-v0")
 
 
 def test_data_folder_is_searched_when_no_env(isolated_data_dir):
@@ -181,10 +212,13 @@ def test_real_imdb_sizes_and_split(real_imdb, imdb_small):
     full = real_imdb
     assert (len(full.train), len(full.val), len(full.test)) == (20_000, 5_000, 25_000)
     assert full.val.labels.mean() == 0.5 and full.test.labels.mean() == 0.5 and full.train.labels.mean() == 0.5
-    # validation is held out of the official training set by the same split as here (IMDB repeats some reviews
-    # under different ids, so texts alone cannot show disjointness)
-    train_idx, val_idx = helpers.stratified_sample(torch.tensor([0.0, 1.0] * 12_500), 5000, seed=0)
-    assert set(train_idx.tolist()).isdisjoint(val_idx.tolist()) and len(train_idx) + len(val_idx) == 25_000
+    # validation is the block of ids >= 10,000 of each label (read back through the ratings' files is not possible
+    # here: IMDB repeats some reviews under different ids, so texts alone cannot show disjointness)
+    raw_ids = torch.tensor(list(range(12_500)) * 2)
+    labels = torch.tensor([1.0] * 12_500 + [0.0] * 12_500)
+    train_idx, val_idx = helpers.validation_split(labels, raw_ids, 5000)
+    assert (raw_ids[val_idx] >= 10_000).all() and (raw_ids[train_idx] < 10_000).all() and len(val_idx) == 5000
+    assert full.split == "idblock-v1" and full.tokenizer == helpers.TOKENIZER_VERSION
     assert full.coverage["kept"] > 0.99
     assert len(imdb_small.train) == 2000 and imdb_small.train.labels.mean() == 0.5
 

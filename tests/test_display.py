@@ -47,17 +47,26 @@ def test_learning_curves_overlaid_and_one_column_per_run():
     assert list(sum_acc.get_lines()[-2].get_ydata()) == runs["sum"]["val_acc"]
 
 
-def test_model_comparison_draws_means_parameters_and_the_anchor():
+def test_model_comparison_draws_means_from_chance_with_intervals_and_the_anchor():
     records = {"a": [{"val_acc": 0.8, "test_acc": 0.80, "best_epoch": 3, "parameters": 1000},
                      {"val_acc": 0.8, "test_acc": 0.84, "best_epoch": 3, "parameters": 1000}],
                "b": [{"val_acc": 0.7, "test_acc": 0.75, "best_epoch": 1, "parameters": 50}]}
     table = helpers.results_table(records)
     fig = helpers.plot_model_comparison(table, anchor=0.77)
     acc, params = fig.axes
-    assert [bar.get_height() for bar in acc.patches] == pytest.approx([0.82, 0.75])
+    bars = acc.patches
+    assert [bar.get_y() for bar in bars] == [0.5, 0.5]  # every bar starts at the stated baseline, chance
+    assert [bar.get_y() + bar.get_height() for bar in bars] == pytest.approx([0.82, 0.75])
+    assert bars[0].get_facecolor() != bars[1].get_facecolor()
+    (whiskers,) = [c for c in acc.collections if len(c.get_segments()) == 2]
+    (lo, hi) = whiskers.get_segments()[0][:, 1]
+    half = 12.7062047 * 0.02828427 / 2 ** 0.5  # t(0.975, 1) · sample std / sqrt(2): the 95 % interval of the mean
+    assert (lo, hi) == pytest.approx((0.82 - half, 0.82 + half), abs=1e-4)
+    assert whiskers.get_segments()[1][0, 1] == whiskers.get_segments()[1][1, 1]  # one seed: no interval
     assert [bar.get_height() for bar in params.patches] == [1000, 50]
     assert [list(line.get_ydata()) for line in acc.get_lines() if line.get_linestyle() == "--"] == [[0.77, 0.77]]
-    assert "TF-IDF + LR: 0.770" in [text.get_text() for text in acc.texts]
+    assert [t.get_text() for t in acc.get_legend().get_texts()] == ["TF-IDF + LR anchor: 0.770"]
+    assert not acc.texts or all("TF-IDF" not in t.get_text() for t in acc.texts)  # in the legend, not on a bar
     fig = helpers.plot_model_comparison(table)
     assert not [line for line in fig.axes[0].get_lines() if line.get_linestyle() == "--"]  # no anchor, no line
 

@@ -45,6 +45,23 @@ def test_training_runs_every_batch_through_train_step_and_prints_one_line_per_ep
         helpers.train(model, toy_data, epochs=0)
 
 
+def test_train_curves_are_measured_in_eval_mode_after_each_epoch(toy_data, monkeypatch):
+    model = helpers.make_model("weighted", seed=0, emb_dropout=0.5)  # dropout: batch and eval numbers differ
+    snapshots = []
+    history = helpers.train(model, toy_data, epochs=2, batch_size=4, progress=False, verbose=False,
+                            callback=lambda epoch, h: snapshots.append(helpers.evaluate(model, toy_data.train)))
+    # the toy training split is smaller than TRAIN_PROBE, so the probe is all of it
+    assert history.train_acc == [s["acc"] for s in snapshots]
+    assert history.train_loss == pytest.approx([s["loss"] for s in snapshots])
+    assert len(history.batch_loss) == 2 and history.batch_loss != history.train_loss  # the optimiser's view
+    monkeypatch.setattr(helpers, "TRAIN_PROBE", 6)  # a larger split: a fixed stratified sample of 6 reviews
+    probes = []
+    evaluate = helpers.evaluate
+    monkeypatch.setattr(helpers, "evaluate", lambda m, split, **k: probes.append(split.texts) or evaluate(m, split, **k))
+    helpers.train(helpers.make_model("sum", seed=0), toy_data, epochs=2, batch_size=4, progress=False, verbose=False)
+    assert len(probes[0]) == 6 and probes[0] == probes[2] and probes[1] == toy_data.val.texts
+
+
 def test_train_step_updates_with_clipped_gradients(toy_data, monkeypatch):
     ids, lengths, labels = next(helpers.batches(toy_data.train, 8))
 
@@ -170,6 +187,10 @@ def test_tfidf_anchor_learns_the_toy_task(toy_data):
     result = helpers.tfidf_baseline(toy_data)
     # "great/wonderful/loved" vs "bad/boring/awful/hated": the 4 test reviews share those words
     assert result["test_acc"] == 1.0 and result["val_acc"] == 1.0
+    assert set(result["val_by_C"]) == {str(c) for c in helpers.TFIDF_C}
+    # C is chosen on validation (ties: the smallest C), never on test
+    assert result["C"] == min(c for c in helpers.TFIDF_C if result["val_by_C"][str(c)] == result["val_acc"])
+    assert result["tokenizer"] == toy_data.tokenizer and result["split"] == "idblock-v1"
 
 
 # --- device selection ---
