@@ -206,7 +206,7 @@ def test_the_plan_has_one_checkpoint_per_named_model_and_a_smoke_version(train_r
         assert {f"{name}-variant/trainable/seed{seed}" for name in tool.LAYOUT_VARIANTS} <= set(keys)
     for seed in tool.SEEDS3:
         assert {f"rnn-ablation/{label}/seed{seed}" for label in tool.RNN_ABLATION} <= set(keys)
-        assert {f"gru-{size}/trainable/seed{seed}" for size in tool.GRU_SIZES} <= set(keys)
+        assert {f"{cell}-{size}/trainable/seed{seed}" for cell, size in tool.WRITE_UP_SIZES.items()} <= set(keys)
         assert {f"{key}/trainable/seed{seed}" for key in tool.RECIPE_VARIANTS} <= set(keys)
     other = [v for v in helpers.TOKENIZERS if v != helpers.TOKENIZER_VERSION]
     tokens = [job for job in runs if job["tokenizer"] != helpers.TOKENIZER_VERSION]
@@ -219,6 +219,16 @@ def test_the_plan_has_one_checkpoint_per_named_model_and_a_smoke_version(train_r
     assert [job["key"] for job in smoke] == [job["key"] for job in plan if job.get("seed", 0) == 0]
     assert all(job["settings"]["epochs"] == 1 for job in smoke if job["kind"] == "run")
     assert all(job["settings"]["epochs"] > 1 for job in runs)  # the smoke plan did not change the real one
+
+
+def test_the_plan_trains_the_size_the_search_found(tmp_path, train_results_tool):
+    tool = train_results_tool
+    before = {job["key"] for job in tool.experiment_plan(out=tmp_path)}
+    assert not any(key.startswith("gru-99/") for key in before)
+    helpers.save_json({"best_size": 99, "trials": [], "job": {"key": "search/gru"}}, helpers.record_path(tmp_path, "search/gru"))
+    helpers.save_json({"best_size": 128, "trials": [], "job": {"key": "search/rnn"}}, helpers.record_path(tmp_path, "search/rnn"))
+    after = {job["key"] for job in tool.experiment_plan(out=tmp_path)}
+    assert after - before == {f"gru-99/trainable/seed{seed}" for seed in tool.SEEDS3}  # 128 is the named model
 
 
 def test_list_shows_every_job_and_which_are_done(tmp_path, train_results_tool, capsys):

@@ -65,9 +65,9 @@ RECIPE_VARIANTS = {
 1.0 on Δ (AdamW shrinks Δ by lr · 1.0 = 0.1 % per step, back towards GloVe); `sum` with the batch size and
 patience of the other models (what its own recipe is compared with)."""
 
-GRU_SIZES = (86, 107)
-"""The write-up's TPE results, trained with the full GRU recipe (notebook 03, section 6), with the size the
-search in checkpoints/runs/search__gru.json found when there is one."""
+WRITE_UP_SIZES = {"rnn": 86, "gru": 107}
+"""The write-up's TPE results, trained with each cell's full recipe (notebook 03, section 6), together with the
+size notebook 03's own search found (its record <out>/runs/search__<cell>.json) once it has run."""
 
 TOKENIZER_CHECK = ("gru", "attn_weighted")
 """The models that measure the other input definition (notebook 03, section 0)."""
@@ -88,10 +88,10 @@ def job(key: str, name: str, notebook: int, seed: int = 0, finetune: bool = True
             "tokenizer": tokenizer, "refit_of": refit_of, "cost": COST[name] * min(settings["epochs"], 15)}
 
 
-def searched_gru_size(out: Path) -> int | None:
-    """The hidden size notebook 03's GRU search found (its record in <out>/runs), if it has run."""
-    path = helpers.record_path(out, "search/gru")
-    return helpers.load_json(path, "the GRU search record", "rerun notebook 03 with RETRAIN=1")["best_size"] \
+def searched_size(out: Path, cell: str) -> int | None:
+    """The hidden size notebook 03's search found for `cell` (its record in <out>/runs), if it has run."""
+    path = helpers.record_path(out, f"search/{cell}")
+    return helpers.load_json(path, f"the {cell} search record", "rerun notebook 03")["best_size"] \
         if path.exists() else None
 
 
@@ -115,10 +115,10 @@ def experiment_plan(smoke: bool = False, out: Path = helpers.CHECKPOINT_DIR) -> 
     for key, (name, config, settings_, seeds) in RECIPE_VARIANTS.items():
         jobs += [job(f"{key}/trainable/seed{seed}", name, 4, seed, config=config, settings=settings_)
                  for seed in seeds]
-    found = searched_gru_size(out)
-    for size in sorted({*GRU_SIZES, *([found] if found else [])} - {64, 128}):
-        jobs += [job(f"gru-{size}/trainable/seed{seed}", "gru", 3, seed, config={"hidden": size})
-                 for seed in SEEDS3]
+    for cell, size in WRITE_UP_SIZES.items():
+        for hidden in sorted({size, searched_size(out, cell)} - {None, 64, 128}):
+            jobs += [job(f"{cell}-{hidden}/trainable/seed{seed}", cell, 3, seed, config={"hidden": hidden})
+                     for seed in SEEDS3]
     other = [version for version in helpers.TOKENIZERS if version != helpers.TOKENIZER_VERSION]
     for version in other:
         for name in TOKENIZER_CHECK:
