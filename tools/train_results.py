@@ -91,8 +91,8 @@ def job(key: str, name: str, notebook: int, seed: int = 0, finetune: bool = True
 def searched_size(out: Path, cell: str) -> int | None:
     """The hidden size notebook 03's search found for `cell` (its record in <out>/runs), if it has run."""
     path = helpers.record_path(out, f"search/{cell}")
-    return helpers.load_json(path, f"the {cell} search record", "rerun notebook 03")["best_size"] \
-        if path.exists() else None
+    record = helpers.load_json(path, f"the {cell} search record", "rerun notebook 03") if path.exists() else {}
+    return record.get("best_size")  # None: not run yet (or a record from before the search stored it)
 
 
 def experiment_plan(smoke: bool = False, out: Path = helpers.CHECKPOINT_DIR) -> list[dict]:
