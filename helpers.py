@@ -147,8 +147,9 @@ def _progress(iterable=None, **kwargs):
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
 IMDB_ARCHIVE_NAME = "aclImdb_v1.tar.gz"
-TOKENIZER_VERSION = "glove6b-v1"
-"""The default input definition (see `TOKENIZERS`); stored in every checkpoint and record."""
+TOKENIZER_VERSION = "course-v1"
+"""The default input definition (see `TOKENIZERS`), chosen on validation in notebook 03, section 0; stored in
+every checkpoint and record."""
 SPLIT_VERSION = "idblock-v1"
 """How validation is held out of the official training set (see `validation_split`); stored in every record."""
 PAD, UNK = 0, 1
@@ -1168,10 +1169,10 @@ def _prepare(model: nn.Module, texts) -> tuple[torch.Tensor, torch.Tensor]:
 def predict(model: nn.Module, texts) -> np.ndarray:
     """P(positive) for one raw review or a list of them, as a float array.
 
-    Defined behaviour for odd input: reviews are cut to their first `max_len` tokens (100), as in
-    training; unknown words use the UNK vector (a review of only unknown words still gets a
-    number); punctuation is made of GloVe tokens too; non-ASCII text is NFKC-normalised.
-    An empty or whitespace-only review, or a non-str, raises ValueError.
+    Defined behaviour for odd input: a review is read with the tokenizer the model was trained with
+    (`model.info.tokenizer`) and cut to its first `max_len` tokens (100), as in training; unknown words use
+    the UNK vector (a review of only unknown words still gets a number). An empty or whitespace-only review,
+    one without a single token (course-v1: no letter), or a non-str raises ValueError.
     Used in notebook 04, sections 5 and 7, and by `run_record`."""
     ids, lengths = _prepare(model, texts)
     model.eval()

@@ -75,7 +75,7 @@ def test_load_imdb_from_env_archive_then_cache(tiny_archive, isolated_data_dir, 
     assert (len(data.train), len(data.val), len(data.test)) == (2, 2, 2)
     assert sorted(data.val.labels.tolist()) == [0.0, 1.0]  # stratified
     assert data.val.texts == [REVIEWS["train", "pos"][1], REVIEWS["train", "neg"][1]]  # the highest id of each label
-    assert (data.tokenizer, data.split) == ("glove6b-v1", "idblock-v1") and "idblock-v1" in repr(data)
+    assert (data.tokenizer, data.split) == (helpers.TOKENIZER_VERSION, "idblock-v1") and "idblock-v1" in repr(data)
     assert data.train.ids.shape[1] == 5 and int(data.train.lengths.max()) <= 5
     assert (data.train.ids[~data.train.mask] == helpers.PAD).all()
     assert 0.9 < data.coverage["kept"] <= 1.0
@@ -85,8 +85,10 @@ def test_load_imdb_from_env_archive_then_cache(tiny_archive, isolated_data_dir, 
     assert len(list((isolated_data_dir / "cache").glob("*.pt"))) == 1
     helpers.load_imdb(max_len=7, val_size=2)  # another max_len is another cache entry
     assert len(list((isolated_data_dir / "cache").glob("*.pt"))) == 2
-    course = helpers.load_imdb(max_len=5, val_size=2, tokenizer="course-v1")  # and another tokenizer
-    assert len(list((isolated_data_dir / "cache").glob("*.pt"))) == 3 and course.tokenizer == "course-v1"
+    other = helpers.load_imdb(max_len=5, val_size=2, tokenizer="glove6b-v1")  # and another tokenizer
+    assert len(list((isolated_data_dir / "cache").glob("*.pt"))) == 3 and other.tokenizer == "glove6b-v1"
+    assert helpers.token_words(other.test.ids[1, :other.test.lengths[1]].tolist()) == ["awful", ".", "just", "awful", "."]
+    course = helpers.load_imdb(max_len=5, val_size=2, tokenizer="course-v1")
     assert helpers.token_words(course.test.ids[1, :course.test.lengths[1]].tolist()) == ["awful", "just", "awful"]
     with pytest.raises(ValueError, match="unknown tokenizer"):
         helpers.load_imdb(max_len=5, val_size=2, tokenizer="glove6b-v0")

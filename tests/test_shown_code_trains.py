@@ -208,5 +208,5 @@ def test_the_shown_pooling_is_what_trains(name, monkeypatch):
     wrong_loss, wrong_params = one_step(name)
     assert wrong_loss != pytest.approx(loss, rel=1e-4)
     assert not torch.allclose(wrong_params, params)
-    info = helpers.explain(model, "a great film , not bad")  # explain and the figures read the same pooling
-    assert info["weights"] == pytest.approx([1 / 6] * 6)
+    info = helpers.explain(model, "a great film , not bad at all")  # explain and the figures read the same pooling
+    assert info["weights"] == pytest.approx([1 / len(info["tokens"])] * len(info["tokens"]))

@@ -141,13 +141,15 @@ def test_evaluate_counts_correct_reviews(toy_data):
 @pytest.mark.parametrize("name", helpers.MODEL_NAMES)
 def test_predict_and_explain_on_odd_input(name):
     model = helpers.make_model(name, seed=0)
-    probs = helpers.predict(model, ["great movie", "?!...", "qwzxv blorptang", "Très bon film, ça!",
-                                    "word " * 10_000])
-    assert probs.shape == (5,) and probs.dtype == np.float32
+    probs = helpers.predict(model, ["great movie", "qwzxv blorptang", "Très bon film, ça!", "word " * 10_000])
+    assert probs.shape == (4,) and probs.dtype == np.float32
     assert np.isfinite(probs).all() and ((probs >= 0) & (probs <= 1)).all()
     # a 10,000-word review is cut to its first max_len tokens: the same as its first 100 words
-    assert probs[4] == pytest.approx(helpers.predict(model, "word " * 100)[0], abs=1e-6)
-    for bad in ["", "   \n ", None, 42, ["fine", 3], []]:
+    assert probs[3] == pytest.approx(helpers.predict(model, "word " * 100)[0], abs=1e-6)
+    model.info.tokenizer = "glove6b-v1"  # punctuation is a token there
+    assert np.isfinite(helpers.predict(model, "?!...")).all()
+    model.info.tokenizer = "course-v1"  # and nothing here: no letter, no token, a clear error
+    for bad in ["", "   \n ", None, 42, ["fine", 3], [], "?!... 10/10"]:
         with pytest.raises(ValueError):
             helpers.predict(model, bad)
     with pytest.raises(ValueError):
@@ -180,7 +182,10 @@ def test_bad_input_messages_name_the_review():
     with pytest.raises(ValueError, match="^review 1 is a int"):
         helpers.predict(model, ["fine", 3])
     with pytest.raises(ValueError, match="^the review has no tokens"):
-        helpers.predict(model, "<br /><br />")  # not blank, but only line breaks: no token
+        helpers.predict(model, "!!! 10/10")  # not blank, but no letter: no token of the course's definition
+    model.info.tokenizer = "glove6b-v1"
+    with pytest.raises(ValueError, match="^the review has no tokens"):
+        helpers.predict(model, "<br /><br />")  # only line breaks, which glove6b-v1 drops
 
 
 def test_tfidf_anchor_learns_the_toy_task(toy_data):
