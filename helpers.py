@@ -4,7 +4,8 @@ token-wise MLPs and self-attention): what the notebooks, tests, benchmarks and t
 It reads top to bottom in the order a reader of the notebooks meets it:
 
 1. reproducibility, device, paths, atomic files
-2. data: IMDB (archive / folder / download), the GloVe-matched tokenizer, GloVe 6B-50d, the cache
+2. data: IMDB (archive / folder / download), the film-disjoint validation split, two versioned
+   tokenizers (GloVe 6B's tokens, the course loader's words), GloVe 6B-50d, the cache
 3. models: hand-written RNN and GRU cells with hand-written BPTT, trainable word vectors,
    token-wise heads, windowed self-attention
 4. training, evaluation, prediction and explanation; recipes, checkpoints and results
@@ -282,7 +283,7 @@ _TOKEN = re.compile(r"n't|'(?:s|re|ve|ll|d|m)\b|\.{2,}|-{2,}|[^\W_]+(?:[.\-][^\W
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2014": "--",
                          "\u2013": "-"})  # typographic punctuation
 # Version glove6b-v1 leaves mis-decoded cp1252 dashes/quotes (e.g. "\x96", in ~1 % of reviews) as UNK tokens;
-# mapping them too is a tokenizer change: bump TOKENIZER_VERSION and retrain the checkpoints with it.
+# mapping them too is a tokenizer change: a new version in TOKENIZERS, new caches and retrained checkpoints.
 
 
 def tokenize(text: str) -> list[str]:
@@ -290,7 +291,7 @@ def tokenize(text: str) -> list[str]:
 
     >>> tokenize("I don't like it.<br />It's BAD!!")
     ['i', 'do', "n't", 'like', 'it', '.', 'it', "'s", 'bad', '!', '!']
-    Used by `encode`, `load_imdb` and `confident_errors`.
+    Version glove6b-v1 of `TOKENIZERS` (used through it by `encode` and `load_imdb`).
     """
     if not isinstance(text, str):
         raise ValueError(f"a review must be a str, got {type(text).__name__}")
