@@ -1446,12 +1446,14 @@ def compare(a: Sequence[dict], b: Sequence[dict], metric: str = "test_acc", leve
     return out
 
 
-def fmt_compare(c: dict, scale: float = 100.0, unit: str = "pts") -> str:
-    """One line for `compare`'s result, e.g. '+1.23 pts, 95 % CI [+0.50, +1.96], n = 5, p = 0.012: better'."""
+def fmt_compare(c: dict, scale: float = 100.0, unit: str = "pts", digits: int = 2) -> str:
+    """One line for `compare`'s result, e.g. '+1.23 pts, 95 % CI [+0.50, +1.96], n = 5, p = 0.012: better'
+    (accuracies in points by default; `scale=1, unit="", digits=3` for losses)."""
+    unit = f" {unit}" if unit else ""
+    f = lambda x: f"{x * scale:+.{digits}f}"  # noqa: E731
     if c["n"] < 2:
-        return f"{c['diff'] * scale:+.2f} {unit}, {c['verdict']}"
-    return (f"{c['diff'] * scale:+.2f} {unit}, 95 % CI [{c['lo'] * scale:+.2f}, {c['hi'] * scale:+.2f}], "
-            f"n = {c['n']}, p = {c['p']:.3f}: {c['verdict']}")
+        return f"{f(c['diff'])}{unit}, {c['verdict']}"
+    return f"{f(c['diff'])}{unit}, 95 % CI [{f(c['lo'])}, {f(c['hi'])}], n = {c['n']}, p = {c['p']:.3f}: {c['verdict']}"
 
 
 TFIDF_C = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
