@@ -208,6 +208,7 @@ def test_the_plan_has_one_checkpoint_per_named_model_and_a_smoke_version(train_r
         assert {f"rnn-ablation/{label}/seed{seed}" for label in tool.RNN_ABLATION} <= set(keys)
         assert {f"{cell}-{size}/trainable/seed{seed}" for cell, size in tool.WRITE_UP_SIZES.items()} <= set(keys)
         assert {f"{key}/trainable/seed{seed}" for key in tool.RECIPE_VARIANTS} <= set(keys)
+        assert {f"{key}/trainable/seed{seed}" for key in tool.VOCAB_CHECK} <= set(keys)
     other = [v for v in helpers.TOKENIZERS if v != helpers.TOKENIZER_VERSION]
     tokens = [job for job in runs if job["tokenizer"] != helpers.TOKENIZER_VERSION]
     assert other and {job["tokenizer"] for job in tokens} == set(other)

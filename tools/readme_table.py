@@ -41,6 +41,8 @@ def markdown_table(results: dict) -> str:
             "|---|---|---|---|---|---|---|---|"]
     for name in helpers.MODEL_NAMES:
         trainable, frozen = (helpers.runs(results, f"{name}/{s}") for s in ("trainable", "frozen"))
+        if not trainable or not frozen:
+            raise SystemExit(f"no records of {name} (trainable and frozen) yet: python tools/train_results.py")
         own = helpers.count_parameters(helpers.make_model(name, seed=None), embeddings=False)
         c = helpers.compare(trainable, frozen)
         gap = [helpers.mean_std([r["val_acc"] - r["test_acc"] for r in g])[0] * 100 for g in (trainable, frozen)]

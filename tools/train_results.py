@@ -72,6 +72,10 @@ size notebook 03's own search found (its record <out>/runs/search__<cell>.json) 
 TOKENIZER_CHECK = ("gru", "attn_weighted")
 """The models that measure the other input definition (notebook 03, section 0)."""
 
+VOCAB_CHECK = {"gru-vocab2": ("gru", {"min_count": 2})}
+"""Notebook 03, section 7: the GRU with a correction for every word seen twice (not five times) in training, the
+TF-IDF anchor's own threshold (min_df = 2): does the GRU trail TF-IDF for want of rare words?"""
+
 REFIT = ("gru", "attn_weighted")
 """Models refit on train + validation for their seed's best epoch: measured and reported, not the default."""
 
@@ -125,6 +129,8 @@ def experiment_plan(smoke: bool = False, out: Path = helpers.CHECKPOINT_DIR) -> 
             for setting, finetune in settings:
                 jobs += [job(f"tokens-{version}/{name}/{setting}/seed{seed}", name, 3, seed, finetune,
                              tokenizer=version) for seed in SEEDS3]
+    for key, (name, config) in VOCAB_CHECK.items():
+        jobs += [job(f"{key}/trainable/seed{seed}", name, 3, seed, config=config) for seed in SEEDS3]
     for name in REFIT:
         notebook = 3 if name == "gru" else 4
         jobs += [job(f"{name}-refit/trainable/seed{seed}", name, notebook, seed, refit_of=f"{name}/trainable/seed{seed}")
