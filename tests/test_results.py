@@ -382,9 +382,16 @@ def test_committed_records_cover_the_plan(train_results_tool):
     for job in train_results_tool.experiment_plan():
         record = runs[job["key"]]
         assert record["job"]["key"] == job["key"] and 0.5 < record["test_acc"] < 1
-        if job["kind"] == "run":  # made with today's plan: the job's recipe, config and seed
-            assert record["seed"] == job["seed"] and record["settings"] == job["settings"]
+        if job["kind"] == "run":  # made with today's plan: the job's recipe, config, seed and inputs
+            settings = job["settings"]
+            if job["refit_of"]:  # trained on train + validation for its parent's best epoch
+                settings = {**settings, "epochs": runs[job["refit_of"]]["best_epoch"], "patience": None}
+                assert record["val_acc"] is None and record["n_train"] == runs[job["refit_of"]]["n_train"] + 5000
+            assert record["seed"] == job["seed"] and record["settings"] == settings
             assert record["config"] == {**helpers.DEFAULT_CONFIGS[job["name"]], **job["config"]}
+            assert (record["tokenizer"], record["split"]) == (job["tokenizer"], helpers.SPLIT_VERSION)
+            if not job["refit_of"]:  # patience, not a cap, ended the run
+                assert record["epochs_run"] < job["settings"]["epochs"], job["key"]
     for cell in ("rnn", "gru"):  # notebook 03's search: the objective is the mean over the seeds
         trials = runs[f"search/{cell}"]["trials"]
         assert trials and all(isinstance(t["hidden"], int) for t in trials)
