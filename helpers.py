@@ -1600,8 +1600,8 @@ def try_review(model: nn.Module, text: str) -> None:
 
 def plot_history(histories: dict, reference: dict | None = None, title: str = "Learning curves",
                  overlay: bool = False, reference_label: str = "reference"):
-    """Loss and accuracy per epoch of one or more runs ({label: History or its dict}), train dashed,
-    validation solid. `overlay=True`: two panels, one colour per run (to compare runs); otherwise one
+    """Loss and accuracy per epoch of one or more runs ({label: History or its dict}), train dashed (measured
+    in eval mode at the epoch's end, as validation), validation solid. `overlay=True`: two panels, one colour per run (to compare runs); otherwise one
     column per run with its best epoch marked and `reference` runs ({label: history}) in grey.
     Used in notebooks 03 (sections 4, 5) and 04 (section 2)."""
     import matplotlib.pyplot as plt
@@ -1613,15 +1613,18 @@ def plot_history(histories: dict, reference: dict | None = None, title: str = "L
         for i, (label, h) in enumerate(histories.items()):
             epochs = range(1, len(h["val_acc"]) + 1)
             for ax, key in zip(axes, ("loss", "acc")):
-                ax.plot(epochs, h[f"train_{key}"], "--", color=colors[i % len(colors)], label=f"{label} train")
+                ax.plot(epochs, h[f"train_{key}"], "--", color=colors[i % len(colors)], label=f"{label} train (eval mode)")
                 ax.plot(epochs, h[f"val_{key}"], "-o", color=colors[i % len(colors)], markersize=3,
                         label=f"{label} validation")
         for ax, name in zip(axes, ("BCE loss", "accuracy")):
             ax.set(xlabel="epoch", ylabel=name, title=name)
+            ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
-        axes[1].legend(fontsize=8, ncol=2 if len(histories) > 2 else 1)
+        handles, names = axes[1].get_legend_handles_labels()  # below the panels: no curve hidden
+        rows = math.ceil(len(names) / 4)
+        fig.legend(handles, names, loc="lower center", ncol=4, fontsize=8, frameon=False)
         fig.suptitle(title)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.045 * rows + 0.02, 1, 1))
         return fig
     fig, axes = plt.subplots(2, len(histories), figsize=(4.0 * len(histories), 6.2), sharey="row", squeeze=False)
     for col, (label, h) in enumerate(histories.items()):
@@ -1635,10 +1638,11 @@ def plot_history(histories: dict, reference: dict | None = None, title: str = "L
                 ax.plot(epochs, ref[f"train_{key}"], "--", color="grey", lw=1, label=f"{reference_label} train")
                 ax.plot(epochs, ref[f"val_{key}"], "-", color="grey", lw=1, label=f"{reference_label} validation")
             epochs = range(1, len(h["val_acc"]) + 1)
-            ax.plot(epochs, h[f"train_{key}"], "--", color="tab:blue", label="train")
+            ax.plot(epochs, h[f"train_{key}"], "--", color="tab:blue", label="train (eval mode)")
             ax.plot(epochs, h[f"val_{key}"], "-o", color="tab:orange", markersize=3, label="validation")
             ax.axvline(best, color="black", ls=":", lw=1, label="best epoch (kept)")
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
         axes[0, col].set_title(f"{label}\nbest val acc {h['val_acc'][best - 1]:.3f} at epoch {best}", fontsize=10)
     axes[0, 0].set_ylabel("BCE loss")

@@ -30,8 +30,9 @@ def test_learning_curves_overlaid_and_one_column_per_run():
     runs = {"sum": history([0.7, 0.8, 0.75]), "gru": history([0.6, 0.7, 0.8, 0.82])}
     fig = helpers.plot_history(runs, overlay=True)
     loss, acc = fig.axes
-    assert [line.get_label() for line in acc.get_lines()] == ["sum train", "sum validation", "gru train",
-                                                              "gru validation"]
+    assert [line.get_label() for line in acc.get_lines()] == ["sum train (eval mode)", "sum validation",
+                                                              "gru train (eval mode)", "gru validation"]
+    assert not acc.get_legend() and len(fig.legends) == 1  # one legend, below the panels
     assert list(acc.get_lines()[3].get_ydata()) == runs["gru"]["val_acc"]
     assert list(loss.get_lines()[0].get_ydata()) == runs["sum"]["train_loss"]
 
@@ -39,7 +40,7 @@ def test_learning_curves_overlaid_and_one_column_per_run():
     assert len(fig.axes) == 4  # loss and accuracy, one column per run
     sum_acc = fig.axes[2]  # rows are (loss, acc): axes[0], axes[1] are the top row
     lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
-    assert set(lines) == {"reference train", "reference validation", "train", "validation", "best epoch (kept)"}
+    assert set(lines) == {"reference train", "reference validation", "train (eval mode)", "validation", "best epoch (kept)"}
     assert list(lines["best epoch (kept)"].get_xdata()) == [2, 2]  # sum's best validation accuracy, epoch 2
     assert "best val acc 0.800 at epoch 2" in fig.axes[0].get_title()
     assert "best val acc 0.820 at epoch 4" in fig.axes[1].get_title()
