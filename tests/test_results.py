@@ -236,12 +236,12 @@ def test_list_shows_every_job_and_which_are_done(tmp_path, train_results_tool, c
     tool = train_results_tool
     assert tool.main(["--list", "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == [job["key"].split()[0] for job in tool.experiment_plan()]
-    assert len(lines) == len(tool.experiment_plan()) and not any(line.endswith("done") for line in lines)
+    assert [line.split()[0] for line in lines] == [job["key"].split()[0] for job in tool.experiment_plan(out=tmp_path)]
+    assert len(lines) == len(tool.experiment_plan(out=tmp_path)) and not any(line.endswith("done") for line in lines)
     helpers.save_json({"job": {"key": "tfidf"}}, helpers.record_path(tmp_path, "tfidf"))
     assert tool.main(["--list", "--notebook", "4", "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    expected = [job for job in tool.experiment_plan() if job["notebook"] == 4 or job["kind"] == "tfidf"]
+    expected = [job for job in tool.experiment_plan(out=tmp_path) if job["notebook"] == 4 or job["kind"] == "tfidf"]
     done = [line for line in lines if line.endswith("done")]
     assert len(lines) == len(expected) and len(done) == 1 and done[0].startswith("tfidf ")
 
@@ -295,7 +295,7 @@ def test_a_rerun_runs_only_the_missing_jobs(tmp_path, monkeypatch, train_results
         return [0] * len(shares)
 
     monkeypatch.setattr(tool, "launch", launch)
-    jobs = [job for job in tool.experiment_plan() if job["notebook"] == 4 or job["kind"] == "tfidf"]
+    jobs = [job for job in tool.experiment_plan(out=tmp_path) if job["notebook"] == 4 or job["kind"] == "tfidf"]
     for job in jobs[1:]:
         helpers.save_json({"job": {"key": job["key"]}}, helpers.record_path(tmp_path, job["key"]))
     args = ["--notebook", "4", "--out", str(tmp_path), "--workers", "3"]
@@ -321,7 +321,7 @@ def test_the_jobs_are_shared_evenly_longest_first(tmp_path, monkeypatch, train_r
     shared = []
     monkeypatch.setattr(tool, "launch", lambda shares, out, smoke: shared.extend(shares) or [0] * len(shares))
     assert tool.main(["--out", str(tmp_path), "--workers", "4"]) == 0
-    plan = {job["key"]: job for job in tool.experiment_plan()}
+    plan = {job["key"]: job for job in tool.experiment_plan(out=tmp_path)}
     cost = {key: job["cost"] for key, job in plan.items()}
     loads = [sum(cost[key] for key in share) for share in shared]
     assert len(shared) == 4 and sorted(sum(shared, [])) == sorted(cost)
