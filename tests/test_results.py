@@ -206,6 +206,7 @@ def test_the_plan_has_one_checkpoint_per_named_model_and_a_smoke_version(train_r
         assert {f"{name}-variant/trainable/seed{seed}" for name in tool.LAYOUT_VARIANTS} <= set(keys)
     for seed in tool.SEEDS3:
         assert {f"rnn-ablation/{label}/seed{seed}" for label in tool.RNN_ABLATION} <= set(keys)
+        assert {f"{name}-variant/frozen/seed{seed}" for name in tool.LAYOUT_VARIANTS} <= set(keys)
         assert {f"{cell}-{size}/trainable/seed{seed}" for cell, size in tool.WRITE_UP_SIZES.items()} <= set(keys)
         assert {f"{key}/trainable/seed{seed}" for key in tool.RECIPE_VARIANTS} <= set(keys)
         assert {f"{key}/trainable/seed{seed}" for key in tool.VOCAB_CHECK} <= set(keys)

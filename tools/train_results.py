@@ -54,7 +54,8 @@ RNN_ABLATION = {
 (orthogonal W_hh) complete the table."""
 
 LAYOUT_VARIANTS = {"attn_sum": {"layout": "residual"}, "attn_weighted": {"layout": "exercise"}}
-"""Notebook 04, section 3: each attention model in its other layout."""
+"""Notebook 04, section 3: each attention model in its other layout (5 seeds with trainable vectors; 3 with frozen
+ones, the setting of the published solutions, whose attention model uses the exercise's layout)."""
 
 RECIPE_VARIANTS = {
     "weighted-nodropout": ("weighted", {"emb_dropout": 0.0}, {}, SEEDS),
@@ -116,6 +117,7 @@ def experiment_plan(smoke: bool = False, out: Path = helpers.CHECKPOINT_DIR) -> 
                      settings_) for seed in SEEDS3]
     for name, config in LAYOUT_VARIANTS.items():
         jobs += [job(f"{name}-variant/trainable/seed{seed}", name, 4, seed, config=config) for seed in SEEDS]
+        jobs += [job(f"{name}-variant/frozen/seed{seed}", name, 4, seed, False, config=config) for seed in SEEDS3]
     for key, (name, config, settings_, seeds) in RECIPE_VARIANTS.items():
         jobs += [job(f"{key}/trainable/seed{seed}", name, 4, seed, config=config, settings=settings_)
                  for seed in seeds]
