@@ -214,12 +214,12 @@ def test_real_imdb_sizes_and_split(real_imdb, imdb_small):
     full = real_imdb
     assert (len(full.train), len(full.val), len(full.test)) == (20_000, 5_000, 25_000)
     assert full.val.labels.mean() == 0.5 and full.test.labels.mean() == 0.5 and full.train.labels.mean() == 0.5
-    # validation is the block of ids >= 10,000 of each label (read back through the ratings' files is not possible
-    # here: IMDB repeats some reviews under different ids, so texts alone cannot show disjointness)
-    raw_ids = torch.tensor(list(range(12_500)) * 2)
-    labels = torch.tensor([1.0] * 12_500 + [0.0] * 12_500)
-    train_idx, val_idx = helpers.validation_split(labels, raw_ids, 5000)
-    assert (raw_ids[val_idx] >= 10_000).all() and (raw_ids[train_idx] < 10_000).all() and len(val_idx) == 5000
+    # validation is exactly the reviews with ids >= 10,000 of each label of the official training set (compared as
+    # sorted lists of texts: IMDB repeats some reviews under different ids)
+    raw = helpers.read_imdb(helpers.find_imdb())["train"]
+    held = sorted(t for t, i in zip(raw["texts"], raw["ids"]) if i >= 10_000)
+    assert sorted(full.val.texts) == held and len(held) == 5000
+    assert sorted(full.train.texts) == sorted(t for t, i in zip(raw["texts"], raw["ids"]) if i < 10_000)
     assert full.split == "idblock-v1" and full.tokenizer == helpers.TOKENIZER_VERSION
     assert full.coverage["kept"] > 0.99
     assert len(imdb_small.train) == 2000 and imdb_small.train.labels.mean() == 0.5
