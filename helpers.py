@@ -1415,16 +1415,22 @@ def results_table(groups: dict) -> "pd.DataFrame":
     return pd.DataFrame(rows).T
 
 
-def compare(a: Sequence[dict], b: Sequence[dict], metric: str = "test_acc", level: float = 0.95) -> dict:
+PEERS = {"GRU": (0.7494, 0.8128), "attention (±5)": (0.7366, 0.8057)}
+"""Test accuracy (lowest, highest) of three published solutions of this exercise (the course's skeleton), run on
+the same data with the same frozen 50-d GloVe vectors, one seed each (issue 19). Quoted in notebooks 03 and 04."""
+
+
+def compare(a: Sequence[dict], b: Sequence[dict] | float, metric: str = "test_acc", level: float = 0.95) -> dict:
     """Paired comparison of two groups of seed runs (`run_record`s) on `metric`: runs with the same seed
     saw the same initial weights and data order, so the per-seed differences a − b are the evidence.
+    `b` may be one number instead (a deterministic anchor such as TF-IDF): then a − b per seed.
 
     Returns n, the mean difference, its t-based `level` interval (lo, hi), the two-sided p-value and a
     verdict: "better" / "worse" where the interval excludes 0, "suggestive" where only the 80 % interval
     does (p < 0.2), otherwise "tie". Used in notebooks 03 and 04 and the README table."""
     from scipy import stats
 
-    by_seed = {r["seed"]: r[metric] for r in b}
+    by_seed = {r["seed"]: b for r in a} if isinstance(b, (int, float)) else {r["seed"]: r[metric] for r in b}
     pairs = [(r[metric], by_seed[r["seed"]]) for r in a if r["seed"] in by_seed]
     diff = np.array([x - y for x, y in pairs], dtype=float)
     out = {"n": len(diff), "diff": float(diff.mean()) if len(diff) else float("nan"),

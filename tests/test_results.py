@@ -176,6 +176,9 @@ def test_compare_pairs_seeds_and_uses_a_t_interval():
     hint = helpers.compare(group([0.82, 0.83, 0.805]), group([0.80, 0.80, 0.80]))
     assert 0.05 < hint["p"] < 0.2 and hint["lo"] < 0 and hint["verdict"] == "suggestive"
     assert helpers.compare(group([0.8]), group([0.7]))["verdict"] == "one seed: no interval"
+    against_constant = helpers.compare(a, 0.79)  # a fixed anchor: the differences to it, seed by seed
+    assert against_constant["n"] == 5 and against_constant["diff"] == pytest.approx(0.02)
+    assert against_constant == helpers.compare(a, group([0.79] * 5))
     assert helpers.compare(group([0.8]), group([0.7], seeds=[3]))["n"] == 0  # nothing paired
     line = helpers.fmt_compare(c)
     assert line.startswith("+1.40 pts, 95 % CI [") and line.endswith("n = 5, p = 0.005: better")
