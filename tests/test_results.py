@@ -369,7 +369,9 @@ def test_recompute_smoke_end_to_end(imdb_source, tmp_path, capsys, train_results
     assert sorted(line.split()[1] for line in lines if line.startswith("done ")) == sorted(j["key"] for j in jobs)
     results = helpers.load_results(tmp_path)["runs"]
     assert set(results) == {job["key"] for job in jobs}
-    assert all(r["n_train"] == 1000 and r["epochs_run"] == 1 for key, r in results.items() if key != "tfidf")
+    trained = [r for r in results.values() if r["job"]["kind"] == "run"]
+    assert all(r["n_train"] == 1000 and r["epochs_run"] == 1 for r in trained if not r["job"]["refit_of"])
+    assert all(r["n_train"] == 2000 for r in trained if r["job"]["refit_of"])  # train + validation
     model = helpers.load_checkpoint(helpers.checkpoint_path("attn_weighted", folder=tmp_path))
     assert model.info.record["test_acc"] == results["attn_weighted/trainable/seed0"]["test_acc"]
 
