@@ -1766,7 +1766,8 @@ def plot_model_comparison(table, anchor: float | None = None, baseline: float = 
     n = table["seeds"].to_numpy(dtype=int)
     half = np.array([stats.t.ppf(0.975, k - 1) * s / math.sqrt(k) if k > 1 else 0.0 for k, s in zip(n, std)])
     bars = axes[0].bar(x, mean - baseline, bottom=baseline, yerr=half, capsize=4, color=color)
-    axes[0].bar_label(bars, [f"{m:.3f}" for m in mean], fontsize=8, padding=3)
+    axes[0].bar_label(bars, [f"{m:.3f}" for m in mean], fontsize=8, label_type="center", color="white",
+                      fontweight="bold")  # inside the bar: clear of the whiskers and the anchor line
     if anchor is not None:
         axes[0].axhline(anchor, color="black", ls="--", lw=1, label=f"TF-IDF + LR anchor: {anchor:.3f}")
         axes[0].legend(loc="lower right", fontsize=8)
@@ -1780,7 +1781,7 @@ def plot_model_comparison(table, anchor: float | None = None, baseline: float = 
     axes[1].set_ylim(top=params.max() * 4)
     axes[1].set(ylabel="parameters (log scale)", title="trainable parameters (word-vector corrections included)")
     for ax in axes:
-        ax.set_xticks(x, table.index, rotation=30, ha="right")
+        ax.set_xticks(x, table.index, rotation=40 if len(table) > 8 else 30, ha="right")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
