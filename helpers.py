@@ -34,7 +34,7 @@ import unicodedata
 import urllib.error
 import urllib.request
 import zlib
-from functools import lru_cache
+from functools import lru_cache, wraps
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -130,6 +130,32 @@ def _progress(iterable=None, **kwargs):
     else:
         kwargs.setdefault("disable", None)  # None: off when the output is not a terminal/notebook
     return tqdm(iterable, **kwargs)
+
+
+class Unimplemented(NotImplementedError):
+    """A part of the exercise that is still a stub (the student release): the message says what to write
+    and where, and a notebook shows just that line, not a traceback."""
+
+    def _render_traceback_(self):  # IPython's hook for how an exception is displayed
+        return [f"{type(self).__name__}: {self}"]
+
+
+def exercise(what: str, where: str):
+    """Mark a function that holds a solution region (nbgrader's BEGIN / END SOLUTION comments), which the student
+    release (`tools/make_assignment.py`) replaces with a stub: the stub's bare NotImplementedError becomes
+    `Unimplemented("implement <what>: <where>")`, raised from the call that first needs it."""
+    def wrap(fn):
+        @wraps(fn)
+        def call(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Unimplemented:
+                raise
+            except NotImplementedError:
+                raise Unimplemented(f"implement {what}: {where}") from None
+        call.exercise = (what, where)
+        return call
+    return wrap
 
 
 # --- 2. Data: IMDB, tokenizer, GloVe, cache ---
@@ -583,17 +609,23 @@ class RNNCell(nn.Module):
         self.hh = nn.Linear(hidden_size, self.blocks * hidden_size)
 
     @staticmethod
+    @exercise("RNNCell.update (h' = tanh(x_proj + gh))", "notebook 03, section 1")
     def update(x_proj: torch.Tensor, gh: torch.Tensor, h: torch.Tensor):
         """New state from the input projection W_ih x + b_ih and gh = W_hh h + b_hh; returns (h', cache)."""
+        ### BEGIN SOLUTION
         h_new = torch.tanh(x_proj + gh)
         return h_new, h_new
+        ### END SOLUTION
 
     @staticmethod
+    @exercise("RNNCell.update_backward (the derivative of tanh)", "notebook 03, section 2")
     def update_backward(dh_new: torch.Tensor, h: torch.Tensor, cache):
         """From δ = ∂L/∂h' to ∂L/∂(x_proj), ∂L/∂gh and the part of ∂L/∂h that bypasses gh (none here)."""
+        ### BEGIN SOLUTION
         h_new = cache
         d_pre = dh_new * (1 - h_new * h_new)  # tanh' = 1 − tanh²
         return d_pre, d_pre, 0.0
+        ### END SOLUTION
 
     def step(self, x_proj: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """One step from a pre-computed input projection `ih(x)`."""
@@ -613,16 +645,25 @@ class GRUCell(RNNCell):
     blocks = 3
 
     @staticmethod
+    @exercise("GRUCell.update (the r, z, n gates and h')", "notebook 03, section 1")
     def update(x_proj: torch.Tensor, gh: torch.Tensor, h: torch.Tensor):
+        """x_proj = W_i x + b_i and gh = W_h h + b_h, each (B, 3H) in blocks r, z, n; returns (h', cache) with
+        cache = (r, z, n, gh_n), what `update_backward` reads (gh_n: the n block of gh)."""
+        ### BEGIN SOLUTION
         H = h.shape[-1]
         rz = torch.sigmoid(x_proj[..., : 2 * H] + gh[..., : 2 * H])  # r and z in one call
         r, z = rz[..., :H], rz[..., H:]
         n = torch.tanh(torch.addcmul(x_proj[..., 2 * H:], r, gh[..., 2 * H:]))  # W_in x + b_in + r ⊙ gh_n
         h_new = torch.lerp(n, h, z)  # n + z ⊙ (h − n) = (1 − z) ⊙ n + z ⊙ h
         return h_new, (r, z, n, gh[..., 2 * H:])
+        ### END SOLUTION
 
     @staticmethod
+    @exercise("GRUCell.update_backward (the gates' derivatives)", "notebook 03, section 2")
     def update_backward(dh_new: torch.Tensor, h: torch.Tensor, cache):
+        """From δ = ∂L/∂h' and `update`'s cache (r, z, n, gh_n) to ∂L/∂(x_proj) and ∂L/∂gh, each (B, 3H) in blocks
+        r, z, n, and the part of ∂L/∂h that bypasses gh (through z ⊙ h)."""
+        ### BEGIN SOLUTION
         r, z, n, gh_n = cache
         da_n = dh_new * (1 - z) * (1 - n * n)          # through n = tanh(a_n)
         da_r = da_n * gh_n * r * (1 - r)               # a_n = ... + r ⊙ gh_n, r = σ(a_r)
@@ -630,6 +671,7 @@ class GRUCell(RNNCell):
         d_pre = torch.cat([da_r, da_z, da_n], dim=-1)  # ∂L/∂(W_i x + b_i), blocks r, z, n
         d_gh = torch.cat([da_r, da_z, da_n * r], dim=-1)  # ∂L/∂(W_h h + b_h): r scales gh_n
         return d_pre, d_gh, dh_new * z                 # z ⊙ h passes δ straight to h
+        ### END SOLUTION
 
 
 class _RecurrentBPTT(torch.autograd.Function):
@@ -655,15 +697,21 @@ class _RecurrentBPTT(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
+    @exercise("_RecurrentBPTT.backward (the recurrence δ_t -> δ_{t-1})", "notebook 03, section 2")
     def backward(ctx, grad_h):
+        """From δ_T = ∂L/∂h_T back to the first step: at each step t (the last first) the cell's `update_backward`
+        gives ∂L/∂x_proj_t and ∂L/∂gh_t (gh_t = W_hh h_{t-1} + b_hh), and δ_{t-1} = ∂L/∂h_{t-1} collects every path
+        from h_{t-1} to the loss; at padding (keep False) h_t = h_{t-1}, so δ passes unchanged."""
         w_hh, keep = ctx.saved_tensors
         T = keep.shape[1]
         dh = grad_h.contiguous()  # δ_T = ∂L/∂h_T
         d_pre, d_gh = [None] * T, [None] * T
         for t in reversed(range(T)):
+            ### BEGIN SOLUTION
             m = keep[:, t, None].to(dh.dtype)
             d_pre[t], d_gh[t], direct = ctx.cell.update_backward(dh * m, ctx.h_prev[t], ctx.caches[t])
             dh = dh * (1 - m) + direct + d_gh[t] @ w_hh  # δ_{t-1}: skip (padding), direct path, through W_hh
+            ### END SOLUTION
         d_gh_all = torch.stack(d_gh, dim=1).flatten(0, 1)
         h_prev_all = torch.stack(ctx.h_prev, dim=1).flatten(0, 1)
         return None, torch.stack(d_pre, dim=1), d_gh_all.t() @ h_prev_all, d_gh_all.sum(0), dh, None
@@ -836,16 +884,19 @@ class SelfAttention(nn.Module):
         self.v = nn.Linear(dim, dim)
         self.positions = PositionCode(dim) if positions else None
 
+    @exercise("SelfAttention.forward (scores, the padding and window mask, softmax)", "notebook 04, section 1")
     def forward(self, x: torch.Tensor, mask: torch.Tensor):
         T = x.shape[1]
         xp = x if self.positions is None else self.positions(x)
+        ### BEGIN SOLUTION
         scores = self.q(xp) @ self.k(xp).transpose(1, 2) / math.sqrt(x.shape[-1])
-        allowed = mask[:, None, :].expand(-1, T, -1)
+        allowed = mask[:, None, :] & mask[:, :, None]  # real queries attend to real keys only
         if self.window is not None:
             offsets = torch.arange(T, device=x.device)
             allowed = allowed & ((offsets[:, None] - offsets[None, :]).abs() <= self.window)
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
         attn = torch.softmax(scores, dim=-1) * allowed  # rows of padding queries become all zero
+        ### END SOLUTION
         out = attn @ self.v(x)
         return (x + out if self.residual else out), attn
 
@@ -899,16 +950,19 @@ class TokenScoreClassifier(SentimentModel):
         return (logit, {"scores": scores, "weights": weights, "attention": attn}) if details else logit
 
 
+@exercise("pool_token_scores (the SUM and WEIGHTED logits)", "notebook 04, section 1")
 def pool_token_scores(out: torch.Tensor, mask: torch.Tensor, weighted: bool):
     """The review's logit from the token outputs (B, T, 1 or 2): Σ s_i (sum) or Σ w_i s_i with
     w = softmax(a) over the real tokens (weighted). Returns (logit, s, w or None); padding gets s = w = 0.
     Shown in notebook 04, section 1."""
+    ### BEGIN SOLUTION
     scores = out[..., 0].masked_fill(~mask, 0.0)
     if not weighted:
         return scores.sum(-1), scores, None
     weights = torch.softmax(out[..., 1].masked_fill(~mask, torch.finfo(out.dtype).min), dim=-1)
     weights = weights * mask  # an empty review gets all-zero weights, not NaN
     return (weights * scores).sum(-1), scores, weights
+    ### END SOLUTION
 
 
 DEFAULT_CONFIGS = {

@@ -1,0 +1,165 @@
+"""The student release (tools/make_assignment.py) and the grader (tools/grade.py): the reference scores every
+automatic point, the untouched release none (each zero naming what to implement), each mutant loses exactly its
+question's points, and broken submissions are graded to the end with a reason for every zero."""
+import csv
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import helpers
+
+ROOT = helpers.ROOT
+sys.path.insert(0, str(ROOT / "tools"))
+import make_assignment  # noqa: E402
+from hidden_tests import QUESTIONS  # noqa: E402
+
+MUTANTS = {  # question -> (reference line, mutated line): one plausible student mistake each
+    "rnn_cell": ("h_new = torch.tanh(x_proj + gh)", "h_new = torch.tanh(x_proj) + gh"),
+    "gru_cell": ("r, z = rz[..., :H], rz[..., H:]", "z, r = rz[..., :H], rz[..., H:]"),  # gates swapped
+    "bptt": ("dh = dh * (1 - m) + direct + d_gh[t] @ w_hh", "dh = dh * (1 - m) + d_gh[t] @ w_hh"),  # no z ⊙ h path
+    "pooling": ("weights = weights * mask", "weights = weights * 1"),  # padding keeps weight where all are padding
+    "attention": ("allowed = mask[:, None, :] & mask[:, :, None]",
+                  "allowed = torch.ones_like(mask)[:, None, :] & torch.ones_like(mask)[:, :, None]"),  # no padding mask
+}
+
+
+def submission(folder: Path, text: str | None = None, **replace: str) -> Path:
+    """A submission folder whose helpers.py is the reference's (or `text`), with the `old=new` edits applied."""
+    folder.mkdir(parents=True)
+    text = (ROOT / "helpers.py").read_text(encoding="utf-8") if text is None else text
+    for old, new in replace.values():
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    (folder / "helpers.py").write_text(text, encoding="utf-8")
+    return folder
+
+
+def grade(*folders: Path, out: Path, limit: float = 60) -> dict:
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "grade.py"), *map(str, folders), "--out", str(out),
+                           "--time-limit", str(limit)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if len(folders) == 1:
+        return json.loads((out / "grades.json").read_text())
+    return {f.name: json.loads((out / f.name / "grades.json").read_text()) for f in folders}
+
+
+def points(grades: dict) -> dict:
+    return {q: e["points"] for q, e in grades["questions"].items()}
+
+
+def tree_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        digest.update(str(path.relative_to(folder)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    out = tmp_path_factory.mktemp("release") / "ex2"
+    made = make_assignment.make_assignment(out)
+    return out, made
+
+
+def test_release_holds_no_solution_and_no_shortcut(release):
+    out, made = release
+    assert len(made["regions"]) == 7
+    text = {p: p.read_text(encoding="utf-8", errors="replace") for p in out.rglob("*") if p.is_file()}
+    for region in made["regions"]:
+        for line in region:
+            if len(line.strip()) > 12 and not line.strip().startswith("#"):
+                assert not any(line.strip() in t for t in text.values()), f"solution line in the release: {line}"
+    names = {str(p.relative_to(out)) for p in text}
+    assert not any(n.startswith("checkpoints/") for n in names), "committed results would skip the student's code"
+    assert not {"tools/grade.py", "tools/hidden_tests.py", "tools/make_assignment.py"} & names
+    assert "tests/test_self_checks.py" in names and "README.md" in names
+    assert (out / "README.md").read_text().startswith("# Introduction to Deep Learning — exercise 2\n")
+    assert text[out / "helpers.py"].count("raise NotImplementedError()") == 7
+    for nb in out.glob("notebooks/*.ipynb"):
+        cells = json.loads(nb.read_text())["cells"]
+        assert not any(c.get("outputs") for c in cells if c["cell_type"] == "code"), f"{nb.name} keeps outputs"
+
+
+def test_stub_python_keeps_indentation_and_rejects_broken_markers():
+    text = "def f(x):\n    y = 1\n    ### BEGIN SOLUTION\n    return x + y\n    ### END SOLUTION\n"
+    stubbed, regions = make_assignment.stub_python(text)
+    assert stubbed == "def f(x):\n    y = 1\n    # YOUR CODE HERE\n    raise NotImplementedError()\n"
+    assert regions == [["    return x + y"]]
+    with pytest.raises(ValueError, match="not closed"):
+        make_assignment.stub_python("### BEGIN SOLUTION\nx = 1\n")
+    with pytest.raises(ValueError, match="without"):
+        make_assignment.stub_python("x = 1\n### END SOLUTION\n")
+
+
+def test_release_self_checks_name_what_is_missing(release):
+    out, _ = release
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly"], cwd=out, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1
+    assert "5 failed" in done.stdout
+    for what in ("RNNCell.update", "GRUCell.update", "pool_token_scores", "SelfAttention.forward"):
+        assert f"Unimplemented: implement {what}" in done.stdout  # the BPTT check stops at the forward first
+
+
+def test_reference_full_marks_release_zero(release, tmp_path):
+    out, _ = release
+    ref = submission(tmp_path / "reference")
+    graded = grade(ref, out, out=tmp_path / "grades")
+    full = sum(q["points"] for q in QUESTIONS.values())
+    assert graded["reference"]["auto_points"] == graded["reference"]["auto_max"] == full
+    zero = graded[out.name]
+    assert zero["auto_points"] == 0 and zero["auto_max"] == full
+    for q, entry in zero["questions"].items():
+        assert entry["status"] == "missing" and "implement" in entry["message"], (q, entry)
+    with open(tmp_path / "grades" / "gradebook.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["submission"] for r in rows] == ["reference", out.name]
+    assert [int(r["auto_points"]) for r in rows] == [full, 0]
+    assert "✓" in (tmp_path / "grades" / "reference" / "feedback.md").read_text()
+
+
+def test_each_mutant_loses_exactly_its_question(tmp_path):
+    folders = [submission(tmp_path / q, edit=MUTANTS[q]) for q in MUTANTS]
+    graded = grade(*folders, out=tmp_path / "grades")
+    for q in MUTANTS:
+        got = points(graded[q])
+        want = {other: (0 if other == q else QUESTIONS[other]["points"]) for other in QUESTIONS}
+        assert got == want, (q, graded[q]["questions"][q])
+        assert graded[q]["questions"][q]["status"] == "failed" and graded[q]["questions"][q]["message"]
+
+
+def test_broken_submissions_are_graded_to_the_end(tmp_path):
+    reference = (ROOT / "helpers.py").read_text(encoding="utf-8")
+    broken = {
+        "syntax": submission(tmp_path / "syntax", text=reference.replace("def pool_token_scores(", "def pool_token_scores((", 1)),
+        "raises": submission(tmp_path / "raises", edit=("H = h.shape[-1]", "H = h.shape[-1] // 0")),
+        "hangs": submission(tmp_path / "hangs", edit=("scores = out[..., 0].masked_fill(~mask, 0.0)",
+                                                      "while True:\n        pass")),
+        "floods": submission(tmp_path / "floods", edit=("        T = x.shape[1]\n        xp =",
+                                                        "        T = x.shape[1]\n        while True:\n"
+                                                        "            print('x' * 100000)\n        xp =")),
+        "exits": submission(tmp_path / "exits", edit=("h_new = torch.tanh(x_proj + gh)", "raise SystemExit(3)")),
+    }
+    (tmp_path / "empty").mkdir()
+    before = {name: tree_digest(folder) for name, folder in broken.items()}
+    graded = grade(*broken.values(), tmp_path / "empty", out=tmp_path / "grades", limit=8)
+    assert {name: tree_digest(folder) for name, folder in broken.items()} == before, "the grader changed a submission"
+    full = {q: e["points"] for q, e in QUESTIONS.items()}
+
+    def lost(name: str) -> set:
+        return {q for q, p in points(graded[name]).items() if p != full[q]}
+
+    assert lost("syntax") == set(QUESTIONS)
+    assert all("syntax error" in e["message"] for e in graded["syntax"]["questions"].values())
+    assert lost("raises") == {"gru_cell"} and "ZeroDivisionError" in graded["raises"]["questions"]["gru_cell"]["message"]
+    assert lost("hangs") == {"pooling"} and graded["hangs"]["questions"]["pooling"]["status"] == "timeout"
+    assert lost("floods") == {"attention"} and graded["floods"]["questions"]["attention"]["status"] == "timeout"
+    assert lost("exits") == {"rnn_cell"} and "SystemExit" in graded["exits"]["questions"]["rnn_cell"]["message"]
+    assert lost("empty") == set(QUESTIONS)
+    assert all("no helpers.py" in e["message"] for e in graded["empty"]["questions"].values())

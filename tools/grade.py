@@ -1,0 +1,247 @@
+"""Grade student submissions of exercise 2 with the hidden tests (tools/hidden_tests.py).
+
+    python tools/grade.py SUBMISSION --out DIR            # DIR/grades.json and DIR/feedback.md
+    python tools/grade.py sub1 sub2 ... --out DIR         # DIR/<name>/... for each, and DIR/gradebook.csv
+
+A SUBMISSION is a student's copy of the release (a folder with helpers.py). `grades.json` holds `auto_points`,
+`auto_max` and one entry per question (points, max, status, the failing check's message). Each question is
+graded on the reference with only that question's functions taken from the submission, so one mistake costs one
+question. The submission's folder is never written to: its helpers.py is copied to a temporary folder and run
+there, in a child process without network access (where `unshare` allows), with a time limit per question; a
+syntax error, an exception, a hang, a missing file or a flood of output costs the affected questions, with the
+reason, and the other questions are still graded. The grader runs student code: for a class, run it in a
+container (README, "For instructors").
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+from hidden_tests import QUESTIONS, TESTS  # noqa: E402
+
+TIME_LIMIT = 90.0
+"""Seconds one question may run (loading the modules included)."""
+MAX_OUTPUT = 50_000_000
+"""Bytes of output a submission may print before it is stopped."""
+MAX_MESSAGE = 600
+"""Characters of a failing check's message kept in the feedback."""
+
+
+# --- the child: grade questions in this process, one line of JSON per event ---
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _hybrid(submission: Path, question: str, n: int):
+    """The reference helpers with `question`'s functions replaced by the submission's."""
+    try:
+        sub = _load(submission, f"submission_{n}")
+    except SyntaxError as exc:
+        raise _Failure(f"helpers.py has a syntax error (line {exc.lineno}: {exc.msg})") from None
+    except BaseException as exc:  # noqa: BLE001 - anything a student's module does at import
+        raise _Failure(f"helpers.py fails when imported: {_last_line(exc)}") from None
+    hybrid = _load(ROOT / "helpers.py", f"graded_{n}")
+    for qualified in QUESTIONS[question]["replace"]:
+        owner, _, attr = qualified.rpartition(".")
+        source = getattr(sub, owner, None) if owner else sub
+        found = (vars(source).get(attr) if owner else getattr(source, attr, None)) if source is not None else None
+        if found is None:
+            raise _Failure(f"helpers.py has no {qualified}")
+        setattr(getattr(hybrid, owner) if owner else hybrid, attr, found)
+    return hybrid
+
+
+class _Failure(Exception):
+    pass
+
+
+def _last_line(exc: BaseException) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "submission" in f.filename
+              or f.filename.endswith("helpers.py")]
+    where = f" (helpers.py line {frames[-1].lineno})" if frames else ""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}{where}"
+
+
+def run_questions(submission: Path, questions: list[str], log) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    reference = _load(ROOT / "helpers.py", "reference_helpers")
+    for n, question in enumerate(questions):
+        print(json.dumps({"start": question}), file=log, flush=True)
+        try:
+            TESTS[question](_hybrid(submission, question, n), reference)
+            result = {"status": "passed", "message": ""}
+        except _Failure as exc:
+            result = {"status": "error", "message": str(exc)}
+        except AssertionError as exc:
+            result = {"status": "failed", "message": str(exc) or "a check failed"}
+        except NotImplementedError as exc:
+            result = {"status": "missing", "message": f"not implemented yet ({exc})" if str(exc) else "not implemented yet"}
+        except BaseException as exc:  # noqa: BLE001 - a student's code may raise anything, SystemExit included
+            result = {"status": "error", "message": _last_line(exc)}
+        print(json.dumps({"question": question, **result}), file=log, flush=True)
+
+
+# --- the parent: copy, run the child under a time limit, collect, report ---
+
+def _network_off() -> list[str]:
+    """`unshare -rn` (a private network namespace: no network) when this platform allows it."""
+    unshare = shutil.which("unshare")
+    if unshare and subprocess.run([unshare, "-rn", "true"], capture_output=True).returncode == 0:
+        return [unshare, "-rn"]
+    return []
+
+
+def _run_child(helpers_copy: Path, questions: list[str], workdir: Path, limit: float) -> dict:
+    """Run the child until every question has a result. A question that passes its time limit, floods the
+    output or kills the child is recorded with the reason; the child restarts with the questions left."""
+    results: dict[str, dict] = {}
+    prefix = _network_off()
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "HELPERS_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+    log_path, out_path = workdir / "events.jsonl", workdir / "output.txt"
+
+    def collect() -> str | None:
+        current = None
+        for event in _events(log_path):
+            if "question" in event:
+                results.setdefault(event["question"], {"status": event["status"], "message": event["message"]})
+            elif event.get("start") not in results:
+                current = event["start"]
+        return current
+
+    while pending := [q for q in questions if q not in results]:
+        log_path.write_text("")
+        with open(out_path, "wb") as out:
+            child = subprocess.Popen([*prefix, sys.executable, str(Path(__file__).resolve()), "--child",
+                                      str(helpers_copy), "--log", str(log_path), *pending], cwd=workdir,
+                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            current, started, reason = None, time.monotonic(), None
+            while child.poll() is None:
+                time.sleep(0.1)
+                now = collect()
+                if now != current:
+                    current, started = now, time.monotonic()
+                if time.monotonic() - started > limit:
+                    reason = f"stopped after {limit:.0f} s: an endless loop, or far too slow"
+                elif out_path.stat().st_size > MAX_OUTPUT:
+                    reason = f"stopped: it printed more than {MAX_OUTPUT // 1_000_000} MB"
+                if reason:
+                    child.kill()
+                    child.wait()
+        current = collect() or current
+        left = [q for q in pending if q not in results]
+        if left:
+            victim = current if current in left else left[0]
+            results[victim] = {"status": "timeout" if reason else "error", "message": reason or
+                               f"the grading process ended without a result (exit code {child.returncode}): "
+                               f"{_tail(out_path)}"}
+    return results
+
+
+def _events(path: Path) -> list[dict]:
+    events = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass  # a line being written
+    return events
+
+
+def _tail(path: Path, n: int = 300) -> str:
+    with open(path, "rb") as fh:
+        fh.seek(max(path.stat().st_size - n, 0))
+        return fh.read().decode(errors="replace").strip().replace("\n", " | ") or "(no output)"
+
+
+def grade(submission: Path, out: Path, limit: float = TIME_LIMIT) -> dict:
+    """Grade one submission folder; write out/grades.json and out/feedback.md; return the grades."""
+    submission = Path(submission)
+    out.mkdir(parents=True, exist_ok=True)
+    questions = list(QUESTIONS)
+    with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
+        workdir = Path(tmp)
+        source = submission / "helpers.py"
+        if not source.is_file():
+            results = {q: {"status": "missing", "message": f"no helpers.py in {submission}"} for q in questions}
+        else:
+            copy = workdir / "submission" / "helpers.py"
+            copy.parent.mkdir()
+            shutil.copyfile(source, copy)
+            results = _run_child(copy, questions, workdir, limit)
+    entries = {}
+    for q in questions:
+        r = results[q]
+        entries[q] = {"title": QUESTIONS[q]["title"], "where": QUESTIONS[q]["where"], "max": QUESTIONS[q]["points"],
+                      "points": QUESTIONS[q]["points"] if r["status"] == "passed" else 0,
+                      "status": r["status"], "message": r["message"][:MAX_MESSAGE]}
+    grades = {"submission": str(submission), "auto_points": sum(e["points"] for e in entries.values()),
+              "auto_max": sum(e["max"] for e in entries.values()), "questions": entries}
+    (out / "grades.json").write_text(json.dumps(grades, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "feedback.md").write_text(feedback(grades), encoding="utf-8")
+    return grades
+
+
+def feedback(grades: dict) -> str:
+    lines = [f"# Feedback: {grades['auto_points']} / {grades['auto_max']} automatic points", "",
+             "| question | points | result |", "|---|---|---|"]
+    for q, e in grades["questions"].items():
+        result = "✓" if e["status"] == "passed" else f"{e['status']}: {e['message']}".replace("|", "\\|")
+        lines.append(f"| {e['title']} (`{q}`, {e['where']}) | {e['points']} / {e['max']} | {result} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("submissions", nargs="+", help="submission folders (or, with --child, questions)")
+    parser.add_argument("--out", type=Path, help="where grades.json / feedback.md (and gradebook.csv) go")
+    parser.add_argument("--time-limit", type=float, default=TIME_LIMIT, help="seconds per question")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--log", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        with open(args.log, "a", encoding="utf-8") as log:
+            run_questions(args.child, args.submissions, log)
+        return 0
+    if args.out is None:
+        parser.error("--out DIR is required")
+    subs = [Path(s) for s in args.submissions]
+    if len(subs) == 1:
+        grades = grade(subs[0], args.out, args.time_limit)
+        print(f"{subs[0]}: {grades['auto_points']} / {grades['auto_max']} -> {args.out / 'grades.json'}")
+        return 0
+    rows = []
+    for sub in subs:
+        grades = grade(sub, args.out / sub.name, args.time_limit)
+        print(f"{sub}: {grades['auto_points']} / {grades['auto_max']}", flush=True)
+        rows.append({"submission": sub.name, **{q: e["points"] for q, e in grades["questions"].items()},
+                     "auto_points": grades["auto_points"], "auto_max": grades["auto_max"]})
+    with open(args.out / "gradebook.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"gradebook: {args.out / 'gradebook.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

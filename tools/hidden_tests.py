@@ -1,0 +1,186 @@
+"""The grader's hidden tests, one group per question. They stay with the reference: `tools/make_assignment.py`
+never copies this file into the student release, and `tools/grade.py` runs it.
+
+Each question is graded on a *hybrid* module: the reference helpers.py with only that question's functions
+taken from the submission (`QUESTIONS[q]["replace"]`). A mistake in one part of a submission therefore costs
+that part's points and no others. A question's tests raise AssertionError with a message meant for the student.
+They check what the notebooks' public self-checks do not: other sizes, padding and masks, edge cases, and the
+reference checkpoints run through the student's code.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+QUESTIONS = {
+    "rnn_cell": {"points": 2, "title": "RNN cell: forward step", "where": "helpers.py, RNNCell.update",
+                 "replace": ["RNNCell.update"]},
+    "gru_cell": {"points": 3, "title": "GRU cell: forward step", "where": "helpers.py, GRUCell.update",
+                 "replace": ["GRUCell.update"]},
+    "bptt": {"points": 4, "title": "Back-propagation through time, by hand",
+             "where": "helpers.py, RNNCell/GRUCell.update_backward and _RecurrentBPTT.backward",
+             "replace": ["RNNCell.update_backward", "GRUCell.update_backward", "_RecurrentBPTT.backward"]},
+    "pooling": {"points": 2, "title": "SUM and WEIGHTED: combining sub-scores and weights",
+                "where": "helpers.py, pool_token_scores", "replace": ["pool_token_scores"]},
+    "attention": {"points": 3, "title": "Restricted self-attention", "where": "helpers.py, SelfAttention.forward",
+                  "replace": ["SelfAttention.forward"]},
+}
+"""Question id -> points, title, where the student writes it, and the functions taken from the submission."""
+
+SIZES = [(1, 1), (3, 2), (5, 7)]  # (input size, hidden size): the notebooks' checks use others
+
+
+def _close(what: str, got: torch.Tensor, want: torch.Tensor, tol: float = 1e-9) -> None:
+    if tuple(got.shape) != tuple(want.shape):
+        raise AssertionError(f"{what}: shape {tuple(got.shape)}, expected {tuple(want.shape)}")
+    err = (got - want).abs().max().item() if got.numel() else 0.0
+    if not err <= tol:  # also catches NaN
+        raise AssertionError(f"{what}: differs from the reference by {err:.3g} (tolerance {tol:g})")
+
+
+def _cells(h, cell: str, reference):
+    """The module's cell and torch's, with the same weights, in double precision."""
+    for d_in, hidden in SIZES:
+        torch.manual_seed(d_in * 10 + hidden)
+        mine = (h.GRUCell if cell == "gru" else h.RNNCell)(d_in, hidden).double()
+        ref = reference(d_in, hidden).double()
+        with torch.no_grad():
+            ref.weight_ih.copy_(mine.ih.weight)
+            ref.weight_hh.copy_(mine.hh.weight)
+            ref.bias_ih.copy_(mine.ih.bias)
+            ref.bias_hh.copy_(mine.hh.bias)
+        yield d_in, hidden, mine, ref
+
+
+def _forward_step(h, cell: str, reference) -> None:
+    for d_in, hidden, mine, ref in _cells(h, cell, reference):
+        for batch in (1, 4):
+            x = torch.randn(batch, d_in, dtype=torch.double)
+            state = torch.randn(batch, hidden, dtype=torch.double)
+            _close(f"{cell.upper()} step, input {d_in}, hidden {hidden}, batch {batch}", mine(x, state), ref(x, state))
+        # a whole padded batch through the training path: the state at each review's last real token
+        x = torch.randn(3, 6, d_in, dtype=torch.double)
+        lengths = torch.tensor([6, 2, 1])
+        with torch.no_grad():
+            got = h.run_cell(mine, x, h.lengths_to_mask(lengths, 6))
+        for b, n in enumerate(lengths.tolist()):
+            state = torch.zeros(1, hidden, dtype=torch.double)
+            for t in range(n):
+                state = ref(x[b:b + 1, t], state)
+            _close(f"{cell.upper()} over a padded batch (review {b}, length {n})", got[b:b + 1], state)
+
+
+def test_rnn_cell(h, ref) -> None:
+    _forward_step(h, "rnn", torch.nn.RNNCell)
+
+
+def test_gru_cell(h, ref) -> None:
+    _forward_step(h, "gru", torch.nn.GRUCell)
+    # the committed GRU checkpoint run through the student's GRUCell gives the reference's numbers
+    mine, theirs = h.load_checkpoint(h.checkpoint_path("gru")), ref.load_checkpoint(ref.checkpoint_path("gru"))
+    texts = list(ref.WRITEUP_REVIEWS) + ["a dull, predictable plot and wooden acting", "one of the best films this year"]
+    _close("the committed GRU checkpoint through your GRUCell: P(positive) of four reviews",
+           torch.as_tensor(h.predict(mine, texts)), torch.as_tensor(ref.predict(theirs, texts)), 1e-5)
+    try:
+        ref.find_imdb(download=False)
+    except ref.ImdbError:
+        return  # no IMDB here: the four reviews above are the check
+    test = ref.load_imdb(subset=1000, verbose=False).test
+    got, want = h.evaluate(mine, test)["acc"], ref.evaluate(theirs, test)["acc"]
+    if got != want:
+        raise AssertionError(f"the committed GRU checkpoint through your GRUCell: test accuracy {got:.4f} on "
+                             f"{len(test)} reviews, the reference gets {want:.4f}")
+
+
+def test_bptt(h, ref) -> None:
+    for cell in ("rnn", "gru"):
+        for d_in, hidden in SIZES:
+            torch.manual_seed(d_in + 7 * hidden)
+            mine = (h.GRUCell if cell == "gru" else h.RNNCell)(d_in, hidden).double()
+            x = torch.randn(4, 6, d_in, dtype=torch.double, requires_grad=True)
+            mask = h.lengths_to_mask(torch.tensor([6, 3, 1, 0]), 6)  # padding, a 1-token and an empty review
+            weights = torch.randn(hidden, dtype=torch.double)
+            grads = []
+            for manual in (True, False):
+                out = h.run_cell(mine, x, mask, manual_bptt=manual)
+                grads.append(torch.autograd.grad((out * weights).sum(), [x, *mine.parameters()]))
+            for name, got, want in zip(("x", "W_ih", "b_ih", "W_hh", "b_hh"), *grads):
+                _close(f"{cell.upper()} (input {d_in}, hidden {hidden}): ∂L/∂{name} by hand vs autograd", got, want)
+
+
+def _pool_reference(out: torch.Tensor, mask: torch.Tensor, weighted: bool):
+    s = torch.where(mask, out[..., 0], torch.zeros(()))
+    if not weighted:
+        return s.sum(-1), s, None
+    w = torch.zeros_like(s)
+    for b in range(out.shape[0]):
+        real = mask[b]
+        if real.any():
+            w[b, real] = torch.softmax(out[b, real, 1], dim=0)
+    return (w * s).sum(-1), s, w
+
+
+def test_pooling(h, ref) -> None:
+    torch.manual_seed(3)
+    mask = h.lengths_to_mask(torch.tensor([5, 2, 1, 0]), 5)
+    for weighted in (False, True):
+        out = 3 * torch.randn(4, 5, 2 if weighted else 1, dtype=torch.double)
+        out[~mask] = 1e4  # whatever sits at padding must not count
+        got = h.pool_token_scores(out, mask, weighted)
+        want = _pool_reference(out, mask, weighted)
+        kind = "weighted" if weighted else "sum"
+        _close(f"{kind}: the review logits", got[0], want[0])
+        _close(f"{kind}: the sub-scores s (0 at padding)", got[1], want[1])
+        if weighted:
+            if got[2] is None:
+                raise AssertionError("weighted: return the weights w as the third value")
+            _close("weighted: the weights w (softmax over the real tokens, 0 at padding and for an empty review)",
+                   got[2], want[2])
+        elif got[2] is not None:
+            raise AssertionError("sum: the third value must be None (no weights)")
+
+
+def _attention_reference(layer, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    T = x.shape[1]
+    xp = x if layer.positions is None else layer.positions(x)
+    allowed = mask[:, None, :].expand(-1, T, -1)
+    if layer.window is not None:
+        i = torch.arange(T)
+        allowed = allowed & ((i[:, None] - i[None, :]).abs() <= layer.window)
+    scores = layer.q(xp) @ layer.k(xp).transpose(1, 2) / math.sqrt(x.shape[-1])
+    attn = torch.zeros_like(scores)
+    for b in range(x.shape[0]):
+        for q in range(T):
+            keys = allowed[b, q]
+            if mask[b, q] and keys.any():
+                attn[b, q, keys] = torch.softmax(scores[b, q, keys], dim=0)
+    return attn
+
+
+def test_attention(h, ref) -> None:
+    mask = h.lengths_to_mask(torch.tensor([7, 4, 1]), 7)
+    for dim, window, residual in ((4, 2, True), (6, None, False), (3, 0, True), (5, 1, False)):
+        torch.manual_seed(dim)
+        layer = h.SelfAttention(dim, window=window, residual=residual).double()
+        x = torch.randn(3, 7, dim, dtype=torch.double)
+        with torch.no_grad():
+            out, attn = layer(x, mask)
+            want = _attention_reference(layer, x, mask)
+        what = f"dim {dim}, window {window}"
+        _close(f"attention weights ({what}; padding keys and keys outside the window get 0, padding queries a zero row)",
+               attn, want)
+        av = want @ layer.v(x)
+        _close(f"attention output ({what}, residual={residual})", out, x + av if residual else av)
+        if not torch.isfinite(out).all():
+            raise AssertionError(f"attention output ({what}) has NaN or inf")
+    # a review of only padding (length 0) gives zeros, not NaN
+    layer = h.SelfAttention(4, window=2).double()
+    with torch.no_grad():
+        out, attn = layer(torch.randn(1, 3, 4, dtype=torch.double), torch.zeros(1, 3, dtype=torch.bool))
+    _close("an all-padding review: its attention rows are all zero", attn, torch.zeros(1, 3, 3, dtype=torch.double))
+
+
+TESTS = {"rnn_cell": test_rnn_cell, "gru_cell": test_gru_cell, "bptt": test_bptt, "pooling": test_pooling,
+         "attention": test_attention}
