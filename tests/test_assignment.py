@@ -4,6 +4,7 @@ question's points, and broken submissions are graded to the end with a reason fo
 import csv
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,24 +18,32 @@ sys.path.insert(0, str(ROOT / "tools"))
 import make_assignment  # noqa: E402
 from hidden_tests import QUESTIONS  # noqa: E402
 
-MUTANTS = {  # question -> (reference line, mutated line): one plausible student mistake each
-    "rnn_cell": ("h_new = torch.tanh(x_proj + gh)", "h_new = torch.tanh(x_proj) + gh"),
-    "gru_cell": ("r, z = rz[..., :H], rz[..., H:]", "z, r = rz[..., :H], rz[..., H:]"),  # gates swapped
-    "bptt": ("dh = dh * (1 - m) + direct + d_gh[t] @ w_hh", "dh = dh * (1 - m) + d_gh[t] @ w_hh"),  # no z ⊙ h path
-    "pooling": ("weights = weights * mask", "weights = weights * 1"),  # padding keeps weight where all are padding
-    "attention": ("allowed = mask[:, None, :] & mask[:, :, None]",
+NB01 = "notebooks/01_derivatives_backprop_skip_connections.ipynb"
+NB03 = "notebooks/03_rnn_gru_tpe_search.ipynb"
+MUTANTS = {  # question -> (file, reference text, mutated text): one plausible student mistake each
+    "rnn_cell": ("helpers.py", "h_new = torch.tanh(x_proj + gh)", "h_new = torch.tanh(x_proj) + gh"),
+    "gru_cell": ("helpers.py", "r, z = rz[..., :H], rz[..., H:]", "z, r = rz[..., :H], rz[..., H:]"),  # gates swapped
+    "bptt": ("helpers.py", "dh = dh * (1 - m) + direct + d_gh[t] @ w_hh", "dh = dh * (1 - m) + d_gh[t] @ w_hh"),  # no z ⊙ h
+    "pooling": ("helpers.py", "weights = weights * mask", "weights = weights * 1"),  # an empty review gets weights
+    "attention": ("helpers.py", "allowed = mask[:, None, :] & mask[:, :, None]",
                   "allowed = torch.ones_like(mask)[:, None, :] & torch.ones_like(mask)[:, :, None]"),  # no padding mask
+    "q1a": (NB01, "return d1f + 2 * d2f", "return d1f + d2f"),  # the factor 2 forgotten
+    "objective": (NB03, 'config={**config, \\"hidden\\": hidden}', "config=config"),  # the trial's size ignored
 }
 
 
-def submission(folder: Path, text: str | None = None, **replace: str) -> Path:
-    """A submission folder whose helpers.py is the reference's (or `text`), with the `old=new` edits applied."""
+def submission(folder: Path, helpers_text: str | None = None, edit: tuple | None = None) -> Path:
+    """A submission folder: the reference's helpers.py (or `helpers_text`) and notebooks, with one
+    (file, old, new) edit applied."""
     folder.mkdir(parents=True)
-    text = (ROOT / "helpers.py").read_text(encoding="utf-8") if text is None else text
-    for old, new in replace.values():
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
+    shutil.copytree(ROOT / "notebooks", folder / "notebooks", ignore=shutil.ignore_patterns("figures", "*.py"))
+    text = (ROOT / "helpers.py").read_text(encoding="utf-8") if helpers_text is None else helpers_text
     (folder / "helpers.py").write_text(text, encoding="utf-8")
+    if edit is not None:
+        rel, old, new = edit
+        text = (folder / rel).read_text(encoding="utf-8")
+        assert text.count(old) == 1, old
+        (folder / rel).write_text(text.replace(old, new), encoding="utf-8")
     return folder
 
 
@@ -69,7 +78,7 @@ def release(tmp_path_factory):
 
 def test_release_holds_no_solution_and_no_shortcut(release):
     out, made = release
-    assert len(made["regions"]) == 7
+    assert len(made["regions"]) == 10  # 7 in helpers.py, 2 notebook functions, 1 written answer
     text = {p: p.read_text(encoding="utf-8", errors="replace") for p in out.rglob("*") if p.is_file()}
     for region in made["regions"]:
         for line in region:
@@ -122,9 +131,14 @@ def test_reference_full_marks_release_zero(release, tmp_path):
     assert [r["submission"] for r in rows] == ["reference", out.name]
     assert [int(r["auto_points"]) for r in rows] == [full, 0]
     assert "✓" in (tmp_path / "grades" / "reference" / "feedback.md").read_text()
+    report = (tmp_path / "grades" / out.name / "instructor.md").read_text()
+    assert "YOUR ANSWER HERE" in report and "**Reference answer:**" in report and "multivariate chain rule" in report
+    assert "multivariate chain rule" not in (tmp_path / "grades" / out.name / "feedback.md").read_text()
+    assert zero["manual"]["q1a_derivation"]["status"] == "graded by hand"
 
 
 def test_each_mutant_loses_exactly_its_question(tmp_path):
+    assert set(MUTANTS) == set(QUESTIONS)
     folders = [submission(tmp_path / q, edit=MUTANTS[q]) for q in MUTANTS]
     graded = grade(*folders, out=tmp_path / "grades")
     for q in MUTANTS:
@@ -137,14 +151,16 @@ def test_each_mutant_loses_exactly_its_question(tmp_path):
 def test_broken_submissions_are_graded_to_the_end(tmp_path):
     reference = (ROOT / "helpers.py").read_text(encoding="utf-8")
     broken = {
-        "syntax": submission(tmp_path / "syntax", text=reference.replace("def pool_token_scores(", "def pool_token_scores((", 1)),
-        "raises": submission(tmp_path / "raises", edit=("H = h.shape[-1]", "H = h.shape[-1] // 0")),
-        "hangs": submission(tmp_path / "hangs", edit=("scores = out[..., 0].masked_fill(~mask, 0.0)",
+        "syntax": submission(tmp_path / "syntax", reference.replace("def pool_token_scores(", "def pool_token_scores((", 1)),
+        "raises": submission(tmp_path / "raises", edit=("helpers.py", "H = h.shape[-1]", "H = h.shape[-1] // 0")),
+        "hangs": submission(tmp_path / "hangs", edit=("helpers.py", "scores = out[..., 0].masked_fill(~mask, 0.0)",
                                                       "while True:\n        pass")),
-        "floods": submission(tmp_path / "floods", edit=("        T = x.shape[1]\n        xp =",
+        "floods": submission(tmp_path / "floods", edit=("helpers.py", "        T = x.shape[1]\n        xp =",
                                                         "        T = x.shape[1]\n        while True:\n"
                                                         "            print('x' * 100000)\n        xp =")),
-        "exits": submission(tmp_path / "exits", edit=("h_new = torch.tanh(x_proj + gh)", "raise SystemExit(3)")),
+        "exits": submission(tmp_path / "exits", edit=("helpers.py", "h_new = torch.tanh(x_proj + gh)",
+                                                      "raise SystemExit(3)")),
+        "cell_deleted": submission(tmp_path / "cell_deleted", edit=(NB01, '"grade_id": "q1a_dF_dx"', '"grade_id": "mine"')),
     }
     (tmp_path / "empty").mkdir()
     before = {name: tree_digest(folder) for name, folder in broken.items()}
@@ -155,11 +171,27 @@ def test_broken_submissions_are_graded_to_the_end(tmp_path):
     def lost(name: str) -> set:
         return {q for q, p in points(graded[name]).items() if p != full[q]}
 
-    assert lost("syntax") == set(QUESTIONS)
-    assert all("syntax error" in e["message"] for e in graded["syntax"]["questions"].values())
+    helpers_questions = {q for q, spec in QUESTIONS.items() if "replace" in spec}
+    assert lost("syntax") == helpers_questions  # the notebooks' questions are still graded
+    assert all("syntax error" in graded["syntax"]["questions"][q]["message"] for q in helpers_questions)
+    assert lost("cell_deleted") == {"q1a"} and "q1a_dF_dx" in graded["cell_deleted"]["questions"]["q1a"]["message"]
     assert lost("raises") == {"gru_cell"} and "ZeroDivisionError" in graded["raises"]["questions"]["gru_cell"]["message"]
     assert lost("hangs") == {"pooling"} and graded["hangs"]["questions"]["pooling"]["status"] == "timeout"
     assert lost("floods") == {"attention"} and graded["floods"]["questions"]["attention"]["status"] == "timeout"
     assert lost("exits") == {"rnn_cell"} and "SystemExit" in graded["exits"]["questions"]["rnn_cell"]["message"]
     assert lost("empty") == set(QUESTIONS)
-    assert all("no helpers.py" in e["message"] for e in graded["empty"]["questions"].values())
+    assert all("no helpers.py" in graded["empty"]["questions"][q]["message"] for q in helpers_questions)
+    assert "no notebooks/01" in graded["empty"]["questions"]["q1a"]["message"]
+
+
+def test_notebooks_match_nbgrader_generate_assignment(release, tmp_path):
+    """`nbgrader generate_assignment` in a throw-away course folder writes the same student notebooks."""
+    out, _ = release
+    source = tmp_path / "course" / "source" / "ex2"
+    shutil.copytree(ROOT / "notebooks", source, ignore=shutil.ignore_patterns("figures", "*.py"))
+    done = subprocess.run(["nbgrader", "generate_assignment", "ex2", f"--course-dir={tmp_path / 'course'}", "--no-db",
+                           "--force", "--quiet"], cwd=tmp_path / "course", capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for mine in sorted((out / "notebooks").glob("*.ipynb")):
+        theirs = tmp_path / "course" / "release" / "ex2" / mine.name
+        assert json.loads(mine.read_text()) == json.loads(theirs.read_text()), mine.name

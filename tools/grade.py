@@ -29,12 +29,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-from hidden_tests import QUESTIONS, TESTS  # noqa: E402
+from hidden_tests import MANUAL, QUESTIONS, TESTS  # noqa: E402
 
 TIME_LIMIT = 90.0
 """Seconds one question may run (loading the modules included)."""
 MAX_OUTPUT = 50_000_000
 """Bytes of output a submission may print before it is stopped."""
+MAX_FILE = 50_000_000
+"""Bytes a submitted file may have; a larger one is treated as missing."""
 MAX_MESSAGE = 600
 """Characters of a failing check's message kept in the feedback."""
 
@@ -51,8 +53,10 @@ def _load(path: Path, name: str):
 
 def _hybrid(submission: Path, question: str, n: int):
     """The reference helpers with `question`'s functions replaced by the submission's."""
+    if not (submission / "helpers.py").is_file():
+        raise _Failure("no helpers.py in the submission")
     try:
-        sub = _load(submission, f"submission_{n}")
+        sub = _load(submission / "helpers.py", f"submission_{n}")
     except SyntaxError as exc:
         raise _Failure(f"helpers.py has a syntax error (line {exc.lineno}: {exc.msg})") from None
     except BaseException as exc:  # noqa: BLE001 - anything a student's module does at import
@@ -66,6 +70,33 @@ def _hybrid(submission: Path, question: str, n: int):
             raise _Failure(f"helpers.py has no {qualified}")
         setattr(getattr(hybrid, owner) if owner else hybrid, attr, found)
     return hybrid
+
+
+def notebook_cell(notebook: Path, grade_id: str, name: str) -> str:
+    """The source of the cell whose nbgrader grade_id is `grade_id`."""
+    if not notebook.is_file():
+        raise _Failure(f"no {name} in the submission")
+    try:
+        cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _Failure(f"{name} is not a readable notebook ({type(exc).__name__})") from None
+    for cell in cells:
+        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id:
+            source = cell.get("source", "")
+            return "".join(source) if isinstance(source, list) else source
+    raise _Failure(f"{name} has no cell {grade_id!r} (its nbgrader metadata names it; was the cell deleted?)")
+
+
+def _graded(submission: Path, question: str, n: int):
+    spec = QUESTIONS[question]
+    if "cell" in spec:
+        source = notebook_cell(submission / spec["notebook"], spec["cell"], spec["notebook"])
+        try:
+            compile(source, spec["cell"], "exec")
+        except SyntaxError as exc:
+            raise _Failure(f"cell {spec['cell']} has a syntax error (line {exc.lineno}: {exc.msg})") from None
+        return source
+    return _hybrid(submission, question, n)
 
 
 class _Failure(Exception):
@@ -88,14 +119,14 @@ def run_questions(submission: Path, questions: list[str], log) -> None:
     for n, question in enumerate(questions):
         print(json.dumps({"start": question}), file=log, flush=True)
         try:
-            TESTS[question](_hybrid(submission, question, n), reference)
+            TESTS[question](_graded(submission, question, n), reference)
             result = {"status": "passed", "message": ""}
         except _Failure as exc:
             result = {"status": "error", "message": str(exc)}
         except AssertionError as exc:
             result = {"status": "failed", "message": str(exc) or "a check failed"}
         except NotImplementedError as exc:
-            result = {"status": "missing", "message": f"not implemented yet ({exc})" if str(exc) else "not implemented yet"}
+            result = {"status": "missing", "message": f"not implemented yet: {exc or QUESTIONS[question]['where']}"}
         except BaseException as exc:  # noqa: BLE001 - a student's code may raise anything, SystemExit included
             result = {"status": "error", "message": _last_line(exc)}
         print(json.dumps({"question": question, **result}), file=log, flush=True)
@@ -180,25 +211,40 @@ def grade(submission: Path, out: Path, limit: float = TIME_LIMIT) -> dict:
     questions = list(QUESTIONS)
     with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
         workdir = Path(tmp)
-        source = submission / "helpers.py"
-        if not source.is_file():
-            results = {q: {"status": "missing", "message": f"no helpers.py in {submission}"} for q in questions}
-        else:
-            copy = workdir / "submission" / "helpers.py"
-            copy.parent.mkdir()
-            shutil.copyfile(source, copy)
-            results = _run_child(copy, questions, workdir, limit)
+        copy = workdir / "submission"
+        for rel in ["helpers.py", *sorted({spec["notebook"] for spec in QUESTIONS.values() if "notebook" in spec})]:
+            source = submission / rel
+            if source.is_file() and source.stat().st_size <= MAX_FILE:
+                (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, copy / rel)
+        copy.mkdir(exist_ok=True)
+        results = _run_child(copy, questions, workdir, limit)
     entries = {}
     for q in questions:
         r = results[q]
         entries[q] = {"title": QUESTIONS[q]["title"], "where": QUESTIONS[q]["where"], "max": QUESTIONS[q]["points"],
                       "points": QUESTIONS[q]["points"] if r["status"] == "passed" else 0,
                       "status": r["status"], "message": r["message"][:MAX_MESSAGE]}
+    manual = {q: {"title": m["title"], "max": m["points"], "points": None, "status": "graded by hand",
+                  "answer": _answer(submission / m["notebook"], q)} for q, m in MANUAL.items()}
     grades = {"submission": str(submission), "auto_points": sum(e["points"] for e in entries.values()),
-              "auto_max": sum(e["max"] for e in entries.values()), "questions": entries}
+              "auto_max": sum(e["max"] for e in entries.values()), "questions": entries, "manual": manual}
     (out / "grades.json").write_text(json.dumps(grades, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "feedback.md").write_text(feedback(grades), encoding="utf-8")
+    (out / "instructor.md").write_text(instructor_report(grades), encoding="utf-8")
     return grades
+
+
+def _answer(notebook: Path, grade_id: str) -> str:
+    """A written answer's text from a notebook (a missing one is said so)."""
+    try:
+        return notebook_cell(notebook, grade_id, notebook.name).strip() or "(empty)"
+    except _Failure as exc:
+        return f"(no answer: {exc})"
+
+
+def _reference_answer(grade_id: str) -> str:
+    return _answer(ROOT / MANUAL[grade_id]["notebook"], grade_id)
 
 
 def feedback(grades: dict) -> str:
@@ -207,7 +253,18 @@ def feedback(grades: dict) -> str:
     for q, e in grades["questions"].items():
         result = "✓" if e["status"] == "passed" else f"{e['status']}: {e['message']}".replace("|", "\\|")
         lines.append(f"| {e['title']} (`{q}`, {e['where']}) | {e['points']} / {e['max']} | {result} |")
+    for q, m in grades["manual"].items():
+        lines.append(f"| {m['title']} (`{q}`) | – / {m['max']} | graded by hand |")
     return "\n".join(lines) + "\n"
+
+
+def instructor_report(grades: dict) -> str:
+    """The feedback, then each written answer beside the reference answer (never given to students)."""
+    parts = [feedback(grades), "## Written answers (graded by hand)"]
+    for q, m in grades["manual"].items():
+        parts += [f"### {m['title']} (`{q}`, {m['max']} points)", "**Submitted:**", "", m["answer"], "",
+                  "**Reference answer:**", "", _reference_answer(q), ""]
+    return "\n".join(parts) + "\n"
 
 
 def main(argv=None) -> int:

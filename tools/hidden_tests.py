@@ -10,7 +10,9 @@ reference checkpoints run through the student's code.
 from __future__ import annotations
 
 import math
+import types
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -26,8 +28,21 @@ QUESTIONS = {
                 "where": "helpers.py, pool_token_scores", "replace": ["pool_token_scores"]},
     "attention": {"points": 3, "title": "Restricted self-attention", "where": "helpers.py, SelfAttention.forward",
                   "replace": ["SelfAttention.forward"]},
+    "q1a": {"points": 1, "title": "Q1(a): ∂F/∂x of f(x + y, 2x, z) as a formula",
+            "where": "notebook 01, section (a), dF_dx_formula", "notebook": "notebooks/01_derivatives_backprop_skip_connections.ipynb",
+            "cell": "q1a_dF_dx"},
+    "objective": {"points": 2, "title": "The Optuna objective of the hidden-size search",
+                  "where": "notebook 03, section 6, make_objective", "notebook": "notebooks/03_rnn_gru_tpe_search.ipynb",
+                  "cell": "q6_objective"},
 }
-"""Question id -> points, title, where the student writes it, and the functions taken from the submission."""
+"""Question id -> points, title, where the student writes it, and what is graded: the helpers.py functions taken
+from the submission (`replace`), or the code cell of a notebook (`notebook`, the cell's nbgrader `grade_id`)."""
+
+MANUAL = {
+    "q1a_derivation": {"points": 2, "title": "Q1(a): the derivation", "notebook": "notebooks/01_derivatives_backprop_skip_connections.ipynb"},
+}
+"""Written answers (nbgrader's manually graded cells): listed in the feedback as graded by hand, with the reference
+answer in the instructor's report."""
 
 SIZES = [(1, 1), (3, 2), (5, 7)]  # (input size, hidden size): the notebooks' checks use others
 
@@ -182,5 +197,62 @@ def test_attention(h, ref) -> None:
     _close("an all-padding review: its attention rows are all zero", attn, torch.zeros(1, 3, 3, dtype=torch.double))
 
 
+def test_q1a(source: str, ref) -> None:
+    namespace = {"torch": torch, "math": math}
+    exec(compile(source, "dF_dx_formula", "exec"), namespace)
+    formula = namespace.get("dF_dx_formula")
+    if not callable(formula):
+        raise AssertionError("the cell must define dF_dx_formula(d1f, d2f, d3f)")
+    gen = torch.Generator().manual_seed(11)
+    for d in (1, 3, 6):
+        d1f, d2f, d3f = (torch.randn(d, dtype=torch.double, generator=gen) for _ in range(3))
+        _close(f"dF_dx_formula for f: R^3 -> R^{d}", torch.as_tensor(formula(d1f, d2f, d3f)), d1f + 2 * d2f)
+
+
+def test_objective(source: str, ref) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = {"n_trials": 3, "epochs": 3, "n_train": 50, "seeds": (4, 2, 7), "low": 10, "high": 40}
+    data, calls = object(), []
+
+    def train_model(name, data_, seed=0, config=None, callback=None, progress=True, verbose=True, **settings):
+        hidden = (config or {}).get("hidden")
+        calls.append({"name": name, "data": data_, "seed": seed, "hidden": hidden, "epochs": settings.get("epochs")})
+        history = ref.History()
+        for epoch in range(1, (settings.get("epochs") or 1) + 1):
+            history.val_acc.append(0.5 + (hidden or 0) / 1000 + seed / 100 + epoch / 1000)
+            if callback is not None:
+                callback(epoch, history)
+        return None, history
+
+    fake = types.SimpleNamespace(recipe=ref.recipe, History=ref.History, train_model=train_model)
+    namespace = {"helpers": fake, "optuna": optuna, "np": np, "TrialState": TrialState, "SEARCH": search,
+                 "search_data": data}
+    exec(compile(source, "make_objective", "exec"), namespace)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=3),
+                                pruner=optuna.pruners.NopPruner())
+    for _ in range(search["n_trials"]):
+        calls.clear()
+        study.optimize(namespace["make_objective"]("rnn", study), n_trials=1)
+        trial = study.trials[-1]
+        hidden = trial.params.get("hidden")
+        if hidden is None or not search["low"] <= hidden <= search["high"]:
+            raise AssertionError(f"suggest 'hidden' in [SEARCH['low'], SEARCH['high']] = [10, 40]; got {hidden}")
+        if not calls:
+            continue  # a size already trained may be returned from the study
+        seen = [(c["name"], c["seed"], c["hidden"], c["epochs"], c["data"] is data) for c in calls]
+        if seen != [("rnn", s, hidden, search["epochs"], True) for s in search["seeds"]]:
+            raise AssertionError(f"train the cell 'rnn' with the trial's hidden size {hidden} once per seed in "
+                                 f"SEARCH['seeds'] for SEARCH['epochs'] epochs on search_data; got "
+                                 f"(name, seed, hidden, epochs, search_data?) = {seen}")
+        want = float(np.mean([0.5 + hidden / 1000 + s / 100 + search["epochs"] / 1000 for s in search["seeds"]]))
+        if trial.value is None or abs(trial.value - want) > 1e-12:
+            raise AssertionError(f"return the mean of the seeds' best validation accuracies ({want:.4f}); got {trial.value}")
+        if not trial.intermediate_values:
+            raise AssertionError("report the first seed's validation accuracy to the pruner after every epoch")
+
+
 TESTS = {"rnn_cell": test_rnn_cell, "gru_cell": test_gru_cell, "bptt": test_bptt, "pooling": test_pooling,
-         "attention": test_attention}
+         "attention": test_attention, "q1a": test_q1a, "objective": test_objective}

@@ -70,6 +70,20 @@ def student_notebook(nb):
     return nb
 
 
+def notebook_solutions(nb) -> list[list[str]]:
+    """The lines a student must not see: code between the solution markers of solution cells, and the whole of
+    each written answer (a markdown solution cell)."""
+    regions = []
+    for cell in nb.cells:
+        if not cell.get("metadata", {}).get("nbgrader", {}).get("solution"):
+            continue
+        if cell.cell_type == "markdown":
+            regions.append(cell.source.splitlines())
+        elif BEGIN in cell.source:
+            regions += stub_python(cell.source + "\n", "a notebook cell")[1]
+    return regions
+
+
 def tracked_files() -> list[str]:
     try:
         listing = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
@@ -100,7 +114,9 @@ def make_assignment(out: Path, force: bool = False) -> dict:
             regions += removed
             dst.write_text(text, encoding="utf-8")
         elif rel.endswith(".ipynb"):
-            nbformat.write(student_notebook(nbformat.read(src, as_version=4)), dst)
+            nb = nbformat.read(src, as_version=4)
+            regions += notebook_solutions(nb)
+            nbformat.write(student_notebook(nb), dst)
         else:
             shutil.copy2(src, dst)
     shutil.copytree(STUDENT, staging, dirs_exist_ok=True)
@@ -124,7 +140,7 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
     args = parser.parse_args(argv)
     made = make_assignment(args.out, args.force)
-    print(f"wrote {args.out}: {made['files']} files, {len(made['regions'])} solution regions stubbed")
+    print(f"wrote {args.out}: {made['files']} files, {len(made['regions'])} solution regions replaced by stubs")
     return 0
 
 
