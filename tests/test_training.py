@@ -229,3 +229,17 @@ def test_models_follow_the_device_they_are_moved_to(monkeypatch, tmp_path):
     loaded = helpers.load_checkpoint(path)
     assert helpers.model_device(loaded) == torch.device("cpu")
     assert helpers.predict(loaded, "fine").shape == (1,)
+
+
+def test_quick_mode_where_there_are_no_committed_results(monkeypatch, tmp_path):
+    """SMOKE_TEST=1 always shrinks the work; without committed results (the student release) the notebooks also
+    default to the quick run, and FULL=1 asks for the full plan."""
+    monkeypatch.delenv("SMOKE_TEST", raising=False)
+    monkeypatch.delenv("FULL", raising=False)
+    assert (helpers.CHECKPOINT_DIR / "runs").is_dir() and not helpers.smoke_test()  # the reference
+    monkeypatch.setattr(helpers, "CHECKPOINT_DIR", tmp_path / "checkpoints")  # no committed results
+    assert helpers.smoke_test()
+    monkeypatch.setenv("FULL", "1")
+    assert not helpers.smoke_test()
+    monkeypatch.setenv("SMOKE_TEST", "1")
+    assert helpers.smoke_test()
