@@ -28,6 +28,11 @@ MUTANTS = {  # question -> (file, reference text, mutated text): one plausible s
     "attention": ("helpers.py", "allowed = mask[:, None, :] & mask[:, :, None]",
                   "allowed = torch.ones_like(mask)[:, None, :] & torch.ones_like(mask)[:, :, None]"),  # no padding mask
     "q1a": (NB01, "return d1f + 2 * d2f", "return d1f + d2f"),  # the factor 2 forgotten
+    "q1b": (NB01, "delta = v * (1 - torch.tanh(W @ h + b) ** 2)", "delta = v"),  # s_i forgotten
+    "q1d": (NB01, "D = dfdx if D is None else dfdx + dfdu @ D", "D = dfdx if D is None else dfdu @ D"),  # one path
+    "q1e": (NB01, "return df_b * (1 + dg_a * (1 + dh_x))", "return df_b * dg_a * dh_x"),  # the plain chain
+    "q3b": ("notebooks/02_architectures_and_text_to_image.ipynb", "A = torch.softmax(Q @ K.T / Q.shape[-1] ** 0.5, dim=-1)",
+            "A = torch.softmax(Q @ K.T / Q.shape[-1] ** 0.5, dim=0)"),  # softmax over the queries
     "objective": (NB03, 'config={**config, \\"hidden\\": hidden}', "config=config"),  # the trial's size ignored
 }
 
@@ -78,7 +83,7 @@ def release(tmp_path_factory):
 
 def test_release_holds_no_solution_and_no_shortcut(release):
     out, made = release
-    assert len(made["regions"]) == 10  # 7 in helpers.py, 2 notebook functions, 1 written answer
+    assert len(made["regions"]) == 27  # 7 in helpers.py, 7 in notebook functions, 13 written answers
     text = {p: p.read_text(encoding="utf-8", errors="replace") for p in out.rglob("*") if p.is_file()}
     for region in made["regions"]:
         for line in region:
@@ -145,7 +150,7 @@ def test_each_mutant_loses_exactly_its_question(tmp_path):
         got = points(graded[q])
         want = {other: (0 if other == q else QUESTIONS[other]["points"]) for other in QUESTIONS}
         assert got == want, (q, graded[q]["questions"][q])
-        assert graded[q]["questions"][q]["status"] == "failed" and graded[q]["questions"][q]["message"]
+        assert graded[q]["questions"][q]["status"] == "failed", (q, graded[q]["questions"][q])
 
 
 def test_broken_submissions_are_graded_to_the_end(tmp_path):

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,7 +219,10 @@ def grade(submission: Path, out: Path, limit: float = TIME_LIMIT) -> dict:
                 (copy / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, copy / rel)
         copy.mkdir(exist_ok=True)
-        results = _run_child(copy, questions, workdir, limit)
+        if submission.is_dir():
+            results = _run_child(copy, questions, workdir, limit)
+        else:
+            results = {q: {"status": "missing", "message": f"no submission folder {submission}"} for q in questions}
     entries = {}
     for q in questions:
         r = results[q]
@@ -272,6 +276,7 @@ def main(argv=None) -> int:
     parser.add_argument("submissions", nargs="+", help="submission folders (or, with --child, questions)")
     parser.add_argument("--out", type=Path, help="where grades.json / feedback.md (and gradebook.csv) go")
     parser.add_argument("--time-limit", type=float, default=TIME_LIMIT, help="seconds per question")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="submissions graded at once")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--log", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -286,12 +291,14 @@ def main(argv=None) -> int:
         grades = grade(subs[0], args.out, args.time_limit)
         print(f"{subs[0]}: {grades['auto_points']} / {grades['auto_max']} -> {args.out / 'grades.json'}")
         return 0
+    if len({sub.name for sub in subs}) < len(subs):
+        parser.error("two submissions have the same folder name; their grades would share DIR/<name>/")
     rows = []
-    for sub in subs:
-        grades = grade(sub, args.out / sub.name, args.time_limit)
-        print(f"{sub}: {grades['auto_points']} / {grades['auto_max']}", flush=True)
-        rows.append({"submission": sub.name, **{q: e["points"] for q, e in grades["questions"].items()},
-                     "auto_points": grades["auto_points"], "auto_max": grades["auto_max"]})
+    with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:  # each grade runs in its own child process
+        for sub, grades in zip(subs, pool.map(lambda s: grade(s, args.out / s.name, args.time_limit), subs)):
+            print(f"{sub}: {grades['auto_points']} / {grades['auto_max']}", flush=True)
+            rows.append({"submission": sub.name, **{q: e["points"] for q, e in grades["questions"].items()},
+                         "auto_points": grades["auto_points"], "auto_max": grades["auto_max"]})
     with open(args.out / "gradebook.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -9,6 +9,7 @@ reference checkpoints run through the student's code.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import types
 
@@ -16,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+NB01 = "notebooks/01_derivatives_backprop_skip_connections.ipynb"
+NB02 = "notebooks/02_architectures_and_text_to_image.ipynb"
 QUESTIONS = {
     "rnn_cell": {"points": 2, "title": "RNN cell: forward step", "where": "helpers.py, RNNCell.update",
                  "replace": ["RNNCell.update"]},
@@ -29,8 +32,15 @@ QUESTIONS = {
     "attention": {"points": 3, "title": "Restricted self-attention", "where": "helpers.py, SelfAttention.forward",
                   "replace": ["SelfAttention.forward"]},
     "q1a": {"points": 1, "title": "Q1(a): ∂F/∂x of f(x + y, 2x, z) as a formula",
-            "where": "notebook 01, section (a), dF_dx_formula", "notebook": "notebooks/01_derivatives_backprop_skip_connections.ipynb",
-            "cell": "q1a_dF_dx"},
+            "where": "notebook 01, section (a), dF_dx_formula", "notebook": NB01, "cell": "q1a_dF_dx"},
+    "q1b": {"points": 2, "title": "Q1(b): back-propagation through a chain (VJPs, weight gradients)",
+            "where": "notebook 01, section (b), vjp and backprop", "notebook": NB01, "cell": "q1b_backprop"},
+    "q1d": {"points": 2, "title": "Q1(d): the derivative of the nested form, by recursion",
+            "where": "notebook 01, section (d), nested_derivative_recursion", "notebook": NB01, "cell": "q1d_recursion"},
+    "q1e": {"points": 1, "title": "Q1(e): the derivative of the residual form",
+            "where": "notebook 01, section (e), residual_derivative", "notebook": NB01, "cell": "q1e_residual"},
+    "q3b": {"points": 1, "title": "Q3(b): scaled dot-product attention (words and quadrants)",
+            "where": "notebook 02, Q3(b), scaled_dot_product_attention", "notebook": NB02, "cell": "q3b_attention"},
     "objective": {"points": 2, "title": "The Optuna objective of the hidden-size search",
                   "where": "notebook 03, section 6, make_objective", "notebook": "notebooks/03_rnn_gru_tpe_search.ipynb",
                   "cell": "q6_objective"},
@@ -39,7 +49,19 @@ QUESTIONS = {
 from the submission (`replace`), or the code cell of a notebook (`notebook`, the cell's nbgrader `grade_id`)."""
 
 MANUAL = {
-    "q1a_derivation": {"points": 2, "title": "Q1(a): the derivation", "notebook": "notebooks/01_derivatives_backprop_skip_connections.ipynb"},
+    "q1a_derivation": {"points": 2, "title": "Q1(a): the derivation", "notebook": NB01},
+    "q1b_derivation": {"points": 3, "title": "Q1(b): the product of Jacobians and back-propagation", "notebook": NB01},
+    "q1c_answer": {"points": 2, "title": "Q1(c): ReLU or sigmoid, and why", "notebook": NB01},
+    "q1d_derivation": {"points": 2, "title": "Q1(d): the nested form", "notebook": NB01},
+    "q1c_sweep": {"points": 1, "title": "Q1(c): what the depth sweep shows", "notebook": NB01},
+    "q1e_answer": {"points": 3, "title": "Q1(e): why skip connections help", "notebook": NB01},
+    "q1e_sweep": {"points": 1, "title": "Q1(e): what the plain vs residual sweep shows", "notebook": NB01},
+    "summary_q1": {"points": 2, "title": "Q1: the summary", "notebook": NB01},
+    "q2_answer": {"points": 5, "title": "Q2: which architecture for which task", "notebook": NB02},
+    "q3a_design": {"points": 3, "title": "Q3(a): text to image with two auto-encoders", "notebook": NB02},
+    "q3a_result": {"points": 1, "title": "Q3(a): what the toy shows", "notebook": NB02},
+    "q3b_answer": {"points": 3, "title": "Q3(b): attention between words and quadrants", "notebook": NB02},
+    "summary_q2_q3": {"points": 2, "title": "Q2-Q3: the summary", "notebook": NB02},
 }
 """Written answers (nbgrader's manually graded cells): listed in the feedback as graded by hand, with the reference
 answer in the instructor's report."""
@@ -209,6 +231,90 @@ def test_q1a(source: str, ref) -> None:
         _close(f"dF_dx_formula for f: R^3 -> R^{d}", torch.as_tensor(formula(d1f, d2f, d3f)), d1f + 2 * d2f)
 
 
+@contextlib.contextmanager
+def _float64():
+    """Notebook 01 works in float64 (its setup cell sets the default dtype); its cells are graded the same way."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
+def _run_cell(source: str, name: str, *needed: str) -> dict:
+    namespace = {"torch": torch, "math": math, "F_nn": F}
+    exec(compile(source, name, "exec"), namespace)
+    missing = [f for f in needed if not callable(namespace.get(f))]
+    if missing:
+        raise AssertionError(f"the cell must define {', '.join(missing)}")
+    return namespace
+
+
+def test_q1b(source: str, ref) -> None:
+    ns = _run_cell(source, "q1b_backprop", "vjp", "backprop", "make_chain", "forward")
+    gen = torch.Generator().manual_seed(5)
+    with _float64():
+        _q1b_chains(ns, gen)
+
+
+def _q1b_chains(ns: dict, gen: torch.Generator) -> None:
+    for dims in ([1, 3, 6, 2], [1, 9, 4], [1, 5, 5, 5, 5, 7]):
+        layers = [(W.double().requires_grad_(), b.double().requires_grad_()) for W, b in ns["make_chain"](dims, gen)]
+        x = torch.randn(dims[-1], dtype=torch.double, generator=gen, requires_grad=True)
+        ns["forward"](layers, x)[0].sum().backward()
+        with torch.no_grad():
+            grads, dF_dx = ns["backprop"](layers, x)
+            _close(f"backprop on a chain {dims}: dF/dx", torch.as_tensor(dF_dx).reshape(-1), x.grad)
+            for i, ((dW, db), (W, b)) in enumerate(zip(grads, layers), 1):
+                _close(f"backprop on a chain {dims}: dF/dW_{i}", dW, W.grad)
+                _close(f"backprop on a chain {dims}: dF/db_{i}", db, b.grad)
+            W, b = (t.detach() for t in layers[0])
+            h = torch.randn(W.shape[1], dtype=torch.double, generator=gen)
+            v = torch.randn(3, W.shape[0], dtype=torch.double, generator=gen)
+            J = torch.autograd.functional.jacobian(lambda h: torch.tanh(W @ h + b), h)
+            _close(f"vjp for a batch of 3 row vectors (layer {W.shape[0]}x{W.shape[1]})", ns["vjp"]((W, b), h, v), v @ J)
+
+
+def test_q1d(source: str, ref) -> None:
+    ns = _run_cell(source, "q1d_recursion", "nested_derivative_recursion", "make_nested", "nested_f")
+    gen = torch.Generator().manual_seed(9)
+    with _float64():
+        for n, m, k in ((1, 2, 3), (2, 4, 2), (5, 2, 3)):
+            levels = ns["make_nested"](n, m, k, gen)
+            x = torch.randn(m, generator=gen)
+            want = torch.autograd.functional.jacobian(lambda x: ns["nested_f"](levels, x)[0], x)
+            _close(f"nested_derivative_recursion with n = {n}, x in R^{m}, u in R^{k}",
+                   ns["nested_derivative_recursion"](levels, x), want)
+
+
+def test_q1e(source: str, ref) -> None:
+    ns = _run_cell(source, "q1e_residual", "residual_derivative")
+    f, g, h = torch.exp, lambda t: 0.5 * t ** 3, torch.sin
+    x = torch.linspace(-1, 1, 7, dtype=torch.double, requires_grad=True)
+    (want,) = torch.autograd.grad(f(x + g(x + h(x))).sum(), x)
+    with torch.no_grad():
+        a = x + h(x)
+        b = x + g(a)
+        got = ns["residual_derivative"](torch.exp(b), 1.5 * a ** 2, torch.cos(x))
+    _close("residual_derivative for f = exp, g(t) = t^3 / 2, h = sin", torch.as_tensor(got), want)
+
+
+def test_q3b(source: str, ref) -> None:
+    ns = _run_cell(source, "q3b_attention", "scaled_dot_product_attention")
+    gen = torch.Generator().manual_seed(2)
+    for n_q, n_k, d_k, d_v in ((1, 1, 1, 1), (4, 6, 4, 8), (6, 3, 2, 5)):
+        Q, K = torch.randn(n_q, d_k, generator=gen, dtype=torch.double), torch.randn(n_k, d_k, generator=gen, dtype=torch.double)
+        V = torch.randn(n_k, d_v, generator=gen, dtype=torch.double)
+        got = ns["scaled_dot_product_attention"](Q, K, V)
+        if not isinstance(got, tuple) or len(got) != 2:
+            raise AssertionError("return (output, weights)")
+        weights = torch.softmax(Q @ K.T / math.sqrt(d_k), dim=-1)
+        _close(f"attention weights for {n_q} queries and {n_k} keys of size {d_k}", torch.as_tensor(got[1]), weights)
+        _close(f"attention output for {n_q} queries and {n_k} keys (values of size {d_v})", torch.as_tensor(got[0]),
+               F.scaled_dot_product_attention(Q[None], K[None], V[None])[0])
+
+
 def test_objective(source: str, ref) -> None:
     import optuna
     from optuna.trial import TrialState
@@ -255,4 +361,5 @@ def test_objective(source: str, ref) -> None:
 
 
 TESTS = {"rnn_cell": test_rnn_cell, "gru_cell": test_gru_cell, "bptt": test_bptt, "pooling": test_pooling,
-         "attention": test_attention, "q1a": test_q1a, "objective": test_objective}
+         "attention": test_attention, "q1a": test_q1a, "q1b": test_q1b, "q1d": test_q1d, "q1e": test_q1e, "q3b": test_q3b,
+         "objective": test_objective}
