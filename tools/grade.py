@@ -19,6 +19,7 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -135,12 +136,17 @@ def run_questions(submission: Path, questions: list[str], log) -> None:
 
 # --- the parent: copy, run the child under a time limit, collect, report ---
 
-def _network_off() -> list[str]:
-    """`unshare -rn` (a private network namespace: no network) when this platform allows it."""
-    unshare = shutil.which("unshare")
-    if unshare and subprocess.run([unshare, "-rn", "true"], capture_output=True).returncode == 0:
+def _network_off(loopback: bool = False) -> list[str]:
+    """`unshare -rn` (a private network namespace: no network) when this platform allows it; with `loopback` its
+    own 127.0.0.1 is brought up (a Jupyter kernel talks to its client over it), or nothing if that cannot be done."""
+    unshare, ip = shutil.which("unshare"), shutil.which("ip")
+    if not unshare or subprocess.run([unshare, "-rn", "true"], capture_output=True).returncode != 0:
+        return []
+    if not loopback:
         return [unshare, "-rn"]
-    return []
+    if not ip or subprocess.run([unshare, "-rn", ip, "link", "set", "lo", "up"], capture_output=True).returncode:
+        return []
+    return [unshare, "-rn", "sh", "-c", f'"{ip}" link set lo up && exec "$@"', "sh"]
 
 
 def _run_child(helpers_copy: Path, questions: list[str], workdir: Path, limit: float) -> dict:
@@ -205,8 +211,9 @@ def _tail(path: Path, n: int = 300) -> str:
         return fh.read().decode(errors="replace").strip().replace("\n", " | ") or "(no output)"
 
 
-def grade(submission: Path, out: Path, limit: float = TIME_LIMIT) -> dict:
-    """Grade one submission folder; write out/grades.json and out/feedback.md; return the grades."""
+def grade(submission: Path, out: Path, limit: float = TIME_LIMIT, notebooks: tuple = ()) -> dict:
+    """Grade one submission folder; write out/grades.json, feedback.md and instructor.md; return the grades.
+    `notebooks` (e.g. ("01", "02")) are also executed, as feedback without points."""
     submission = Path(submission)
     out.mkdir(parents=True, exist_ok=True)
     questions = list(QUESTIONS)
@@ -221,8 +228,10 @@ def grade(submission: Path, out: Path, limit: float = TIME_LIMIT) -> dict:
         copy.mkdir(exist_ok=True)
         if submission.is_dir():
             results = _run_child(copy, questions, workdir, limit)
+            executed = {name: run_notebook(submission, name, workdir) for name in _notebooks(notebooks)}
         else:
             results = {q: {"status": "missing", "message": f"no submission folder {submission}"} for q in questions}
+            executed = {}
     entries = {}
     for q in questions:
         r = results[q]
@@ -232,11 +241,76 @@ def grade(submission: Path, out: Path, limit: float = TIME_LIMIT) -> dict:
     manual = {q: {"title": m["title"], "max": m["points"], "points": None, "status": "graded by hand",
                   "answer": _answer(submission / m["notebook"], q)} for q, m in MANUAL.items()}
     grades = {"submission": str(submission), "auto_points": sum(e["points"] for e in entries.values()),
-              "auto_max": sum(e["max"] for e in entries.values()), "questions": entries, "manual": manual}
+              "auto_max": sum(e["max"] for e in entries.values()), "questions": entries, "manual": manual,
+              "notebooks": executed}
     (out / "grades.json").write_text(json.dumps(grades, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "feedback.md").write_text(feedback(grades), encoding="utf-8")
     (out / "instructor.md").write_text(instructor_report(grades), encoding="utf-8")
     return grades
+
+
+NOTEBOOK_LIMIT = 600.0
+"""Seconds one notebook may run when the grader executes it."""
+
+
+def _notebooks(selection) -> list[str]:
+    names = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+    return [n for n in names if any(n.startswith(prefix) for prefix in selection)]
+
+
+def run_notebook(submission: Path, name: str, workdir: Path, limit: float = NOTEBOOK_LIMIT) -> dict:
+    """Execute one of the submission's notebooks on a copy of it (its helpers.py first on the path, SMOKE_TEST=1,
+    no committed results, no network where `unshare` allows) and say whether it ran, or where it stopped."""
+    if not (submission / "notebooks" / name).is_file():
+        return {"status": "missing", "message": f"no notebooks/{name}", "seconds": 0.0}
+    run = workdir / "run"
+    if not run.exists():  # the whole submission, less what is large, generated or a shortcut past its code
+        shutil.copytree(submission, run, ignore=lambda folder, names: [
+            n for n in names if n in (".git", "data", "checkpoints", "__pycache__", ".ipynb_checkpoints")
+            or ((Path(folder) / n).is_file() and (Path(folder) / n).stat().st_size > MAX_FILE)])
+    result_path = workdir / f"{name}.json"
+    env = {**os.environ, "SMOKE_TEST": "1", "HELPERS_PROGRESS": "0", "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONPATH": os.pathsep.join([str(run), os.environ.get("PYTHONPATH", "")])}
+    start = time.monotonic()
+    try:
+        subprocess.run([*_network_off(loopback=True), sys.executable, str(Path(__file__).resolve()), "--execute",
+                        str(run / "notebooks" / name), "--log", str(result_path)], cwd=run, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=limit)
+    except subprocess.TimeoutExpired:
+        return {"status": "timeout", "message": f"stopped after {limit:.0f} s", "seconds": round(limit, 1)}
+    seconds = round(time.monotonic() - start, 1)
+    try:
+        return {**json.loads(result_path.read_text()), "seconds": seconds}
+    except (OSError, ValueError):
+        return {"status": "error", "message": "the notebook's process ended without a result", "seconds": seconds}
+
+
+def execute_notebook(path: Path, log: Path) -> None:
+    """The child: run a notebook top to bottom and write {"status", "message"} (the first failing cell)."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(path, as_version=4)
+    result = {"status": "ran", "message": ""}
+    try:
+        NotebookClient(nb, timeout=NOTEBOOK_LIMIT, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    except CellExecutionError as exc:
+        code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+        failed = next((i for i in code if any(o.get("output_type") == "error" for o in nb.cells[i].get("outputs", []))),
+                      None)
+        error = next((o for o in nb.cells[failed].outputs if o.get("output_type") == "error"), {}) if failed is not None else {}
+        where = f"code cell {code.index(failed) + 1}" if failed is not None else "a cell"
+        grade_id = nb.cells[failed].metadata.get("nbgrader", {}).get("grade_id") if failed is not None else None
+        what = f"{error.get('ename', 'error')}: {error.get('evalue', str(exc))[:300]}"
+        if error.get("ename") == "NotImplementedError" and not error.get("evalue"):  # a stub: name its function
+            frames = re.findall(r", in (\w+)\(", re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error.get("traceback", []))))
+            what = f"NotImplementedError: {frames[-1]} is not written yet" if frames else what
+        result = {"status": "error", "message": f"stopped at {where}{f' ({grade_id})' if grade_id else ''}: {what}"}
+    except Exception as exc:  # noqa: BLE001 - a kernel that dies, a notebook that does not parse
+        result = {"status": "error", "message": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    log.write_text(json.dumps(result), encoding="utf-8")
 
 
 def _answer(notebook: Path, grade_id: str) -> str:
@@ -259,6 +333,12 @@ def feedback(grades: dict) -> str:
         lines.append(f"| {e['title']} (`{q}`, {e['where']}) | {e['points']} / {e['max']} | {result} |")
     for q, m in grades["manual"].items():
         lines.append(f"| {m['title']} (`{q}`) | – / {m['max']} | graded by hand |")
+    if grades.get("notebooks"):
+        lines += ["", "Your notebooks, executed on a 1,000-review subset (feedback, no points):", "",
+                  "| notebook | result | seconds |", "|---|---|---|"]
+        for name, r in grades["notebooks"].items():
+            result = "ran to the end" if r["status"] == "ran" else f"{r['status']}: {r['message']}".replace("|", "\\|")
+            lines.append(f"| {name} | {result} | {r['seconds']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -273,29 +353,36 @@ def instructor_report(grades: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("submissions", nargs="+", help="submission folders (or, with --child, questions)")
+    parser.add_argument("submissions", nargs="*", help="submission folders (or, with --child, questions)")
     parser.add_argument("--out", type=Path, help="where grades.json / feedback.md (and gradebook.csv) go")
     parser.add_argument("--time-limit", type=float, default=TIME_LIMIT, help="seconds per question")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="submissions graded at once")
+    parser.add_argument("--notebooks", default="all",
+                        help="which of the submission's notebooks to execute: all, none, or prefixes such as 01,02")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--execute", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--log", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.execute:
+        execute_notebook(args.execute, args.log)
+        return 0
     if args.child:
         with open(args.log, "a", encoding="utf-8") as log:
             run_questions(args.child, args.submissions, log)
         return 0
-    if args.out is None:
-        parser.error("--out DIR is required")
+    if args.out is None or not args.submissions:
+        parser.error("give one or more SUBMISSION folders and --out DIR")
     subs = [Path(s) for s in args.submissions]
+    selection = () if args.notebooks == "none" else ("0",) if args.notebooks == "all" else tuple(args.notebooks.split(","))
     if len(subs) == 1:
-        grades = grade(subs[0], args.out, args.time_limit)
+        grades = grade(subs[0], args.out, args.time_limit, selection)
         print(f"{subs[0]}: {grades['auto_points']} / {grades['auto_max']} -> {args.out / 'grades.json'}")
         return 0
     if len({sub.name for sub in subs}) < len(subs):
         parser.error("two submissions have the same folder name; their grades would share DIR/<name>/")
     rows = []
     with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:  # each grade runs in its own child process
-        for sub, grades in zip(subs, pool.map(lambda s: grade(s, args.out / s.name, args.time_limit), subs)):
+        for sub, grades in zip(subs, pool.map(lambda s: grade(s, args.out / s.name, args.time_limit, selection), subs)):
             print(f"{sub}: {grades['auto_points']} / {grades['auto_max']}", flush=True)
             rows.append({"submission": sub.name, **{q: e["points"] for q, e in grades["questions"].items()},
                          "auto_points": grades["auto_points"], "auto_max": grades["auto_max"]})

@@ -10,8 +10,10 @@ reference checkpoints run through the student's code.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import types
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -48,23 +50,29 @@ QUESTIONS = {
 """Question id -> points, title, where the student writes it, and what is graded: the helpers.py functions taken
 from the submission (`replace`), or the code cell of a notebook (`notebook`, the cell's nbgrader `grade_id`)."""
 
-MANUAL = {
-    "q1a_derivation": {"points": 2, "title": "Q1(a): the derivation", "notebook": NB01},
-    "q1b_derivation": {"points": 3, "title": "Q1(b): the product of Jacobians and back-propagation", "notebook": NB01},
-    "q1c_answer": {"points": 2, "title": "Q1(c): ReLU or sigmoid, and why", "notebook": NB01},
-    "q1d_derivation": {"points": 2, "title": "Q1(d): the nested form", "notebook": NB01},
-    "q1c_sweep": {"points": 1, "title": "Q1(c): what the depth sweep shows", "notebook": NB01},
-    "q1e_answer": {"points": 3, "title": "Q1(e): why skip connections help", "notebook": NB01},
-    "q1e_sweep": {"points": 1, "title": "Q1(e): what the plain vs residual sweep shows", "notebook": NB01},
-    "summary_q1": {"points": 2, "title": "Q1: the summary", "notebook": NB01},
-    "q2_answer": {"points": 5, "title": "Q2: which architecture for which task", "notebook": NB02},
-    "q3a_design": {"points": 3, "title": "Q3(a): text to image with two auto-encoders", "notebook": NB02},
-    "q3a_result": {"points": 1, "title": "Q3(a): what the toy shows", "notebook": NB02},
-    "q3b_answer": {"points": 3, "title": "Q3(b): attention between words and quadrants", "notebook": NB02},
-    "summary_q2_q3": {"points": 2, "title": "Q2-Q3: the summary", "notebook": NB02},
-}
-"""Written answers (nbgrader's manually graded cells): listed in the feedback as graded by hand, with the reference
-answer in the instructor's report."""
+def manual_questions(root: Path = Path(__file__).resolve().parent.parent) -> dict:
+    """Written answers, from the reference notebooks' metadata (markdown cells that are nbgrader solution + grade
+    cells): grade_id -> points, notebook, and a title from the heading above the cell. The grader lists them as
+    graded by hand, with the reference answer in the instructor's report only."""
+    found = {}
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        heading = ""
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            meta = cell.get("metadata", {}).get("nbgrader", {})
+            text = "".join(cell["source"])
+            if cell["cell_type"] != "markdown":
+                continue
+            if meta.get("solution") and meta.get("grade"):
+                found[meta["grade_id"]] = {"points": meta["points"], "notebook": f"notebooks/{path.name}",
+                                           "title": f"notebook {path.name[:2]}, {heading}"}
+            else:
+                heading = next((line.lstrip("#").strip() for line in reversed(text.splitlines())
+                                if line.startswith("#")), heading)
+    return found
+
+
+MANUAL = manual_questions()
+
 
 SIZES = [(1, 1), (3, 2), (5, 7)]  # (input size, hidden size): the notebooks' checks use others
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 import shutil
 import subprocess
 import sys
@@ -120,12 +121,19 @@ def make_assignment(out: Path, force: bool = False) -> dict:
         else:
             shutil.copy2(src, dst)
     shutil.copytree(STUDENT, staging, dirs_exist_ok=True)
-    leaked = [line for region in regions for line in region if len(line.strip()) > 12 and _contains(staging, line)]
+    leaked = [line for region in regions for line in region if distinctive(line) and _contains(staging, line)]
     if leaked:
         shutil.rmtree(staging)
         raise SystemExit(f"the release would still contain solution lines, e.g. {leaked[0].strip()!r}")
     staging.rename(out)
     return {"files": len(files), "regions": regions}
+
+
+def distinctive(line: str) -> bool:
+    """A solution line that would give something away if found in the release: code or prose with at least three
+    words or names, not a comment or a generic line such as a table rule or `return out`."""
+    text = line.strip()
+    return not text.startswith("#") and len(re.findall(r"[A-Za-z_]{3,}", text)) >= 3
 
 
 def _contains(folder: Path, line: str) -> bool:
