@@ -224,3 +224,15 @@ def test_student_workflow_passes_actionlint_and_reports_points(release):
     table = summary.read_text()
     assert "0 of 5 pass" in table and table.count("✗ ") == 5 and "implement GRUCell.update" in table
     summary.unlink()
+
+
+def test_notebook_points_are_the_graders():
+    """Each notebook task's check cell carries the points the grader gives its question (as nbgrader would)."""
+    for question, spec in QUESTIONS.items():
+        if "cell" not in spec:
+            continue
+        cells = json.loads((ROOT / spec["notebook"]).read_text())["cells"]
+        meta = [c["metadata"].get("nbgrader", {}) for c in cells]
+        start = next(i for i, m in enumerate(meta) if m.get("grade_id") == spec["cell"])
+        check = next(m for m in meta[start + 1:] if m.get("grade") and not m.get("solution"))
+        assert check["points"] == spec["points"], (question, check["grade_id"])
