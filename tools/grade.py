@@ -315,6 +315,8 @@ def execute_notebook(path: Path, log: Path) -> None:
 
 def _answer(notebook: Path, grade_id: str) -> str:
     """A written answer's text from a notebook (a missing one is said so)."""
+    if notebook.is_file() and notebook.stat().st_size > MAX_FILE:
+        return f"(no answer: {notebook.name} is larger than {MAX_FILE // 1_000_000} MB)"
     try:
         return notebook_cell(notebook, grade_id, notebook.name).strip() or "(empty)"
     except _Failure as exc:
