@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import importlib.util
 import json
 import os
@@ -31,7 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-from hidden_tests import MANUAL, QUESTIONS, TESTS  # noqa: E402
+import hidden_tests  # noqa: E402
+from hidden_tests import QUESTIONS  # noqa: E402
 
 TIME_LIMIT = 90.0
 """Seconds one question may run (loading the modules included)."""
@@ -41,9 +43,15 @@ MAX_FILE = 50_000_000
 """Bytes a submitted file may have; a larger one is treated as missing."""
 MAX_MESSAGE = 600
 """Characters of a failing check's message kept in the feedback."""
+NOTEBOOK_LIMIT = 600.0
+"""Seconds one notebook may run when the grader executes it."""
 
 
 # --- the child: grade questions in this process, one line of JSON per event ---
+
+class _Failure(Exception):
+    """A submission that cannot be graded for a reason the student should read (a missing file, a syntax error)."""
+
 
 def _load(path: Path, name: str):
     spec = importlib.util.spec_from_file_location(name, path)
@@ -53,16 +61,24 @@ def _load(path: Path, name: str):
     return module
 
 
-def _hybrid(submission: Path, question: str, n: int):
-    """The reference helpers with `question`'s functions replaced by the submission's."""
+@functools.lru_cache(maxsize=1)
+def _submission(submission: Path):
+    """The submission's helpers.py as a module, imported once per child; why it cannot be, as a _Failure."""
     if not (submission / "helpers.py").is_file():
-        raise _Failure("no helpers.py in the submission")
+        return _Failure("no helpers.py in the submission")
     try:
-        sub = _load(submission / "helpers.py", f"submission_{n}")
+        return _load(submission / "helpers.py", "submission_helpers")
     except SyntaxError as exc:
-        raise _Failure(f"helpers.py has a syntax error (line {exc.lineno}: {exc.msg})") from None
+        return _Failure(f"helpers.py has a syntax error (line {exc.lineno}: {exc.msg})")
     except BaseException as exc:  # noqa: BLE001 - anything a student's module does at import
-        raise _Failure(f"helpers.py fails when imported: {_last_line(exc)}") from None
+        return _Failure(f"helpers.py fails when imported: {_last_line(exc)}")
+
+
+def _hybrid(submission: Path, question: str, n: int):
+    """A fresh copy of the reference helpers with `question`'s functions replaced by the submission's."""
+    sub = _submission(submission)
+    if isinstance(sub, _Failure):
+        raise _Failure(str(sub))
     hybrid = _load(ROOT / "helpers.py", f"graded_{n}")
     for qualified in QUESTIONS[question]["replace"]:
         owner, _, attr = qualified.rpartition(".")
@@ -74,35 +90,42 @@ def _hybrid(submission: Path, question: str, n: int):
     return hybrid
 
 
-def notebook_cell(notebook: Path, grade_id: str, name: str) -> str:
-    """The source of the cell whose nbgrader grade_id is `grade_id`."""
+@functools.lru_cache(maxsize=16)
+def _graded_cells(notebook: Path) -> dict | _Failure:
+    """{grade_id: source} of a notebook's nbgrader cells, read once; why it cannot be read, as a _Failure."""
     if not notebook.is_file():
-        raise _Failure(f"no {name} in the submission")
+        return _Failure(f"no {notebook.parent.name}/{notebook.name} in the submission")
+    if notebook.stat().st_size > MAX_FILE:
+        return _Failure(f"{notebook.name} is larger than {MAX_FILE // 1_000_000} MB")
     try:
         cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+        return {c["metadata"]["nbgrader"]["grade_id"]: "".join(c.get("source", "")) for c in cells
+                if "grade_id" in c.get("metadata", {}).get("nbgrader", {})}
     except (ValueError, KeyError, TypeError) as exc:
-        raise _Failure(f"{name} is not a readable notebook ({type(exc).__name__})") from None
-    for cell in cells:
-        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id:
-            source = cell.get("source", "")
-            return "".join(source) if isinstance(source, list) else source
-    raise _Failure(f"{name} has no cell {grade_id!r} (its nbgrader metadata names it; was the cell deleted?)")
+        return _Failure(f"{notebook.name} is not a readable notebook ({type(exc).__name__})")
+
+
+def notebook_cell(notebook: Path, grade_id: str) -> str:
+    """The source of the cell whose nbgrader grade_id is `grade_id`."""
+    cells = _graded_cells(notebook)
+    if isinstance(cells, _Failure):
+        raise _Failure(str(cells))
+    if grade_id not in cells:
+        raise _Failure(f"{notebook.name} has no cell {grade_id!r} (its nbgrader metadata names it; was the cell "
+                       f"deleted?)")
+    return cells[grade_id]
 
 
 def _graded(submission: Path, question: str, n: int):
     spec = QUESTIONS[question]
     if "cell" in spec:
-        source = notebook_cell(submission / spec["notebook"], spec["cell"], spec["notebook"])
+        source = notebook_cell(submission / spec["notebook"], spec["cell"])
         try:
             compile(source, spec["cell"], "exec")
         except SyntaxError as exc:
             raise _Failure(f"cell {spec['cell']} has a syntax error (line {exc.lineno}: {exc.msg})") from None
         return source
     return _hybrid(submission, question, n)
-
-
-class _Failure(Exception):
-    pass
 
 
 def _last_line(exc: BaseException) -> str:
@@ -121,7 +144,7 @@ def run_questions(submission: Path, questions: list[str], log) -> None:
     for n, question in enumerate(questions):
         print(json.dumps({"start": question}), file=log, flush=True)
         try:
-            TESTS[question](_graded(submission, question, n), reference)
+            getattr(hidden_tests, f"test_{question}")(_graded(submission, question, n), reference)
             result = {"status": "passed", "message": ""}
         except _Failure as exc:
             result = {"status": "error", "message": str(exc)}
@@ -136,6 +159,7 @@ def run_questions(submission: Path, questions: list[str], log) -> None:
 
 # --- the parent: copy, run the child under a time limit, collect, report ---
 
+@functools.lru_cache(maxsize=2)
 def _network_off(loopback: bool = False) -> list[str]:
     """`unshare -rn` (a private network namespace: no network) when this platform allows it; with `loopback` its
     own 127.0.0.1 is brought up (a Jupyter kernel talks to its client over it), or nothing if that cannot be done."""
@@ -239,7 +263,7 @@ def grade(submission: Path, out: Path, limit: float = TIME_LIMIT, notebooks: tup
                       "points": QUESTIONS[q]["points"] if r["status"] == "passed" else 0,
                       "status": r["status"], "message": r["message"][:MAX_MESSAGE]}
     manual = {q: {"title": m["title"], "max": m["points"], "points": None, "status": "graded by hand",
-                  "answer": _answer(submission / m["notebook"], q)} for q, m in MANUAL.items()}
+                  "answer": _answer(submission / m["notebook"], q)} for q, m in hidden_tests.manual_questions().items()}
     grades = {"submission": str(submission), "auto_points": sum(e["points"] for e in entries.values()),
               "auto_max": sum(e["max"] for e in entries.values()), "questions": entries, "manual": manual,
               "notebooks": executed}
@@ -247,10 +271,6 @@ def grade(submission: Path, out: Path, limit: float = TIME_LIMIT, notebooks: tup
     (out / "feedback.md").write_text(feedback(grades), encoding="utf-8")
     (out / "instructor.md").write_text(instructor_report(grades), encoding="utf-8")
     return grades
-
-
-NOTEBOOK_LIMIT = 600.0
-"""Seconds one notebook may run when the grader executes it."""
 
 
 def _notebooks(selection) -> list[str]:
@@ -297,34 +317,36 @@ def execute_notebook(path: Path, log: Path) -> None:
         NotebookClient(nb, timeout=NOTEBOOK_LIMIT, kernel_name="python3",
                        resources={"metadata": {"path": str(path.parent)}}).execute()
     except CellExecutionError as exc:
-        code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
-        failed = next((i for i in code if any(o.get("output_type") == "error" for o in nb.cells[i].get("outputs", []))),
-                      None)
-        error = next((o for o in nb.cells[failed].outputs if o.get("output_type") == "error"), {}) if failed is not None else {}
-        where = f"code cell {code.index(failed) + 1}" if failed is not None else "a cell"
-        grade_id = nb.cells[failed].metadata.get("nbgrader", {}).get("grade_id") if failed is not None else None
-        what = f"{error.get('ename', 'error')}: {error.get('evalue', str(exc))[:300]}"
-        if error.get("ename") == "NotImplementedError" and not error.get("evalue"):  # a stub: name its function
-            frames = re.findall(r", in (\w+)\(", re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error.get("traceback", []))))
-            what = f"NotImplementedError: {frames[-1]} is not written yet" if frames else what
-        result = {"status": "error", "message": f"stopped at {where}{f' ({grade_id})' if grade_id else ''}: {what}"}
+        result = {"status": "error", "message": _where_it_stopped(nb) or f"CellExecutionError: {str(exc)[:300]}"}
     except Exception as exc:  # noqa: BLE001 - a kernel that dies, a notebook that does not parse
         result = {"status": "error", "message": f"{type(exc).__name__}: {str(exc)[:300]}"}
     log.write_text(json.dumps(result), encoding="utf-8")
 
 
+def _where_it_stopped(nb) -> str | None:
+    """'stopped at code cell N (grade_id): ename: evalue' for the first code cell with an error output; a bare
+    NotImplementedError (nbgrader's stub) is named after the function that raised it."""
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for number, cell in enumerate(code, 1):
+        error = next((o for o in cell.get("outputs", []) if o.get("output_type") == "error"), None)
+        if error is None:
+            continue
+        what = f"{error.get('ename')}: {error.get('evalue', '')[:300]}"
+        if error.get("ename") == "NotImplementedError" and not error.get("evalue"):
+            plain = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error.get("traceback", [])))  # without ANSI colours
+            frames = re.findall(r", in (\w+)\(", plain)
+            what = f"NotImplementedError: {frames[-1]} is not written yet" if frames else what
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        return f"stopped at code cell {number}{f' ({grade_id})' if grade_id else ''}: {what}"
+    return None
+
+
 def _answer(notebook: Path, grade_id: str) -> str:
     """A written answer's text from a notebook (a missing one is said so)."""
-    if notebook.is_file() and notebook.stat().st_size > MAX_FILE:
-        return f"(no answer: {notebook.name} is larger than {MAX_FILE // 1_000_000} MB)"
     try:
-        return notebook_cell(notebook, grade_id, notebook.name).strip() or "(empty)"
+        return notebook_cell(notebook, grade_id).strip() or "(empty)"
     except _Failure as exc:
         return f"(no answer: {exc})"
-
-
-def _reference_answer(grade_id: str) -> str:
-    return _answer(ROOT / MANUAL[grade_id]["notebook"], grade_id)
 
 
 def feedback(grades: dict) -> str:
@@ -348,8 +370,9 @@ def instructor_report(grades: dict) -> str:
     """The feedback, then each written answer beside the reference answer (never given to students)."""
     parts = [feedback(grades), "## Written answers (graded by hand)"]
     for q, m in grades["manual"].items():
+        reference = _answer(ROOT / hidden_tests.manual_questions()[q]["notebook"], q)
         parts += [f"### {m['title']} (`{q}`, {m['max']} points)", "**Submitted:**", "", m["answer"], "",
-                  "**Reference answer:**", "", _reference_answer(q), ""]
+                  "**Reference answer:**", "", reference, ""]
     return "\n".join(parts) + "\n"
 
 
