@@ -3,6 +3,7 @@ automatic point, the untouched release none (each zero naming what to implement)
 question's points, and broken submissions are graded to the end with a reason for every zero."""
 import csv
 import hashlib
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -84,12 +85,16 @@ def release(tmp_path_factory):
 
 def test_release_holds_no_solution_and_no_shortcut(release):
     out, made = release
-    assert len(made["regions"]) == 47  # 7 in helpers.py, 7 in notebook functions, 33 written answers
+    assert len(made["regions"]) == 48  # 7 in helpers.py, 8 in notebook functions, 33 written answers
     text = {p: p.read_text(encoding="utf-8", errors="replace") for p in out.rglob("*") if p.is_file()}
     for region in made["regions"]:
         for line in region:
             if make_assignment.distinctive(line):
                 assert not any(line.strip() in t for t in text.values()), f"solution line in the release: {line}"
+    released = "\n".join(text.values())  # the hidden tests (controls that give answers away) left too
+    assert "HIDDEN TESTS" not in released
+    for control in ("d1f + d2f (no factor 2)", "(no s_i) is rejected", "the longest path alone is rejected"):
+        assert control not in released  # notebook 01's controls, which name the right formula, are hidden tests
     names = {str(p.relative_to(out)) for p in text}
     assert not any(n.startswith("checkpoints/") for n in names), "committed results would skip the student's code"
     assert not {"tools/grade.py", "tools/hidden_tests.py", "tools/make_assignment.py"} & names
@@ -236,3 +241,12 @@ def test_notebook_points_are_the_graders():
         start = next(i for i, m in enumerate(meta) if m.get("grade_id") == spec["cell"])
         check = next(m for m in meta[start + 1:] if m.get("grade") and not m.get("solution"))
         assert check["points"] == spec["points"], (question, check["grade_id"])
+
+
+def test_the_student_summary_states_the_graders_points():
+    """The points table students see in CI is the grader's, part by part."""
+    spec = importlib.util.spec_from_file_location("summary", ROOT / "tools/student/tools/self_check_summary.py")
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    stated = [points for _, points in summary.PARTS.values()]
+    assert stated == [QUESTIONS[q]["points"] for q in ("rnn_cell", "gru_cell", "bptt", "pooling", "attention")]

@@ -10,6 +10,7 @@ reference checkpoints run through the student's code.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import types
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 
 NB01 = "notebooks/01_derivatives_backprop_skip_connections.ipynb"
 NB02 = "notebooks/02_architectures_and_text_to_image.ipynb"
+NB03 = "notebooks/03_rnn_gru_tpe_search.ipynb"
 QUESTIONS = {
     "rnn_cell": {"points": 2, "title": "RNN cell: forward step", "where": "helpers.py, RNNCell.update",
                  "replace": ["RNNCell.update"]},
@@ -37,19 +39,22 @@ QUESTIONS = {
             "where": "notebook 01, section (a), dF_dx_formula", "notebook": NB01, "cell": "q1a_dF_dx"},
     "q1b": {"points": 2, "title": "Q1(b): back-propagation through a chain (VJPs, weight gradients)",
             "where": "notebook 01, section (b), vjp and backprop", "notebook": NB01, "cell": "q1b_backprop"},
-    "q1d": {"points": 2, "title": "Q1(d): the derivative of the nested form, by recursion",
-            "where": "notebook 01, section (d), nested_derivative_recursion", "notebook": NB01, "cell": "q1d_recursion"},
+    "q1d": {"points": 2, "title": "Q1(d): the derivative of the nested form, by recursion and as a sum over paths",
+            "where": "notebook 01, section (d), nested_derivative_recursion and nested_derivative_paths",
+            "notebook": NB01, "cell": "q1d_recursion"},
     "q1e": {"points": 1, "title": "Q1(e): the derivative of the residual form",
             "where": "notebook 01, section (e), residual_derivative", "notebook": NB01, "cell": "q1e_residual"},
     "q3b": {"points": 1, "title": "Q3(b): scaled dot-product attention (words and quadrants)",
             "where": "notebook 02, Q3(b), scaled_dot_product_attention", "notebook": NB02, "cell": "q3b_attention"},
     "objective": {"points": 2, "title": "The Optuna objective of the hidden-size search",
-                  "where": "notebook 03, section 6, make_objective", "notebook": "notebooks/03_rnn_gru_tpe_search.ipynb",
-                  "cell": "q6_objective"},
+                  "where": "notebook 03, section 6, make_objective", "notebook": NB03, "cell": "q6_objective"},
 }
 """Question id -> points, title, where the student writes it, and what is graded: the helpers.py functions taken
-from the submission (`replace`), or the code cell of a notebook (`notebook`, the cell's nbgrader `grade_id`)."""
+from the submission (`replace`), or the code cell of a notebook (`notebook`, the cell's nbgrader `grade_id`).
+Question q is graded by `test_<q>(graded, reference)` below."""
 
+
+@functools.lru_cache(maxsize=1)
 def manual_questions(root: Path = Path(__file__).resolve().parent.parent) -> dict:
     """Written answers, from the reference notebooks' metadata (markdown cells that are nbgrader solution + grade
     cells): grade_id -> points, notebook, and a title from the heading above the cell. The grader lists them as
@@ -69,9 +74,6 @@ def manual_questions(root: Path = Path(__file__).resolve().parent.parent) -> dic
                 heading = next((line.lstrip("#").strip() for line in reversed(text.splitlines())
                                 if line.startswith("#")), heading)
     return found
-
-
-MANUAL = manual_questions()
 
 
 SIZES = [(1, 1), (3, 2), (5, 7)]  # (input size, hidden size): the notebooks' checks use others
@@ -227,18 +229,6 @@ def test_attention(h, ref) -> None:
     _close("an all-padding review: its attention rows are all zero", attn, torch.zeros(1, 3, 3, dtype=torch.double))
 
 
-def test_q1a(source: str, ref) -> None:
-    namespace = {"torch": torch, "math": math}
-    exec(compile(source, "dF_dx_formula", "exec"), namespace)
-    formula = namespace.get("dF_dx_formula")
-    if not callable(formula):
-        raise AssertionError("the cell must define dF_dx_formula(d1f, d2f, d3f)")
-    gen = torch.Generator().manual_seed(11)
-    for d in (1, 3, 6):
-        d1f, d2f, d3f = (torch.randn(d, dtype=torch.double, generator=gen) for _ in range(3))
-        _close(f"dF_dx_formula for f: R^3 -> R^{d}", torch.as_tensor(formula(d1f, d2f, d3f)), d1f + 2 * d2f)
-
-
 @contextlib.contextmanager
 def _float64():
     """Notebook 01 works in float64 (its setup cell sets the default dtype); its cells are graded the same way."""
@@ -257,6 +247,14 @@ def _run_cell(source: str, name: str, *needed: str) -> dict:
     if missing:
         raise AssertionError(f"the cell must define {', '.join(missing)}")
     return namespace
+
+
+def test_q1a(source: str, ref) -> None:
+    ns = _run_cell(source, "q1a_dF_dx", "dF_dx_formula")
+    gen = torch.Generator().manual_seed(11)
+    for d in (1, 3, 6):
+        d1f, d2f, d3f = (torch.randn(d, dtype=torch.double, generator=gen) for _ in range(3))
+        _close(f"dF_dx_formula for f: R^3 -> R^{d}", torch.as_tensor(ns["dF_dx_formula"](d1f, d2f, d3f)), d1f + 2 * d2f)
 
 
 def test_q1b(source: str, ref) -> None:
@@ -285,15 +283,16 @@ def _q1b_chains(ns: dict, gen: torch.Generator) -> None:
 
 
 def test_q1d(source: str, ref) -> None:
-    ns = _run_cell(source, "q1d_recursion", "nested_derivative_recursion", "make_nested", "nested_f")
+    ns = _run_cell(source, "q1d_recursion", "nested_derivative_recursion", "nested_derivative_paths", "make_nested",
+                   "nested_f")
     gen = torch.Generator().manual_seed(9)
     with _float64():
         for n, m, k in ((1, 2, 3), (2, 4, 2), (5, 2, 3)):
             levels = ns["make_nested"](n, m, k, gen)
             x = torch.randn(m, generator=gen)
             want = torch.autograd.functional.jacobian(lambda x: ns["nested_f"](levels, x)[0], x)
-            _close(f"nested_derivative_recursion with n = {n}, x in R^{m}, u in R^{k}",
-                   ns["nested_derivative_recursion"](levels, x), want)
+            for way in ("nested_derivative_recursion", "nested_derivative_paths"):
+                _close(f"{way} with n = {n}, x in R^{m}, u in R^{k}", ns[way](levels, x), want)
 
 
 def test_q1e(source: str, ref) -> None:
@@ -367,7 +366,3 @@ def test_objective(source: str, ref) -> None:
         if not trial.intermediate_values:
             raise AssertionError("report the first seed's validation accuracy to the pruner after every epoch")
 
-
-TESTS = {"rnn_cell": test_rnn_cell, "gru_cell": test_gru_cell, "bptt": test_bptt, "pooling": test_pooling,
-         "attention": test_attention, "q1a": test_q1a, "q1b": test_q1b, "q1d": test_q1d, "q1e": test_q1e, "q3b": test_q3b,
-         "objective": test_objective}
