@@ -13,8 +13,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = {  # self-check -> (what you write, points at stake in the grade)
-    "test_rnn_cell_matches_torch": ("RNNCell.update (notebook 03, section 1)", 2),
-    "test_gru_cell_matches_torch": ("GRUCell.update (notebook 03, section 1)", 3),
+    "test_cell_matches_torch[rnn]": ("RNNCell.update (notebook 03, section 1)", 2),
+    "test_cell_matches_torch[gru]": ("GRUCell.update (notebook 03, section 1)", 3),
     "test_bptt_matches_autograd": ("back-propagation through time (notebook 03, section 2)", 4),
     "test_pooling_sum_and_weighted": ("pool_token_scores (notebook 04, section 1)", 2),
     "test_attention_rows_and_window": ("SelfAttention.forward (notebook 04, section 1)", 3),
