@@ -1,7 +1,7 @@
 """The code the notebooks show is the code that trains (issue 15, item 1).
 
 For each shown computation - the RNN and GRU updates (`RNNCell.update`, `GRUCell.update`), the hand-written
-BPTT (`update_backward`), self-attention (`SelfAttention.forward`) and the token heads' pooling
+BPTT (`update_backward` and the recurrence in `_RecurrentBPTT.backward`), self-attention (`SelfAttention.forward`) and the token heads' pooling
 (`pool_token_scores`) - a wrong variant is monkeypatched in and one `helpers.train_step` must compute something
 else. As a control, the unpatched code gives the numbers of an independent reference (torch.nn.RNN / GRU,
 autograd, the formulas written out here)."""
@@ -122,6 +122,19 @@ def rnn_backward_without_tanh_derivative(dh_new, h, cache):
     return dh_new, dh_new, 0.0
 
 
+def bptt_backward_dropping_delta_at_padding(ctx, grad_h):
+    """`_RecurrentBPTT.backward` with one mistake: at padding, where h_t = h_{t-1}, δ is not carried over."""
+    w_hh, keep = ctx.saved_tensors
+    T = keep.shape[1]
+    dh, d_pre, d_gh = grad_h.contiguous(), [None] * T, [None] * T
+    for t in reversed(range(T)):
+        m = keep[:, t, None].to(dh.dtype)
+        d_pre[t], d_gh[t], direct = ctx.cell.update_backward(dh * m, ctx.h_prev[t], ctx.caches[t])
+        dh = direct + d_gh[t] @ w_hh  # the mistake: no dh * (1 - m)
+    d_gh_all, h_prev_all = torch.stack(d_gh, dim=1).flatten(0, 1), torch.stack(ctx.h_prev, dim=1).flatten(0, 1)
+    return None, torch.stack(d_pre, dim=1), d_gh_all.t() @ h_prev_all, d_gh_all.sum(0), dh, None
+
+
 def attention_ignoring_the_window(original):
     def forward(self, x, mask):
         window, self.window = self.window, None
@@ -185,6 +198,15 @@ def test_the_shown_bptt_backward_is_what_trains(name, cell, wrong, monkeypatch):
     wrong_loss, wrong_params = one_step(name)
     assert wrong_loss == pytest.approx(loss, rel=1e-6)  # same loss, other step: training used this backward
     assert not torch.allclose(wrong_params, params)
+
+
+@pytest.mark.parametrize("name", ["rnn", "gru"])
+def test_the_shown_bptt_recurrence_is_what_trains(name, monkeypatch):
+    loss, params = one_step(name)  # toy_batch() has short reviews: padding at the end of their rows
+    monkeypatch.setattr(helpers._RecurrentBPTT, "backward", staticmethod(bptt_backward_dropping_delta_at_padding))
+    wrong_loss, wrong_params = one_step(name)
+    assert wrong_loss == pytest.approx(loss, rel=1e-6)  # the same forward pass ...
+    assert not torch.allclose(wrong_params, params)  # ... another step: training runs the shown recurrence
 
 
 @pytest.mark.parametrize("name", ["attn_sum", "attn_weighted"])
