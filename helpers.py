@@ -1,19 +1,9 @@
-"""Helpers for "Introduction to Deep Learning - exercise 2" (IMDB sentiment with RNN/GRU,
-token-wise MLPs and self-attention): what the notebooks, tests, benchmarks and tools/ share.
-
-It reads top to bottom in the order a reader of the notebooks meets it:
-
-1. reproducibility, device, paths, atomic files
-2. data: IMDB (archive / folder / download), the film-disjoint validation split, two versioned
-   tokenizers (GloVe 6B's tokens, the course loader's words), GloVe 6B-50d, the cache
-3. models: hand-written RNN and GRU cells with hand-written BPTT, trainable word vectors,
-   token-wise heads, windowed self-attention
-4. training, evaluation, prediction and explanation; recipes, checkpoints and results
-5. the hyper-parameter search's storage (its objective is written in notebook 03)
-6. plotting and display
-
-Maintainer commands (the experiment plan, retraining the committed results, executing notebooks) live
-in tools/. Importing this module has no side effects (no seeding, no rcParams, no heavy optional imports).
+"""Helpers for "Introduction to Deep Learning - exercise 2": what the notebooks, tests, benchmarks and tools/ share,
+in the order a reader of the notebooks meets it: 1. reproducibility and files; 2. data (IMDB, two versioned
+tokenizers, GloVe 6B-50d, the film-disjoint validation split); 3. models (hand-written RNN / GRU cells and BPTT,
+trainable word vectors, token-wise heads, windowed self-attention); 4. training, prediction, explanation, recipes,
+checkpoints and results; 5. the search's storage (its objective is in notebook 03); 6. plotting and display.
+Maintainer commands live in tools/. Importing this module has no side effects.
 """
 from __future__ import annotations
 
@@ -238,20 +228,14 @@ def download_imdb(md5: str = IMDB_MD5, dest: Path | None = None) -> Path:
 
 
 def _iter_reviews(source: Path) -> Iterator[tuple[str, str, int, int, bytes]]:
-    """Yield (split, label, id, rating, raw bytes) from an archive or an extracted folder.
-
-    `unsup/`, the `.feat` files and everything else outside {train,test}/{pos,neg} are skipped."""
+    """Yield (split, label, id, rating, raw bytes) from an archive or an extracted folder; `unsup/`, the
+    `.feat` files and everything else outside {train,test}/{pos,neg} are skipped."""
     if source.is_dir():
         root = source / "aclImdb" if (source / "aclImdb").is_dir() else source
-        for split in ("train", "test"):
-            for label in ("pos", "neg"):
-                folder = root / split / label
-                if not folder.is_dir():
-                    continue
-                for file in folder.glob("*.txt"):
-                    match = re.fullmatch(r"(\d+)_(\d+)\.txt", file.name)
-                    if match:
-                        yield split, label, int(match[1]), int(match[2]), file.read_bytes()
+        for file in root.glob("*/*/*.txt"):
+            match = _MEMBER.search("aclImdb/" + file.relative_to(root).as_posix())
+            if match:
+                yield match[1], match[2], int(match[3]), int(match[4]), file.read_bytes()
         return
     with tarfile.open(source, "r:*") as archive:
         for member in archive:
@@ -281,13 +265,9 @@ def read_imdb(source: Path) -> dict[str, dict[str, list]]:
                             f"found {counts} reviews under {split}/.")
     out = {}
     for split, items in rows.items():
-        items.sort(key=lambda r: (not r[0], r[1]))
-        out[split] = {
-            "labels": [int(r[0]) for r in items],
-            "ids": [r[1] for r in items],
-            "ratings": [r[2] for r in items],
-            "texts": [r[3] for r in items],
-        }
+        positive, ids, ratings, texts = zip(*sorted(items, key=lambda r: (not r[0], r[1])))
+        out[split] = {"labels": list(map(int, positive)), "ids": list(ids), "ratings": list(ratings),
+                      "texts": list(texts)}
     return out
 
 
@@ -1469,33 +1449,6 @@ def fmt_compare(c: dict, scale: float = 100.0, unit: str = "pts", digits: int = 
     if c["n"] < 2:
         return f"{f(c['diff'])}{unit}, {c['verdict']}"
     return f"{f(c['diff'])}{unit}, 95 % CI [{f(c['lo'])}, {f(c['hi'])}], n = {c['n']}, p = {c['p']:.3f}: {c['verdict']}"
-
-
-TFIDF_C = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-"""The inverse regularisation strengths `tfidf_baseline` tries; validation accuracy picks one."""
-
-
-def tfidf_baseline(data: Imdb) -> dict:
-    """TF-IDF (1-2-grams) + logistic regression on the same first-`max_len`-token inputs: the non-neural
-    anchor the models are compared with. C is the value of TFIDF_C with the best validation accuracy;
-    test is scored once, for that C."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-
-    def as_text(split: Split) -> list[str]:
-        return [" ".join(token_words(row[:n])) for row, n in zip(split.ids.tolist(), split.lengths.tolist())]
-
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True,
-                                 token_pattern=r"\S+", lowercase=False)
-    x_train, x_val = vectorizer.fit_transform(as_text(data.train)), vectorizer.transform(as_text(data.val))
-    y_train, y_val = data.train.labels.numpy(), data.val.labels.numpy()
-    val_by_c = {c: LogisticRegression(C=c, max_iter=2000).fit(x_train, y_train).score(x_val, y_val)
-                for c in TFIDF_C}
-    best = max(TFIDF_C, key=lambda c: (val_by_c[c], -c))  # ties go to the stronger regularisation
-    clf = LogisticRegression(C=best, max_iter=2000).fit(x_train, y_train)
-    return {"C": best, "val_by_C": {str(c): v for c, v in val_by_c.items()}, "val_acc": val_by_c[best],
-            "test_acc": clf.score(vectorizer.transform(as_text(data.test)), data.test.labels.numpy()),
-            "tokenizer": data.tokenizer, "split": data.split}
 
 
 # --- 5. Hyper-parameter search: storage and resumable studies (the objective is in notebook 03, section 6) ---

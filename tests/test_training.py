@@ -188,13 +188,14 @@ def test_bad_input_messages_name_the_review():
         helpers.predict(model, "<br /><br />")  # only line breaks, which glove6b-v1 drops
 
 
-def test_tfidf_anchor_learns_the_toy_task(toy_data):
-    result = helpers.tfidf_baseline(toy_data)
+def test_tfidf_anchor_learns_the_toy_task(toy_data, train_results_tool):
+    tfidf_c = train_results_tool.TFIDF_C
+    result = train_results_tool.tfidf_baseline(toy_data)
     # "great/wonderful/loved" vs "bad/boring/awful/hated": the 4 test reviews share those words
     assert result["test_acc"] == 1.0 and result["val_acc"] == 1.0
-    assert set(result["val_by_C"]) == {str(c) for c in helpers.TFIDF_C}
+    assert set(result["val_by_C"]) == {str(c) for c in tfidf_c}
     # C is chosen on validation (ties: the smallest C), never on test
-    assert result["C"] == min(c for c in helpers.TFIDF_C if result["val_by_C"][str(c)] == result["val_acc"])
+    assert result["C"] == min(c for c in tfidf_c if result["val_by_C"][str(c)] == result["val_acc"])
     assert result["tokenizer"] == toy_data.tokenizer and result["split"] == "idblock-v1"
 
 
