@@ -477,6 +477,27 @@ def _tokenize_imdb(raw: dict, max_len: int, tokenizer: str) -> dict:
     return out
 
 
+def _read_cache(path: Path) -> dict | None:
+    try:
+        return torch.load(path, weights_only=True) if path.exists() else None
+    except Exception:  # a damaged cache is rebuilt, never trusted
+        return None
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    """Hold an exclusive lock on `path` against other processes (POSIX `flock`; without it, e.g. on Windows, none)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file is closed
+        yield
+
+
 def stratified_sample(labels: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split indices 0..len(labels)-1 into (the rest, a seeded sample of about `n` with the label balance
     of the whole), both sorted."""
@@ -524,20 +545,18 @@ def load_imdb(max_len: int = 100, val_size: int = 5000, seed: int = 0, subset: i
     check_tokenizer(tokenizer)
     src = find_imdb()
     cache = CACHE_DIR / f"imdb-{_cache_key(src, max_len, tokenizer)}.pt"
-    data = None
-    if cache.exists():
-        try:
-            data = torch.load(cache, weights_only=True)
-        except Exception:  # a damaged cache is rebuilt, never trusted
-            data = None
+    data = _read_cache(cache)
     if data is None:
-        start = time.perf_counter()
-        data = _tokenize_imdb(read_imdb(src), max_len, tokenizer)
-        with atomic_path(cache) as tmp:
-            torch.save(data, tmp)
-        if verbose:
-            print(f"tokenized IMDB from {src.name} with {tokenizer} in {time.perf_counter() - start:.1f} s "
-                  f"(cached in {cache})")
+        with _exclusive(cache.with_suffix(".lock")):  # several processes: one tokenizes, the others wait for it
+            data = _read_cache(cache)
+            if data is None:
+                start = time.perf_counter()
+                data = _tokenize_imdb(read_imdb(src), max_len, tokenizer)
+                with atomic_path(cache) as tmp:
+                    torch.save(data, tmp)
+                if verbose:
+                    print(f"tokenized IMDB from {src.name} with {tokenizer} in {time.perf_counter() - start:.1f} s "
+                          f"(cached in {cache})")
 
     def split_of(cols: dict, index: torch.Tensor | None = None) -> Split:
         split = Split(cols["texts"], cols["labels"], cols["ids"].long(), cols["lengths"].long(),

@@ -118,6 +118,7 @@ def test_stub_python_keeps_indentation_and_rejects_broken_markers():
         make_assignment.stub_python("x = 1\n### END SOLUTION\n")
 
 
+@pytest.mark.slow  # grades in child processes
 def test_release_self_checks_name_what_is_missing(release):
     """The release's self-checks (run through the summary its CI writes to the job summary) all fail, each with
     the one line that names what to implement."""
@@ -133,6 +134,7 @@ def test_release_self_checks_name_what_is_missing(release):
         assert f"Unimplemented: implement {what}" in table  # the BPTT check stops at the forward first
 
 
+@pytest.mark.slow  # grades in child processes
 def test_reference_full_marks_release_zero(release, tmp_path):
     out, _ = release
     ref = submission(tmp_path / "reference")
@@ -159,6 +161,7 @@ def test_reference_full_marks_release_zero(release, tmp_path):
     assert "NotImplementedError: scaled_dot_product_attention is not written yet" in stopped["message"], stopped
 
 
+@pytest.mark.slow  # grades in child processes
 def test_each_mutant_loses_exactly_its_question(tmp_path):
     assert set(MUTANTS) == set(QUESTIONS)
     folders = [submission(tmp_path / q, edit=MUTANTS[q]) for q in MUTANTS]
@@ -170,6 +173,7 @@ def test_each_mutant_loses_exactly_its_question(tmp_path):
         assert graded[q]["questions"][q]["status"] == "failed", (q, graded[q]["questions"][q])
 
 
+@pytest.mark.slow  # grades in child processes
 def test_broken_submissions_are_graded_to_the_end(tmp_path):
     reference = (ROOT / "helpers.py").read_text(encoding="utf-8")
     broken = {
