@@ -1473,23 +1473,27 @@ def fmt_compare(c: dict, scale: float = 100.0, unit: str = "pts", digits: int = 
 # --- 5. Hyper-parameter search: storage and resumable studies (the objective is in notebook 03, section 6) ---
 
 def optuna_storage():
-    """Study storage: $OPTUNA_STORAGE (journal file or RDB URL), else SQLite data/optuna/ex2.db."""
+    """Study storage: $OPTUNA_STORAGE (journal file or RDB URL), else SQLite data/optuna/ex2.db. A relative file
+    path (journal or sqlite:///) is resolved from the repository root, wherever the process runs (a notebook's
+    kernel runs in notebooks/)."""
     import optuna
 
     # A journal file (`x.log`, `x.journal`, `journal:x`) serves several processes on one machine; an
-    # RDB URL (`sqlite:///x.db`, `postgresql://user:pw@host/db`) is passed on to Optuna as it is.
+    # RDB URL (`sqlite:///x.db`, `postgresql://user:pw@host/db`) is passed on to Optuna.
     spec = os.environ.get("OPTUNA_STORAGE", "").strip()
     if not spec:
         folder = DATA_DIR / "optuna"
         folder.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{folder / 'ex2.db'}"
     if spec.startswith("journal:") or spec.endswith((".log", ".journal")):
-        path = Path(spec.removeprefix("journal:")).expanduser()
+        path = ROOT / Path(spec.removeprefix("journal:")).expanduser()  # an absolute path stays as it is
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
     if "://" not in spec:
         raise ValueError(f"OPTUNA_STORAGE={spec!r} is neither a journal file (.log, .journal, journal:...) "
                          f"nor a database URL such as sqlite:///path/to/study.db")
+    if spec.startswith("sqlite:///") and not spec.startswith(("sqlite:////", "sqlite:///:memory:")):  # a relative path
+        return f"sqlite:///{ROOT / spec.removeprefix('sqlite:///')}"
     return spec
 
 

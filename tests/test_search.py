@@ -5,6 +5,7 @@ journal file. The objectives are search_fixtures' toy ones."""
 import os
 import time
 import traceback
+from pathlib import Path
 
 import optuna
 import pytest
@@ -43,6 +44,18 @@ def test_optuna_storage_follows_the_environment(isolated_data_dir, tmp_path, mon
     for url in (f"sqlite:///{tmp_path / 'x.db'}", "postgresql://user:pw@db.example/optuna"):
         monkeypatch.setenv("OPTUNA_STORAGE", url)
         assert helpers.optuna_storage() == url  # passed on as it is, nothing is connected yet
+
+    # relative paths mean the same file from any working directory (a notebook's kernel runs in notebooks/)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPTUNA_STORAGE", "sqlite:///data/optuna/other.db")
+    assert helpers.optuna_storage() == f"sqlite:///{helpers.ROOT / 'data' / 'optuna' / 'other.db'}"
+    relative = Path("data") / "optuna" / f"test-{os.getpid()}.log"
+    monkeypatch.setenv("OPTUNA_STORAGE", str(relative))
+    try:
+        optuna.create_study(study_name="s", storage=helpers.optuna_storage())
+        assert (helpers.ROOT / relative).stat().st_size > 0 and not (tmp_path / relative).exists()
+    finally:
+        (helpers.ROOT / relative).unlink(missing_ok=True)
 
     monkeypatch.setenv("OPTUNA_STORAGE", str(tmp_path / "plain.db"))
     with pytest.raises(ValueError, match="sqlite:///"):
