@@ -210,6 +210,34 @@ def test_broken_submissions_are_graded_to_the_end(tmp_path):
     assert "no notebooks/01" in graded["empty"]["questions"]["q1a"]["message"]
 
 
+def _cell(notebook: str, grade_id: str) -> str:
+    cells = json.loads((ROOT / notebook).read_text(encoding="utf-8"))["cells"]
+    return next("".join(c["source"]) for c in cells if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def test_hidden_tests_keep_their_own_targets():
+    """A submission cannot move what it is graded against: the given code of a task cell (here `forward`, made
+    linear to match a backprop without tanh') comes from the reference; and an objective must train."""
+    import hidden_tests
+
+    source = _cell(NB01, "q1b_backprop")
+    hidden_tests.test_q1b(source, helpers)  # the reference passes
+    edited = source.replace("        h = torch.tanh(W @ h + b)\n    return h, inputs", "        h = W @ h + b\n    return h, inputs")
+    edited = edited.replace("delta = v * (1 - torch.tanh(W @ h + b) ** 2)", "delta = v")
+    assert "delta = v  #" in edited and "h = W @ h + b\n    return h, inputs" in edited
+    with pytest.raises(AssertionError, match="backprop on a chain"):
+        hidden_tests.test_q1b(edited, helpers)
+
+    source = _cell(NB03, "q6_objective")
+    hidden_tests.test_objective(source, helpers)
+    suggest = 'hidden = trial.suggest_int("hidden", SEARCH["low"], SEARCH["high"])'
+    for wrong in ("return 0.6", "return 0.5 + hidden / 1000"):  # never trains
+        with pytest.raises(AssertionError, match="return the mean|train the trial's hidden size"):
+            hidden_tests.test_objective(source.replace(suggest, f"{suggest}; {wrong}"), helpers)
+    with pytest.raises(AssertionError, match="report the first seed's validation accuracy"):
+        hidden_tests.test_objective(source.replace("trial.report(history.val_acc[-1], epoch)", "pass"), helpers)
+
+
 def test_notebooks_match_nbgrader_generate_assignment(release, tmp_path):
     """`nbgrader generate_assignment` in a throw-away course folder writes the same student notebooks."""
     out, _ = release

@@ -196,13 +196,16 @@ def test_load_imdb_rejects_bad_arguments():
         helpers.load_imdb(val_size=0)
 
 
-def test_damaged_cache_is_rebuilt(tiny_archive, isolated_data_dir, monkeypatch):
+def test_damaged_cache_is_rebuilt(tiny_archive, isolated_data_dir, monkeypatch, capsys):
     monkeypatch.setenv("IMDB_PATH", str(tiny_archive))
     helpers.load_imdb(max_len=5, val_size=2, verbose=False)
     (cache,) = (isolated_data_dir / "cache").glob("*.pt")
     cache.write_bytes(b"not a torch file")
-    data = helpers.load_imdb(max_len=5, val_size=2, verbose=False)
-    assert len(data.test) == 2
+    data = helpers.load_imdb(max_len=5, val_size=2)
+    assert len(data.test) == 2 and "tokenized IMDB" in capsys.readouterr().out  # rebuilt from the archive
+    assert torch.equal(torch.load(cache, weights_only=True)["test"]["ids"], data.test.ids.int())  # and rewritten
+    helpers.load_imdb(max_len=5, val_size=2)
+    assert "tokenized IMDB" not in capsys.readouterr().out  # the next load reads it
 
 
 def test_stratified_sample_is_seeded_balanced_and_disjoint():

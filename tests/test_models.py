@@ -1,5 +1,7 @@
 """Models: hand-written cells and BPTT against autograd and torch.nn.RNN / GRU, padding invariance, the token
 heads, attention and its layouts, word vectors (frozen or trainable), the model record."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -80,9 +82,12 @@ def test_sum_and_weighted_heads_follow_their_formulas():
     logit, parts = s(ids, lengths, details=True)
     torch.testing.assert_close(logit, parts["scores"].sum(-1))
     assert (parts["scores"][1, 3:] == 0).all()
-    w = helpers.make_model("weighted", seed=0)
+    w = helpers.make_model("weighted", seed=0).eval()  # eval: no embedding dropout, so both passes agree
     logit, parts = w(ids, lengths, details=True)
-    torch.testing.assert_close(parts["weights"].sum(-1), torch.ones(2))
+    out = w.mlp(w.embed(ids))  # the token network's (s_i, a_i), computed here without the pooling
+    for i, n in enumerate(lengths.tolist()):  # w = softmax(a) over the real tokens, s as the network gave it
+        torch.testing.assert_close(parts["weights"][i, :n], torch.softmax(out[i, :n, 1], dim=0))
+        torch.testing.assert_close(parts["scores"][i, :n], out[i, :n, 0])
     assert (parts["weights"][1, 3:] == 0).all()
     torch.testing.assert_close(logit, (parts["weights"] * parts["scores"]).sum(-1))
 
@@ -135,10 +140,13 @@ def test_run_cell_all_states_and_start_state(ours):
     x, h0 = torch.randn(2, 6, 5), torch.randn(2, 7)
     mask = helpers.lengths_to_mask(torch.tensor([6, 2]), 6)
     h, states = helpers.run_cell(cell, x, mask, h0=h0, return_all=True)
-    step = h0  # the same states, one `step` at a time
-    for t in range(6):
-        step = torch.where(mask[:, t, None], cell.step(cell.ih(x[:, t]), step), step)
-        torch.testing.assert_close(states[:, t], step)
+    reference = (torch.nn.GRU if ours is helpers.GRUCell else torch.nn.RNN)(5, 7, batch_first=True)
+    with torch.no_grad():  # torch's own recurrence with the same weights
+        for ours_, theirs in ((cell.ih, "ih"), (cell.hh, "hh")):
+            getattr(reference, f"weight_{theirs}_l0").copy_(ours_.weight)
+            getattr(reference, f"bias_{theirs}_l0").copy_(ours_.bias)
+        torch.testing.assert_close(states[0], reference(x[:1], h0[None, :1])[0][0])
+        torch.testing.assert_close(states[1, :2], reference(x[1:, :2], h0[None, 1:])[0][0])  # review 1's 2 tokens
     torch.testing.assert_close(h, states[:, -1])
     torch.testing.assert_close(states[1, 1], states[1, 5])  # padding carries the state over unchanged
     torch.testing.assert_close(helpers.run_cell(cell, x, mask, h0=h0), h)  # the hand-written BPTT path
@@ -244,6 +252,12 @@ def test_exercise_layout_attends_in_the_hidden_space_without_residual():
 
 
 def test_position_code_is_added_and_grows_for_long_inputs():
+    # the Transformer's code, by hand: P[p, 2i] = sin(p / 10000^(2i/d)), P[p, 2i+1] = cos(p / 10000^(2i/d))
+    table = helpers.sinusoidal_positions(600, 6)
+    for p_, i in ((0, 0), (1, 0), (1, 1), (7, 2), (599, 1)):
+        angle = p_ / 10000 ** (2 * i / 6)
+        assert math.isclose(table[p_, 2 * i], math.sin(angle), abs_tol=1e-5)
+        assert math.isclose(table[p_, 2 * i + 1], math.cos(angle), abs_tol=1e-5)
     code = helpers.PositionCode(6)
     x = torch.zeros(1, 600, 6)  # longer than the initial table
     torch.testing.assert_close(code(x)[0], helpers.sinusoidal_positions(600, 6))

@@ -143,6 +143,7 @@ def test_an_interrupted_study_resumes_with_the_missing_trials(isolated_data_dir,
 def test_a_search_that_trains(toy_data, one_thread):
     """The study loop with an objective that trains (as notebook 03's does): values are validation accuracies."""
     study = helpers.run_study(in_memory(), training_objective(toy_data), 2, verbose=False)
+    assert len(study.trials) == 2
     for trial in study.trials:
         assert trial.state == TrialState.COMPLETE and 4 <= trial.params["hidden"] <= 16
         assert trial.value == max(trial.user_attrs["history"]["val_acc"]) and set(trial.intermediate_values) == {1}

@@ -63,3 +63,8 @@ def test_attention_rows_and_window():
     assert torch.allclose(attn.sum(-1), torch.ones(1, 5)), "SelfAttention: each row of A must sum to 1"
     far = torch.ones(5, 5).triu(2).bool() | torch.ones(5, 5).tril(-2).bool()
     assert (attn[0][far] == 0).all(), "SelfAttention: with window=1 a word attends only to itself and its neighbours"
+    full, x = helpers.SelfAttention(4, window=None, residual=False), torch.randn(1, 5, 4)
+    _, attn = full(x, torch.ones(1, 5, dtype=torch.bool))
+    xp = full.positions(x)  # x + P
+    want = torch.softmax(full.q(xp) @ full.k(xp).transpose(1, 2) / 4 ** 0.5, dim=-1)
+    assert torch.allclose(attn, want, atol=1e-6), "SelfAttention: A = softmax(Q Kᵀ / √d), Q and K from x + P"
