@@ -51,6 +51,12 @@ def smoke_test() -> bool:
     return os.environ.get("FULL") != "1" and not (CHECKPOINT_DIR / "runs").is_dir()
 
 
+def retrain() -> bool:
+    """True where notebooks 03 and 04 recompute their results instead of loading the committed ones: with RETRAIN=1,
+    in a quick run (`smoke_test`), and always where there are no committed results (the student release)."""
+    return os.environ.get("RETRAIN") == "1" or smoke_test() or not (CHECKPOINT_DIR / "runs").is_dir()
+
+
 def set_seed(seed: int = 0) -> None:
     """Seed Python, NumPy and torch (used at the top of every notebook and by `train`)."""
     random.seed(seed)

@@ -235,12 +235,16 @@ def test_models_follow_the_device_they_are_moved_to(monkeypatch, tmp_path):
 def test_quick_mode_where_there_are_no_committed_results(monkeypatch, tmp_path):
     """SMOKE_TEST=1 always shrinks the work; without committed results (the student release) the notebooks also
     default to the quick run, and FULL=1 asks for the full plan."""
-    monkeypatch.delenv("SMOKE_TEST", raising=False)
-    monkeypatch.delenv("FULL", raising=False)
+    for name in ("SMOKE_TEST", "FULL", "RETRAIN"):
+        monkeypatch.delenv(name, raising=False)
     assert (helpers.CHECKPOINT_DIR / "runs").is_dir() and not helpers.smoke_test()  # the reference
+    assert not helpers.retrain()  # loads the committed results
+    monkeypatch.setenv("RETRAIN", "1")
+    assert helpers.retrain() and not helpers.smoke_test()
+    monkeypatch.delenv("RETRAIN")
     monkeypatch.setattr(helpers, "CHECKPOINT_DIR", tmp_path / "checkpoints")  # no committed results
-    assert helpers.smoke_test()
+    assert helpers.smoke_test() and helpers.retrain()
     monkeypatch.setenv("FULL", "1")
-    assert not helpers.smoke_test()
+    assert not helpers.smoke_test() and helpers.retrain()  # the full plan, recomputed: there is nothing to load
     monkeypatch.setenv("SMOKE_TEST", "1")
     assert helpers.smoke_test()

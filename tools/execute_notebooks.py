@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +20,9 @@ import nbformat
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import helpers  # noqa: E402
 
 
 def strip_widget_state(nb) -> None:
@@ -54,11 +56,8 @@ def execute_notebook(path: str | Path, timeout: int | None = 7200) -> float:
                        resources={"metadata": {"path": str(path.parent)}}).execute()
         seconds = time.perf_counter() - start
         strip_widget_state(nb)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".ipynb.part")
-        os.close(fd)
-        nbformat.write(nb, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        with helpers.atomic_path(path) as tmp:
+            nbformat.write(nb, tmp)
         return seconds
     finally:
         if env is not None:
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(p) for p in paths if not p.is_file() or p.suffix != ".ipynb"]
     if missing:
         parser.error(f"not a notebook: {', '.join(missing)}")
-    timeout = None if os.environ.get("RETRAIN") == "1" else 7200  # a recompute cell runs for hours
+    timeout = None if helpers.retrain() else 7200  # a recompute cell may run for hours
     for path in paths:
         print(f"{path}: {execute_notebook(path, timeout):.0f} s", flush=True)
     return 0
