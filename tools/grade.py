@@ -31,7 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
+sys.path[:0] = [str(ROOT / "tools"), str(ROOT)]
+import helpers  # noqa: E402  (the reference: atomic writes)
 import hidden_tests  # noqa: E402
 from hidden_tests import QUESTIONS  # noqa: E402
 
@@ -83,24 +84,21 @@ def _hybrid(submission: Path, question: str, n: int):
     for qualified in QUESTIONS[question]["replace"]:
         owner, _, attr = qualified.rpartition(".")
         source = getattr(sub, owner, None) if owner else sub
-        found = (vars(source).get(attr) if owner else getattr(source, attr, None)) if source is not None else None
+        found = vars(source).get(attr) if source is not None else None
         if found is None:
             raise _Failure(f"helpers.py has no {qualified}")
         setattr(getattr(hybrid, owner) if owner else hybrid, attr, found)
     return hybrid
 
 
-@functools.lru_cache(maxsize=16)
 def _graded_cells(notebook: Path) -> dict | _Failure:
-    """{grade_id: source} of a notebook's nbgrader cells, read once; why it cannot be read, as a _Failure."""
+    """{grade_id: source} of a notebook's nbgrader cells (read once); why it cannot be read, as a _Failure."""
     if not notebook.is_file():
         return _Failure(f"no {notebook.parent.name}/{notebook.name} in the submission")
     if notebook.stat().st_size > MAX_FILE:
         return _Failure(f"{notebook.name} is larger than {MAX_FILE // 1_000_000} MB")
     try:
-        cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
-        return {c["metadata"]["nbgrader"]["grade_id"]: "".join(c.get("source", "")) for c in cells
-                if "grade_id" in c.get("metadata", {}).get("nbgrader", {})}
+        return hidden_tests.graded_cells(notebook)
     except (ValueError, KeyError, TypeError) as exc:
         return _Failure(f"{notebook.name} is not a readable notebook ({type(exc).__name__})")
 
@@ -267,9 +265,10 @@ def grade(submission: Path, out: Path, limit: float = TIME_LIMIT, notebooks: tup
     grades = {"submission": str(submission), "auto_points": sum(e["points"] for e in entries.values()),
               "auto_max": sum(e["max"] for e in entries.values()), "questions": entries, "manual": manual,
               "notebooks": executed}
-    (out / "grades.json").write_text(json.dumps(grades, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / "feedback.md").write_text(feedback(grades), encoding="utf-8")
-    (out / "instructor.md").write_text(instructor_report(grades), encoding="utf-8")
+    for name, text in (("grades.json", json.dumps(grades, indent=1, ensure_ascii=False) + "\n"),
+                       ("feedback.md", feedback(grades)), ("instructor.md", instructor_report(grades))):
+        with helpers.atomic_path(out / name) as tmp:  # a report is complete or absent
+            tmp.write_text(text, encoding="utf-8")
     return grades
 
 
@@ -411,7 +410,7 @@ def main(argv=None) -> int:
             print(f"{sub}: {grades['auto_points']} / {grades['auto_max']}", flush=True)
             rows.append({"submission": sub.name, **{q: e["points"] for q, e in grades["questions"].items()},
                          "auto_points": grades["auto_points"], "auto_max": grades["auto_max"]})
-    with open(args.out / "gradebook.csv", "w", newline="", encoding="utf-8") as fh:
+    with helpers.atomic_path(args.out / "gradebook.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+ROOT = Path(__file__).resolve().parent.parent
 NB01 = "notebooks/01_derivatives_backprop_skip_connections.ipynb"
 NB02 = "notebooks/02_architectures_and_text_to_image.ipynb"
 NB03 = "notebooks/03_rnn_gru_tpe_search.ipynb"
@@ -54,13 +55,21 @@ from the submission (`replace`), or the code cell of a notebook (`notebook`, the
 Question q is graded by `test_<q>(graded, reference)` below."""
 
 
+@functools.lru_cache(maxsize=16)
+def graded_cells(notebook: Path) -> dict[str, str]:
+    """{grade_id: source} of a notebook's nbgrader cells, read once per process."""
+    cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
+    return {c["metadata"]["nbgrader"]["grade_id"]: "".join(c.get("source", "")) for c in cells
+            if "grade_id" in c.get("metadata", {}).get("nbgrader", {})}
+
+
 @functools.lru_cache(maxsize=1)
-def manual_questions(root: Path = Path(__file__).resolve().parent.parent) -> dict:
+def manual_questions() -> dict:
     """Written answers, from the reference notebooks' metadata (markdown cells that are nbgrader solution + grade
     cells): grade_id -> points, notebook, and a title from the heading above the cell. The grader lists them as
     graded by hand, with the reference answer in the instructor's report only."""
     found = {}
-    for path in sorted((root / "notebooks").glob("*.ipynb")):
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         heading = ""
         for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
             meta = cell.get("metadata", {}).get("nbgrader", {})
@@ -253,10 +262,7 @@ def _reference_cell(question: str, *needed: str) -> dict:
     """The reference notebook's cell of `question`, run: the given code (`forward`, `make_chain`, `nested_f`, ...)
     that the expected values are computed with, so a submission that edits it does not move its own target."""
     q = QUESTIONS[question]
-    cells = json.loads((Path(__file__).resolve().parent.parent / q["notebook"]).read_text(encoding="utf-8"))["cells"]
-    source = next("".join(c["source"]) for c in cells
-                  if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == q["cell"])
-    return _run_cell(source, f"reference {q['cell']}", *needed)
+    return _run_cell(graded_cells(ROOT / q["notebook"])[q["cell"]], f"reference {q['cell']}", *needed)
 
 
 def test_q1a(source: str, ref) -> None:
@@ -340,12 +346,15 @@ def test_objective(source: str, ref) -> None:
     search = {"n_trials": 3, "epochs": 3, "n_train": 50, "seeds": (4, 2, 7), "low": 10, "high": 40}
     data, calls = object(), []
 
+    def curve(hidden: int, seed: int, epoch: int) -> float:  # the made-up validation accuracy of the stand-in
+        return 0.5 + hidden / 1000 + seed / 100 + epoch / 1000
+
     def train_model(name, data_, seed=0, config=None, callback=None, progress=True, verbose=True, **settings):
         hidden = (config or {}).get("hidden")
         calls.append({"name": name, "data": data_, "seed": seed, "hidden": hidden, "epochs": settings.get("epochs")})
         history = ref.History()
         for epoch in range(1, (settings.get("epochs") or 1) + 1):
-            history.val_acc.append(0.5 + (hidden or 0) / 1000 + seed / 100 + epoch / 1000)
+            history.val_acc.append(curve(hidden or 0, seed, epoch))
             if callback is not None:
                 callback(epoch, history)
         return None, history
@@ -357,10 +366,6 @@ def test_objective(source: str, ref) -> None:
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=3),
                                 pruner=optuna.pruners.NopPruner())
     trained: set[int] = set()
-
-    def curve(hidden: int, seed: int, epoch: int) -> float:  # what the stand-in train_model records
-        return 0.5 + hidden / 1000 + seed / 100 + epoch / 1000
-
     for n in range(search["n_trials"] + 1):
         if n == search["n_trials"]:  # the first size proposed again: reuse its result or train it again
             study.enqueue_trial({"hidden": study.trials[0].params["hidden"]})
@@ -370,18 +375,18 @@ def test_objective(source: str, ref) -> None:
         hidden = trial.params.get("hidden")
         if hidden is None or not search["low"] <= hidden <= search["high"]:
             raise AssertionError(f"suggest 'hidden' in [SEARCH['low'], SEARCH['high']] = [10, 40]; got {hidden}")
+        if not calls and hidden not in trained:
+            raise AssertionError(f"train the trial's hidden size {hidden}: no call of helpers.train_model")
+        seen = [(c["name"], c["seed"], c["hidden"], c["epochs"], c["data"] is data) for c in calls]
+        if calls and seen != [("rnn", s, hidden, search["epochs"], True) for s in search["seeds"]]:
+            raise AssertionError(f"train the cell 'rnn' with the trial's hidden size {hidden} once per seed in "
+                                 f"SEARCH['seeds'] for SEARCH['epochs'] epochs on search_data; got "
+                                 f"(name, seed, hidden, epochs, search_data?) = {seen}")
         want = float(np.mean([curve(hidden, s, search["epochs"]) for s in search["seeds"]]))
         if trial.value is None or abs(trial.value - want) > 1e-12:
             raise AssertionError(f"return the mean of the seeds' best validation accuracies ({want:.4f}); got {trial.value}")
         if not calls:
-            if hidden not in trained:
-                raise AssertionError(f"train the trial's hidden size {hidden}: no call of helpers.train_model")
             continue  # a size already trained, its stored result returned
-        seen = [(c["name"], c["seed"], c["hidden"], c["epochs"], c["data"] is data) for c in calls]
-        if seen != [("rnn", s, hidden, search["epochs"], True) for s in search["seeds"]]:
-            raise AssertionError(f"train the cell 'rnn' with the trial's hidden size {hidden} once per seed in "
-                                 f"SEARCH['seeds'] for SEARCH['epochs'] epochs on search_data; got "
-                                 f"(name, seed, hidden, epochs, search_data?) = {seen}")
         trained.add(hidden)
         reported = [round(v, 12) for _, v in sorted(trial.intermediate_values.items())]  # in step order
         first_seed = [round(curve(hidden, search["seeds"][0], e), 12) for e in range(1, search["epochs"] + 1)]

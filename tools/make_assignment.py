@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import re
 import shutil
 import subprocess
@@ -36,17 +37,16 @@ STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 def stub_python(text: str, name: str = "helpers.py") -> tuple[str, list[list[str]]]:
     """`text` with each solution region replaced by the stub (nbgrader's rule for code cells: a line that
     contains a marker is dropped with the region); returns the new text and the removed regions' lines."""
-    begin, end = BEGIN, END
     out, regions, region, indent = [], [], None, ""
     for number, line in enumerate(text.splitlines(keepends=True), 1):
-        if begin in line:
+        if BEGIN in line:
             if region is not None:
-                raise ValueError(f"{name}:{number}: {begin} inside another region")
+                raise ValueError(f"{name}:{number}: {BEGIN} inside another region")
             region, indent = [], line[: len(line) - len(line.lstrip())]
             out.extend(f"{indent}{stub}\n" for stub in STUB)
-        elif end in line:
+        elif END in line:
             if region is None:
-                raise ValueError(f"{name}:{number}: {end} without {begin}")
+                raise ValueError(f"{name}:{number}: {END} without {BEGIN}")
             regions.append(region)
             region = None
         elif region is not None:
@@ -54,7 +54,7 @@ def stub_python(text: str, name: str = "helpers.py") -> tuple[str, list[list[str
         else:
             out.append(line)
     if region is not None:
-        raise ValueError(f"{name}: a region that starts with {begin} is not closed")
+        raise ValueError(f"{name}: a region that starts with {BEGIN} is not closed")
     return "".join(out), regions
 
 
@@ -122,14 +122,21 @@ def make_assignment(out: Path, force: bool = False) -> dict:
         else:
             shutil.copy2(src, dst)
     shutil.copytree(STUDENT, staging, dirs_exist_ok=True)
-    released = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in staging.rglob("*")
-                          if p.is_file() and p.suffix in (".py", ".ipynb", ".md"))
+    released = "\n".join(readable_text(p) for p in staging.rglob("*") if p.is_file() and p.suffix in (".py", ".ipynb", ".md"))
     leaked = [line for region in regions for line in region if distinctive(line) and line.strip() in released]
     if leaked:
         shutil.rmtree(staging)
         raise SystemExit(f"the release would still contain solution lines, e.g. {leaked[0].strip()!r}")
     staging.rename(out)
     return {"files": len(files), "regions": regions}
+
+
+def readable_text(path: Path) -> str:
+    """A file's text as a reader sees it: a notebook's cell sources (its JSON escapes quotes and backslashes)."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix == ".ipynb":
+        return "\n".join("".join(cell["source"]) for cell in json.loads(text)["cells"])
+    return text
 
 
 GENERIC = re.compile(r"(#|(for|if|elif|else|while|with|try|except)\b)")

@@ -165,10 +165,10 @@ def tfidf_baseline(data: helpers.Imdb) -> dict:
                                  token_pattern=r"\S+", lowercase=False)
     x_train, x_val = vectorizer.fit_transform(as_text(data.train)), vectorizer.transform(as_text(data.val))
     y_train, y_val = data.train.labels.numpy(), data.val.labels.numpy()
-    val_by_c = {c: LogisticRegression(C=c, max_iter=2000).fit(x_train, y_train).score(x_val, y_val)
-                for c in TFIDF_C}
+    fitted = {c: LogisticRegression(C=c, max_iter=2000).fit(x_train, y_train) for c in TFIDF_C}
+    val_by_c = {c: clf.score(x_val, y_val) for c, clf in fitted.items()}
     best = max(TFIDF_C, key=lambda c: (val_by_c[c], -c))  # ties go to the stronger regularisation
-    clf = LogisticRegression(C=best, max_iter=2000).fit(x_train, y_train)
+    clf = fitted[best]
     return {"C": best, "val_by_C": {str(c): v for c, v in val_by_c.items()}, "val_acc": val_by_c[best],
             "test_acc": clf.score(vectorizer.transform(as_text(data.test)), data.test.labels.numpy()),
             "tokenizer": data.tokenizer, "split": data.split}
