@@ -238,16 +238,18 @@ def test_encode_pads_cuts_and_keeps_the_tokens():
     assert ids[2, 0] == helpers.UNK and kept[0] == ["a", "great", "film"]
 
 
-def test_real_imdb_sizes_and_split(real_imdb, imdb_small):
+def test_real_imdb_sizes_and_split(real_imdb, imdb_small, imdb_source):
     full = real_imdb
     assert (len(full.train), len(full.val), len(full.test)) == (20_000, 5_000, 25_000)
     assert full.val.labels.mean() == 0.5 and full.test.labels.mean() == 0.5 and full.train.labels.mean() == 0.5
     # validation is exactly the reviews with ids >= 10,000 of each label of the official training set (compared as
     # sorted lists of texts: IMDB repeats some reviews under different ids)
-    raw = helpers.read_imdb(helpers.find_imdb())["train"]
-    held = sorted(t for t, i in zip(raw["texts"], raw["ids"]) if i >= 10_000)
-    assert sorted(full.val.texts) == held and len(held) == 5000
-    assert sorted(full.train.texts) == sorted(t for t, i in zip(raw["texts"], raw["ids"]) if i < 10_000)
+    raw = helpers.read_imdb(imdb_source)["train"]
+    held, kept = [], []
+    for text, review_id in zip(raw["texts"], raw["ids"]):
+        (held if review_id >= 10_000 else kept).append(text)
+    assert sorted(full.val.texts) == sorted(held) and len(held) == 5000
+    assert sorted(full.train.texts) == sorted(kept)
     assert full.split == "idblock-v1" and full.tokenizer == helpers.TOKENIZER_VERSION
     assert full.coverage["kept"] > 0.99
     assert len(imdb_small.train) == 2000 and imdb_small.train.labels.mean() == 0.5

@@ -5,7 +5,6 @@ journal file. The objectives are search_fixtures' toy ones."""
 import os
 import time
 import traceback
-from pathlib import Path
 
 import optuna
 import pytest
@@ -46,16 +45,15 @@ def test_optuna_storage_follows_the_environment(isolated_data_dir, tmp_path, mon
         assert helpers.optuna_storage() == url  # passed on as it is, nothing is connected yet
 
     # relative paths mean the same file from any working directory (a notebook's kernel runs in notebooks/)
-    monkeypatch.chdir(tmp_path)
+    root, elsewhere = tmp_path / "repo", tmp_path / "notebooks"
+    elsewhere.mkdir()
+    monkeypatch.setattr(helpers, "ROOT", root)
+    monkeypatch.chdir(elsewhere)
     monkeypatch.setenv("OPTUNA_STORAGE", "sqlite:///data/optuna/other.db")
-    assert helpers.optuna_storage() == f"sqlite:///{helpers.ROOT / 'data' / 'optuna' / 'other.db'}"
-    relative = Path("data") / "optuna" / f"test-{os.getpid()}.log"
-    monkeypatch.setenv("OPTUNA_STORAGE", str(relative))
-    try:
-        optuna.create_study(study_name="s", storage=helpers.optuna_storage())
-        assert (helpers.ROOT / relative).stat().st_size > 0 and not (tmp_path / relative).exists()
-    finally:
-        (helpers.ROOT / relative).unlink(missing_ok=True)
+    assert helpers.optuna_storage() == f"sqlite:///{root / 'data' / 'optuna' / 'other.db'}"
+    monkeypatch.setenv("OPTUNA_STORAGE", "data/optuna/ex2.log")
+    optuna.create_study(study_name="s", storage=helpers.optuna_storage())
+    assert (root / "data/optuna/ex2.log").stat().st_size > 0 and not (elsewhere / "data").exists()
 
     monkeypatch.setenv("OPTUNA_STORAGE", str(tmp_path / "plain.db"))
     with pytest.raises(ValueError, match="sqlite:///"):
