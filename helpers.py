@@ -620,7 +620,8 @@ class RNNCell(nn.Module):
     @staticmethod
     @exercise("RNNCell.update (h' = tanh(x_proj + gh))", "notebook 03, section 1")
     def update(x_proj: torch.Tensor, gh: torch.Tensor, h: torch.Tensor):
-        """New state from the input projection W_ih x + b_ih and gh = W_hh h + b_hh; returns (h', cache)."""
+        """New state from the input projection x_proj = W_ih x + b_ih and gh = W_hh h + b_hh, each (B, H); returns
+        (h', cache) with cache = h' itself (what `update_backward` reads: tanh' = 1 − h'²)."""
         ### BEGIN SOLUTION
         h_new = torch.tanh(x_proj + gh)
         return h_new, h_new
@@ -629,7 +630,9 @@ class RNNCell(nn.Module):
     @staticmethod
     @exercise("RNNCell.update_backward (the derivative of tanh)", "notebook 03, section 2")
     def update_backward(dh_new: torch.Tensor, h: torch.Tensor, cache):
-        """From δ = ∂L/∂h' to ∂L/∂(x_proj), ∂L/∂gh and the part of ∂L/∂h that bypasses gh (none here)."""
+        """From δ = ∂L/∂h' (B, H) and `update`'s cache (h') to (∂L/∂x_proj, ∂L/∂gh, bypass), the first two (B, H).
+        bypass is the part of ∂L/∂h that does not go through gh; the RNN has no such path, so return None, 0 or a
+        zero tensor (all three are accepted; `_RecurrentBPTT.backward` adds it to δ_{t-1})."""
         ### BEGIN SOLUTION
         h_new = cache
         d_pre = dh_new * (1 - h_new * h_new)  # tanh' = 1 − tanh²
@@ -656,8 +659,8 @@ class GRUCell(RNNCell):
     @staticmethod
     @exercise("GRUCell.update (the r, z, n gates and h')", "notebook 03, section 1")
     def update(x_proj: torch.Tensor, gh: torch.Tensor, h: torch.Tensor):
-        """x_proj = W_i x + b_i and gh = W_h h + b_h, each (B, 3H) in blocks r, z, n; returns (h', cache) with
-        cache = (r, z, n, gh_n), what `update_backward` reads (gh_n: the n block of gh)."""
+        """x_proj = W_i x + b_i and gh = W_h h + b_h, each (B, 3H) in blocks r, z, n, and h (B, H); returns (h', cache)
+        with cache = (r, z, n, gh_n), each (B, H): what `update_backward` reads (gh_n: the n block of gh)."""
         ### BEGIN SOLUTION
         H = h.shape[-1]
         rz = torch.sigmoid(x_proj[..., : 2 * H] + gh[..., : 2 * H])  # r and z in one call
@@ -671,7 +674,7 @@ class GRUCell(RNNCell):
     @exercise("GRUCell.update_backward (the gates' derivatives)", "notebook 03, section 2")
     def update_backward(dh_new: torch.Tensor, h: torch.Tensor, cache):
         """From δ = ∂L/∂h' and `update`'s cache (r, z, n, gh_n) to ∂L/∂(x_proj) and ∂L/∂gh, each (B, 3H) in blocks
-        r, z, n, and the part of ∂L/∂h that bypasses gh (through z ⊙ h)."""
+        r, z, n, and the part of ∂L/∂h that bypasses gh (through z ⊙ h), (B, H)."""
         ### BEGIN SOLUTION
         r, z, n, gh_n = cache
         da_n = dh_new * (1 - z) * (1 - n * n)          # through n = tanh(a_n)
@@ -879,8 +882,11 @@ class SelfAttention(nn.Module):
     A = softmax(Q Kᵀ / √d + M),  Q = (x + P) W_q,  K = (x + P) W_k,  V = x W_v,  out = [x +] A V.
 
     P is the sinusoidal position code (`positions=True`; so "not good" differs from "good not"),
-    M is −∞ at padding keys and, with `window=k`, outside |i − j| ≤ k (the exercise's restricted
-    attention); window=None is full attention. `residual` adds the input back.
+    M is −∞ (or the dtype's most negative number) at padding keys and, with `window=k`, outside |i − j| ≤ k (the
+    exercise's restricted attention); window=None is full attention. `residual` adds the input back. x is (B, T, d),
+    mask (B, T) True at real tokens; returns (out (B, T, d), A (B, T, T)). The rows of padding *queries* reach no
+    output (padding positions are dropped before the logit): a zero row, or the softmax over the row's real keys,
+    are both right there, and here they are zero.
     Shown in notebook 04, section 1, with a worked example."""
 
     def __init__(self, dim: int, window: int | None = 5, residual: bool = True, positions: bool = True):
@@ -962,7 +968,8 @@ class TokenScoreClassifier(SentimentModel):
 @exercise("pool_token_scores (the SUM and WEIGHTED logits)", "notebook 04, section 1")
 def pool_token_scores(out: torch.Tensor, mask: torch.Tensor, weighted: bool):
     """The review's logit from the token outputs (B, T, 1 or 2): Σ s_i (sum) or Σ w_i s_i with
-    w = softmax(a) over the real tokens (weighted). Returns (logit, s, w or None); padding gets s = w = 0.
+    w = softmax(a) over the real tokens (weighted); mask (B, T) is True at real tokens. Returns (logit (B,), s (B, T),
+    w (B, T) for weighted, None for sum); padding gets s = w = 0, and a review with no real token all-zero w.
     Shown in notebook 04, section 1."""
     ### BEGIN SOLUTION
     scores = out[..., 0].masked_fill(~mask, 0.0)
