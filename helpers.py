@@ -136,13 +136,59 @@ class Unimplemented(NotImplementedError):
     """A part of the exercise that is still a stub (the student release): the message says what to write
     and where, and a notebook shows just that line, not a traceback."""
 
-    def _render_traceback_(self):  # IPython's hook for how an exception is displayed
-        return [f"{type(self).__name__}: {self}"]
+    def _render_traceback_(self):  # IPython's hook for how an exception is displayed: one line, in red
+        return [f"{_RED}{type(self).__name__}: {self}{_PLAIN}"]
+
+
+_RED, _PLAIN = "\x1b[31m", "\x1b[0m"
+"""ANSI colours of the one-line errors in a notebook (JupyterLab renders them in a traceback)."""
+
+
+def name_stubs(notebook: int) -> None:
+    """Called in a notebook's first code cell: from then on a bare NotImplementedError (nbgrader's stub,
+    `raise NotImplementedError()`) shows as one red line naming the function that raised it and where it is, e.g.
+    `NotImplementedError: vjp is not written yet (notebook 01, cell In[4], line 7)`, instead of a traceback. Every
+    other exception, `Unimplemented` included, shows as before. Outside IPython it does nothing."""
+    import traceback
+
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+
+    def one_line(shell, etype, value, tb, tb_offset=None):  # IPython leaves the display to the handler
+        if value.args or not tb:  # a message of its own (Unimplemented's included): shown as usual
+            shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+            return None
+        last = tb
+        while last.tb_next is not None:
+            last = last.tb_next
+        code, line = last.tb_frame.f_code, traceback.extract_tb(tb)[-1].lineno
+        name = code.co_qualname.replace(".<locals>", "") if code.co_name != "<module>" else "this cell's code"
+        cell = getattr(shell.compile, "_filename_map", {}).get(code.co_filename)
+        where = f"cell In[{cell}], line {line}" if cell is not None else f"{Path(code.co_filename).name}, line {line}"
+        value.args = (f"{name} is not written yet (notebook {notebook:02d}, {where})",)  # the error's text too
+        shell._showtraceback(etype, value, [f"{_RED}{etype.__name__}: {value}{_PLAIN}"])
+        return None
+
+    shell.set_custom_exc((NotImplementedError,), one_line)
+
+
+def relative(path: str | Path) -> str:
+    """`path` as the notebooks print it: relative to the repository root when it lies inside it (`checkpoints`,
+    `data/retrain-smoke/rnn.pt`), else as given."""
+    try:
+        return Path(path).resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def exercise(what: str, where: str):
     """Mark a function that holds a solution region (nbgrader's BEGIN / END SOLUTION comments), which the student
-    release (`tools/make_assignment.py`) replaces with a stub: the stub's bare NotImplementedError becomes
+    release replaces with a stub: the stub's bare NotImplementedError becomes
     `Unimplemented("implement <what>: <where>")`, raised from the call that first needs it."""
     def wrap(fn):
         @wraps(fn)
@@ -562,7 +608,7 @@ def load_imdb(max_len: int = 100, val_size: int = 5000, seed: int = 0, subset: i
                     torch.save(data, tmp)
                 if verbose:
                     print(f"tokenized IMDB from {src.name} with {tokenizer} in {time.perf_counter() - start:.1f} s "
-                          f"(cached in {cache})")
+                          f"(cached in {relative(cache)})")
 
     def split_of(cols: dict, index: torch.Tensor | None = None) -> Split:
         split = Split(cols["texts"], cols["labels"], cols["ids"].long(), cols["lengths"].long(),
@@ -693,7 +739,7 @@ class _RecurrentBPTT(torch.autograd.Function):
     forward pass runs the cell's `update` and keeps what `update_backward` needs, and the backward pass
     applies the chain rule step by step, with the weight gradients summed over all steps in one
     matrix product at the end. Where `keep` is False (padding) the state is carried over unchanged.
-    `tests/test_models.py` checks it against autograd. Shown in notebook 03, section 2."""
+    A test checks it against autograd. Shown in notebook 03, section 2."""
 
     @staticmethod
     def forward(ctx, cell: type, x_proj, w_hh, b_hh, h0, keep):
@@ -1381,26 +1427,97 @@ def load_results(folder: str | Path | None = None) -> dict:
     return {"runs": {record["job"]["key"]: record for record in records}}
 
 
+def check_exercises(names: Iterable[str]) -> None:
+    """Run each part of the exercise that models `names` need once on a tiny input, in the order the student README
+    lists them (RNNCell.update, GRUCell.update, the two update_backward, _RecurrentBPTT.backward, pool_token_scores,
+    SelfAttention.forward): the first that is still a stub raises its one-line `Unimplemented`, before any training
+    starts. Other errors (a wrong shape) are left to the training that follows."""
+    names = set(names)
+    recurrent = [cell for name, cell in (("rnn", RNNCell), ("gru", GRUCell)) if name in names]
+    token = names & {"sum", "weighted", "attn_sum", "attn_weighted"}
+    x, h = torch.randn(1, 6), torch.randn(1, 2)
+    checks = [lambda c=cell: c.update(x[:, : 2 * c.blocks], x[:, : 2 * c.blocks], h) for cell in recurrent]
+    checks += [lambda c=cell: c.update_backward(h, h, c.update(x[:, : 2 * c.blocks], x[:, : 2 * c.blocks], h)[1])
+               for cell in recurrent]
+    if recurrent:
+        def bptt(cell=recurrent[0](3, 2)):
+            seq = torch.randn(1, 3, 3, requires_grad=True)
+            run_cell(cell, seq, manual_bptt=True).sum().backward()
+        checks.append(bptt)
+    if token:
+        checks.append(lambda: pool_token_scores(torch.randn(1, 3, 2), torch.ones(1, 3, dtype=torch.bool), True))
+    if token & {"attn_sum", "attn_weighted"}:
+        checks.append(lambda: SelfAttention(4, window=1)(torch.randn(1, 3, 4), torch.ones(1, 3, dtype=torch.bool)))
+    for check in checks:
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                check()
+        except Unimplemented as exc:
+            raise Unimplemented(str(exc)) from None  # one line, no chain
+        except Exception:  # noqa: BLE001 - written, if not yet right: the training shows how
+            pass
+
+
 def recompute(notebook: int, out: str | Path, smoke: bool = False) -> None:
     """Retrain the jobs behind `notebook` into `out` with tools/train_results.py (one worker per core,
-    resumable: a rerun continues with the missing jobs), relaying its lines, with a bar over the jobs."""
+    resumable: a rerun continues with the missing jobs), relaying its lines (paths relative to the repository
+    root), with a bar over the jobs. A part of the exercise the jobs need that is still a stub stops it first, with
+    one line (`check_exercises`)."""
+    import importlib.util
     import subprocess
     import sys
 
+    spec = importlib.util.spec_from_file_location("train_results", ROOT / "tools" / "train_results.py")
+    plan = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plan)
+    check_exercises({j["name"] for j in plan.experiment_plan(smoke, Path(out)) if j["kind"] == "run"
+                     and j["notebook"] == notebook})
     command = [sys.executable, str(ROOT / "tools" / "train_results.py"), "--notebook", str(notebook),
                "--out", str(out), *(["--smoke"] if smoke else [])]
+    unimplemented = None
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
-        first = proc.stdout.readline()
+        first = proc.stdout.readline().replace(f"{ROOT}{os.sep}", "")
         print(first, end="")
         total = int(first.split()[0]) if first[:1].isdigit() else None
         with _progress(total=total, desc="jobs", unit="job") as bar:
             for line in proc.stdout:
-                print(line, end="", flush=True)
+                if line.startswith(f"{Unimplemented.__name__}: "):  # a worker met a stub: that line alone
+                    unimplemented = line.split(": ", 1)[1].strip()
+                    continue
+                print(line.replace(f"{ROOT}{os.sep}", ""), end="", flush=True)
                 bar.update(line.startswith("done "))
+    if unimplemented:
+        raise Unimplemented(unimplemented)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(command[1:])} failed (exit code {proc.returncode}); its last lines are "
-                           f"above. The finished jobs are kept in {out}: rerun to continue.")
+                           f"above. The finished jobs are kept in {relative(out)}: rerun to continue.")
+
+
+COURSE_RESULTS = ROOT / "course_results"
+"""The course's full-run records in the student release (what checkpoints/runs/ holds here, without the
+checkpoints): the multi-seed tables of a quick run are drawn from them."""
+
+
+def course_results() -> dict | None:
+    """The course's full run, as `load_results` reads it (five seeds per comparison, the searches' trials), with its
+    folder under "folder": course_results/ in the student release, the committed checkpoints/ here; None where
+    neither has records."""
+    for folder in (COURSE_RESULTS, CHECKPOINT_DIR):
+        if (folder / "runs").is_dir() and any((folder / "runs").glob("*.json")):
+            return {**load_results(folder), "folder": folder}
+    return None
+
+
+def run_summary(results: dict, notebook: int | None = None) -> "pd.DataFrame":
+    """One row per training run of `results` (`load_results`; those behind `notebook` only, if given): seed, epochs
+    run, best validation accuracy and test accuracy. What a quick run has to show of its own."""
+    import pandas as pd
+
+    rows = {key: {"seed": r["seed"], "epochs run": r["epochs_run"], "val acc": r["val_acc"], "test acc": r["test_acc"]}
+            for key, r in sorted(results["runs"].items())
+            if "epochs_run" in r and (notebook is None or r.get("job", {}).get("notebook") == notebook)}
+    return pd.DataFrame(rows).T.astype({"seed": int, "epochs run": int})
 
 
 def runs(results: dict, prefix: str) -> list[dict]:

@@ -1,6 +1,7 @@
-"""The student release (tools/make_assignment.py) and the grader (tools/grade.py): the reference scores every
-automatic point, the untouched release none (each zero naming what to implement), each mutant loses exactly its
-question's points, and broken submissions are graded to the end with a reason for every zero."""
+"""The student release (tools/make_assignment.py): no solution and no shortcut in it, the same notebooks as
+`nbgrader generate_assignment`, self-checks that name what is missing, and graded by tools/grade.py the reference
+scores every automatic point and the release none, with its notebooks executed (the mutants, broken and attacking
+submissions: tests/test_grading_submissions.py)."""
 import csv
 import hashlib
 import importlib.util
@@ -24,23 +25,6 @@ from test_ci_workflow import actionlint  # noqa: E402
 
 NB01 = "notebooks/01_derivatives_backprop_skip_connections.ipynb"
 NB03 = "notebooks/03_rnn_gru_tpe_search.ipynb"
-MUTANTS = {  # question -> (file, reference text, mutated text): one plausible student mistake each
-    "rnn_cell": ("helpers.py", "h_new = torch.tanh(x_proj + gh)", "h_new = torch.tanh(x_proj) + gh"),
-    "gru_cell": ("helpers.py", "r, z = rz[..., :H], rz[..., H:]", "z, r = rz[..., :H], rz[..., H:]"),  # gates swapped
-    "bptt": ("helpers.py", "dh = dh * (1 - m) + direct + d_gh[t] @ w_hh", "dh = dh * (1 - m) + d_gh[t] @ w_hh"),  # no z ⊙ h
-    "pooling": ("helpers.py", "weights = weights * mask", "weights = weights * 1"),  # an empty review gets weights
-    "attention": ("helpers.py", "allowed = mask[:, None, :] & mask[:, :, None]",
-                  "allowed = torch.ones_like(mask)[:, None, :] & torch.ones_like(mask)[:, :, None]"),  # no padding mask
-    "q1a": (NB01, "return d1f + 2 * d2f", "return d1f + d2f"),  # the factor 2 forgotten
-    "q1b": (NB01, "delta = v * (1 - torch.tanh(W @ h + b) ** 2)", "delta = v"),  # s_i forgotten
-    "q1d": (NB01, "D = dfdx if D is None else dfdx + dfdu @ D", "D = dfdx if D is None else dfdu @ D"),  # one path
-    "q1e": (NB01, "return df_b * (1 + dg_a * (1 + dh_x))", "return df_b * dg_a * dh_x"),  # the plain chain
-    "q3b": ("notebooks/02_architectures_and_text_to_image.ipynb", "A = torch.softmax(Q @ K.T / Q.shape[-1] ** 0.5, dim=-1)",
-            "A = torch.softmax(Q @ K.T / Q.shape[-1] ** 0.5, dim=0)"),  # softmax over the queries
-    "objective": (NB03, 'config={**config, \\"hidden\\": hidden}', "config=config"),  # the trial's size ignored
-}
-
-
 def submission(folder: Path, edit: tuple | None = None) -> Path:
     """A submission folder: the reference's helpers.py and notebooks, with one (file, old, new) edit applied."""
     folder.mkdir(parents=True)
@@ -160,75 +144,6 @@ def test_reference_full_marks_release_zero(release, tmp_path):
     stopped = zero["notebooks"][name]
     assert stopped["status"] == "error", stopped  # at the first cell that calls the unwritten function
     assert "NotImplementedError: scaled_dot_product_attention is not written yet" in stopped["message"], stopped
-
-
-@pytest.mark.slow  # grades in child processes
-def test_each_mutant_loses_exactly_its_question(tmp_path):
-    assert set(MUTANTS) == set(QUESTIONS)
-    folders = [submission(tmp_path / q, edit=MUTANTS[q]) for q in MUTANTS]
-    graded = grade(*folders, out=tmp_path / "grades")
-    for q in MUTANTS:
-        got = points(graded[q])
-        want = {other: (0 if other == q else QUESTIONS[other]["points"]) for other in QUESTIONS}
-        assert got == want, (q, graded[q]["questions"][q])
-        assert graded[q]["questions"][q]["status"] == "failed", (q, graded[q]["questions"][q])
-
-
-@pytest.mark.slow  # grades in child processes
-def test_broken_submissions_are_graded_to_the_end(tmp_path):
-    broken = {
-        "syntax": submission(tmp_path / "syntax", edit=("helpers.py", "def pool_token_scores(", "def pool_token_scores((")),
-        "raises": submission(tmp_path / "raises", edit=("helpers.py", "H = h.shape[-1]", "H = h.shape[-1] // 0")),
-        "hangs": submission(tmp_path / "hangs", edit=("helpers.py", "scores = out[..., 0].masked_fill(~mask, 0.0)",
-                                                      "while True:\n        pass")),
-        "floods": submission(tmp_path / "floods", edit=("helpers.py", "        T = x.shape[1]\n        xp =",
-                                                        "        T = x.shape[1]\n        while True:\n"
-                                                        "            print('x' * 100000)\n        xp =")),
-        "exits": submission(tmp_path / "exits", edit=("helpers.py", "h_new = torch.tanh(x_proj + gh)",
-                                                      "raise SystemExit(3)")),
-        "cell_deleted": submission(tmp_path / "cell_deleted", edit=(NB01, '"grade_id": "q1a_dF_dx"', '"grade_id": "mine"')),
-    }
-    (tmp_path / "empty").mkdir()
-    before = {name: tree_digest(folder) for name, folder in broken.items()}
-    graded = grade(*broken.values(), tmp_path / "empty", out=tmp_path / "grades", limit=12)
-    assert {name: tree_digest(folder) for name, folder in broken.items()} == before, "the grader changed a submission"
-    full = {q: e["points"] for q, e in QUESTIONS.items()}
-
-    def lost(name: str) -> set:
-        return {q for q, p in points(graded[name]).items() if p != full[q]}
-
-    helpers_questions = {q for q, spec in QUESTIONS.items() if "replace" in spec}
-    assert lost("syntax") == helpers_questions  # the notebooks' questions are still graded
-    assert all("syntax error" in graded["syntax"]["questions"][q]["message"] for q in helpers_questions)
-    assert lost("cell_deleted") == {"q1a"} and "q1a_dF_dx" in graded["cell_deleted"]["questions"]["q1a"]["message"]
-    assert lost("raises") == {"gru_cell"} and "ZeroDivisionError" in graded["raises"]["questions"]["gru_cell"]["message"]
-    assert lost("hangs") == {"pooling"} and graded["hangs"]["questions"]["pooling"]["status"] == "timeout"
-    assert lost("floods") == {"attention"} and graded["floods"]["questions"]["attention"]["status"] == "timeout"
-    assert lost("exits") == {"rnn_cell"} and "SystemExit" in graded["exits"]["questions"]["rnn_cell"]["message"]
-    assert lost("empty") == set(QUESTIONS)
-    assert all("no helpers.py" in graded["empty"]["questions"][q]["message"] for q in helpers_questions)
-    assert "no notebooks/01" in graded["empty"]["questions"]["q1a"]["message"]
-
-
-def test_hidden_tests_keep_their_own_targets():
-    """A submission cannot move what it is graded against: the given code of a task cell (here `forward`, made
-    linear to match a backprop without tanh') comes from the reference; and an objective must train."""
-    source = hidden_tests.graded_cells(ROOT / NB01)["q1b_backprop"]
-    hidden_tests.test_q1b(source, helpers)  # the reference passes
-    edited = source.replace("        h = torch.tanh(W @ h + b)\n    return h, inputs", "        h = W @ h + b\n    return h, inputs")
-    edited = edited.replace("delta = v * (1 - torch.tanh(W @ h + b) ** 2)", "delta = v")
-    assert "delta = v  #" in edited and "h = W @ h + b\n    return h, inputs" in edited
-    with pytest.raises(AssertionError, match="backprop on a chain"):
-        hidden_tests.test_q1b(edited, helpers)
-
-    source = hidden_tests.graded_cells(ROOT / NB03)["q6_objective"]
-    hidden_tests.test_objective(source, helpers)
-    suggest = 'hidden = trial.suggest_int("hidden", SEARCH["low"], SEARCH["high"])'
-    for wrong in ("return 0.6", "return 0.5 + hidden / 1000"):  # never trains
-        with pytest.raises(AssertionError, match="train the trial's hidden size"):
-            hidden_tests.test_objective(source.replace(suggest, f"{suggest}; {wrong}"), helpers)
-    with pytest.raises(AssertionError, match="report the first seed's validation accuracy"):
-        hidden_tests.test_objective(source.replace("trial.report(history.val_acc[-1], epoch)", "pass"), helpers)
 
 
 def test_notebooks_match_nbgrader_generate_assignment(release, tmp_path):

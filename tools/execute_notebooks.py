@@ -6,23 +6,20 @@ place, with widget state and progress bars stripped.
     RETRAIN=1 python tools/execute_notebooks.py notebooks/04_token_scores_and_attention.ipynb
 
 The notebook is written to a temporary file first and moved into place only when every cell ran,
-so a failed run never destroys the committed outputs.
+so a failed run never destroys the committed outputs. `run_notebook` is the one function that executes a
+notebook: this command uses it, and so does the grader, inside its sandbox, on a submission's notebooks
+(this file is then imported beside tools/harness.py alone, so it imports nothing of the repository at the top).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
-
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import helpers  # noqa: E402
 
 
 def strip_widget_state(nb) -> None:
@@ -44,19 +41,59 @@ def strip_widget_state(nb) -> None:
         cell["outputs"] = kept
 
 
-def execute_notebook(path: str | Path, timeout: int | None = 7200) -> float:
-    """Run a notebook top to bottom in its own folder (SMOKE_TEST unset), save it with its outputs and
-    return the seconds it took. `timeout`: seconds per cell (None: no limit)."""
+def run_notebook(path: str | Path, timeout: int | None = 7200):
+    """Run a notebook top to bottom in its own folder; return (the notebook with its outputs, seconds, None) or,
+    when a cell fails, (the notebook so far, seconds, 'stopped at code cell N (grade_id): Error: message')."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
     path = Path(path).resolve()
-    env = os.environ.pop("SMOKE_TEST", None)
+    nb = nbformat.read(path, as_version=4)
+    start, error = time.perf_counter(), None
     try:
-        nb = nbformat.read(path, as_version=4)
-        start = time.perf_counter()
         NotebookClient(nb, timeout=timeout, kernel_name="python3",
                        resources={"metadata": {"path": str(path.parent)}}).execute()
-        seconds = time.perf_counter() - start
+    except CellExecutionError as exc:
+        error = where_it_stopped(nb) or f"CellExecutionError: {str(exc)[:300]}"
+    except Exception as exc:  # noqa: BLE001 - a kernel that dies, a cell over its time limit
+        error = where_it_stopped(nb) or f"{type(exc).__name__}: {str(exc)[:300]}"
+    return nb, time.perf_counter() - start, error
+
+
+def where_it_stopped(nb) -> str | None:
+    """'stopped at code cell N (grade_id): ename: evalue' for the first code cell with an error output; a bare
+    NotImplementedError (nbgrader's stub) is named after the function that raised it."""
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for number, cell in enumerate(code, 1):
+        error = next((o for o in cell.get("outputs", []) if o.get("output_type") == "error"), None)
+        if error is None:
+            continue
+        what = f"{error.get('ename')}: {error.get('evalue', '')[:300]}"
+        if error.get("ename") == "NotImplementedError" and not error.get("evalue"):
+            plain = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error.get("traceback", [])))  # without ANSI colours
+            frames = re.findall(r", in (\w+)\(", plain) + re.findall(r"in (\w+)\n", plain)
+            what = f"NotImplementedError: {frames[-1]} is not written yet" if frames else what
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        return f"stopped at code cell {number}{f' ({grade_id})' if grade_id else ''}: {what}"
+    return None
+
+
+def execute_notebook(path: str | Path, timeout: int | None = 7200) -> float:
+    """Run a notebook (SMOKE_TEST unset), save it with its outputs and return the seconds it took; a failing cell
+    raises RuntimeError naming it, and the file on disk is left as it was."""
+    import nbformat
+
+    sys.path.insert(0, str(ROOT))
+    import helpers
+
+    env = os.environ.pop("SMOKE_TEST", None)
+    try:
+        nb, seconds, error = run_notebook(path, timeout)
+        if error:
+            raise RuntimeError(f"{path}: {error}")
         strip_widget_state(nb)
-        with helpers.atomic_path(path) as tmp:
+        with helpers.atomic_path(Path(path).resolve()) as tmp:
             nbformat.write(nb, tmp)
         return seconds
     finally:
@@ -72,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(p) for p in paths if not p.is_file() or p.suffix != ".ipynb"]
     if missing:
         parser.error(f"not a notebook: {', '.join(missing)}")
+    sys.path.insert(0, str(ROOT))
+    import helpers
+
     timeout = None if helpers.retrain() else 7200  # a recompute cell may run for hours
     for path in paths:
         print(f"{path}: {execute_notebook(path, timeout):.0f} s", flush=True)

@@ -1,230 +1,194 @@
-"""Grade student submissions of exercise 2 with the hidden tests (tools/hidden_tests.py).
+"""Grade student submissions of exercise 2: the submission's code runs sandboxed and sends back values; this process
+alone decides the points.
 
-    python tools/grade.py SUBMISSION --out DIR            # DIR/grades.json and DIR/feedback.md
+    python tools/grade.py SUBMISSION --out DIR            # DIR/grades.json, feedback.md, instructor.md
     python tools/grade.py sub1 sub2 ... --out DIR         # DIR/<name>/... for each, and DIR/gradebook.csv
 
-A SUBMISSION is a student's copy of the release (a folder with helpers.py). `grades.json` holds `auto_points`,
-`auto_max` and one entry per question (points, max, status, the failing check's message). Each question is
-graded on the reference with only that question's functions taken from the submission, so one mistake costs one
-question. The submission's folder is never written to: its helpers.py is copied to a temporary folder and run
-there, in a child process without network access (where `unshare` allows), with a time limit per question; a
-syntax error, an exception, a hang, a missing file or a flood of output costs the affected questions, with the
-reason, and the other questions are still graded. The grader runs student code: for a class, run it in a
-container (README, "For instructors").
+A SUBMISSION is a student's copy of the release (a folder with helpers.py and notebooks/). For each question
+(tools/questions.py) the hidden tests (tools/hidden_tests.py) choose inputs (random, from a seed drawn per
+submission and written to the instructor's report) and compute the expected values here; a child process runs the
+submission's functions, or the notebook cell's source read from the .ipynb as text, on those inputs inside the
+sandbox (tools/sandbox.py: it sees the submission's helpers.py, the public harness tools/harness.py and Python,
+nothing of this repository), and sends back only values (JSON and .npy bytes, read without pickle). Nothing the
+child says counts as a verdict: its exit code, its output and any "status" it writes decide nothing. The
+submission's folder is only read. A syntax error, an exception, a hang, a crash, a memory or output flood costs the
+questions it touches, with the reason; the others are still graded. Without a sandbox the grader refuses to run
+(the message names the fix) unless --no-sandbox is given, which every report then states.
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import functools
-import importlib.util
 import json
 import os
-import re
+import queue
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tools"), str(ROOT)]
-import helpers  # noqa: E402  (the reference: atomic writes)
+TOOLS = Path(__file__).resolve().parent
+sys.path[:0] = [str(TOOLS), str(ROOT)]
+import harness  # noqa: E402  (the wire format's decoder; the parent never runs the harness itself)
+import helpers as reference  # noqa: E402  (the reference: expected values)
 import hidden_tests  # noqa: E402
-from hidden_tests import QUESTIONS  # noqa: E402
+import reports  # noqa: E402
+import sandbox  # noqa: E402
+import torch  # noqa: E402
+from questions import QUESTIONS  # noqa: E402
 
 TIME_LIMIT = 90.0
 """Seconds one question may run (loading the modules included)."""
-MAX_OUTPUT = 50_000_000
-"""Bytes of output a submission may print before it is stopped."""
 MAX_FILE = 50_000_000
 """Bytes a submitted file may have; a larger one is treated as missing."""
-MAX_MESSAGE = 600
-"""Characters of a failing check's message kept in the feedback."""
 NOTEBOOK_LIMIT = 600.0
 """Seconds one notebook may run when the grader executes it."""
+_REFERENCE = threading.Lock()
+"""Held while the reference computes (torch's default dtype is global, and submissions are graded in threads)."""
+HARNESS_FILES = ("harness.py", "execute_notebooks.py")
+"""What the child gets of tools/: the public harness and the notebook runner (no hidden test, no reference)."""
 
-
-# --- the child: grade questions in this process, one line of JSON per event ---
 
 class _Failure(Exception):
-    """A submission that cannot be graded for a reason the student should read (a missing file, a syntax error)."""
+    """A question that cannot be graded for a reason the student should read (a missing file or cell)."""
 
 
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@functools.lru_cache(maxsize=1)
-def _submission(submission: Path):
-    """The submission's helpers.py as a module, imported once per child; why it cannot be, as a _Failure."""
-    if not (submission / "helpers.py").is_file():
-        return _Failure("no helpers.py in the submission")
-    try:
-        return _load(submission / "helpers.py", "submission_helpers")
-    except SyntaxError as exc:
-        return _Failure(f"helpers.py has a syntax error (line {exc.lineno}: {exc.msg})")
-    except BaseException as exc:  # noqa: BLE001 - anything a student's module does at import
-        return _Failure(f"helpers.py fails when imported: {_last_line(exc)}")
-
-
-def _hybrid(submission: Path, question: str, n: int):
-    """A fresh copy of the reference helpers with `question`'s functions replaced by the submission's."""
-    sub = _submission(submission)
-    if isinstance(sub, _Failure):
-        raise _Failure(str(sub))
-    hybrid = _load(ROOT / "helpers.py", f"graded_{n}")
-    for qualified in QUESTIONS[question]["replace"]:
-        owner, _, attr = qualified.rpartition(".")
-        source = getattr(sub, owner, None) if owner else sub
-        found = vars(source).get(attr) if source is not None else None
-        if found is None:
-            raise _Failure(f"helpers.py has no {qualified}")
-        setattr(getattr(hybrid, owner) if owner else hybrid, attr, found)
-    return hybrid
-
-
-def _graded_cells(notebook: Path) -> dict | _Failure:
-    """{grade_id: source} of a notebook's nbgrader cells (read once); why it cannot be read, as a _Failure."""
+def _submitted_cells(notebook: Path) -> dict:
+    """{grade_id: source} of a submitted notebook, read as JSON (nothing in it runs here)."""
     if not notebook.is_file():
-        return _Failure(f"no {notebook.parent.name}/{notebook.name} in the submission")
+        raise _Failure(f"no {notebook.parent.name}/{notebook.name} in the submission")
     if notebook.stat().st_size > MAX_FILE:
-        return _Failure(f"{notebook.name} is larger than {MAX_FILE // 1_000_000} MB")
+        raise _Failure(f"{notebook.name} is larger than {MAX_FILE // 1_000_000} MB")
     try:
-        return hidden_tests.graded_cells(notebook)
-    except (ValueError, KeyError, TypeError) as exc:
-        return _Failure(f"{notebook.name} is not a readable notebook ({type(exc).__name__})")
+        cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+        return {c["metadata"]["nbgrader"]["grade_id"]: "".join(c.get("source", "")) for c in cells
+                if isinstance(c, dict) and "grade_id" in c.get("metadata", {}).get("nbgrader", {})}
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise _Failure(f"{notebook.name} is not a readable notebook ({type(exc).__name__})") from None
 
 
-def notebook_cell(notebook: Path, grade_id: str) -> str:
-    """The source of the cell whose nbgrader grade_id is `grade_id`."""
-    cells = _graded_cells(notebook)
-    if isinstance(cells, _Failure):
-        raise _Failure(str(cells))
-    if grade_id not in cells:
-        raise _Failure(f"{notebook.name} has no cell {grade_id!r} (its nbgrader metadata names it; was the cell "
-                       f"deleted?)")
-    return cells[grade_id]
-
-
-def _graded(submission: Path, question: str, n: int):
+def _cell_source(submission: Path, question: str) -> str:
     spec = QUESTIONS[question]
-    if "cell" in spec:
-        source = notebook_cell(submission / spec["notebook"], spec["cell"])
+    cells = _submitted_cells(submission / spec["notebook"])
+    if spec["cell"] not in cells:
+        raise _Failure(f"{Path(spec['notebook']).name} has no cell {spec['cell']!r} (its nbgrader metadata names it; "
+                       f"was the cell deleted?)")
+    return cells[spec["cell"]]
+
+
+def prepare(submission: Path, seed: int) -> tuple[list[dict], dict, dict]:
+    """The requests for the child, the checks by question, and the questions settled here (a missing cell)."""
+    gen = torch.Generator().manual_seed(seed)
+    requests, checks, settled = [], {}, {}
+    for q, spec in QUESTIONS.items():
         try:
-            compile(source, spec["cell"], "exec")
-        except SyntaxError as exc:
-            raise _Failure(f"cell {spec['cell']} has a syntax error (line {exc.lineno}: {exc.msg})") from None
-        return source
-    return _hybrid(submission, question, n)
-
-
-def _last_line(exc: BaseException) -> str:
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "submission" in f.filename
-              or f.filename.endswith("helpers.py")]
-    where = f" (helpers.py line {frames[-1].lineno})" if frames else ""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}{where}"
-
-
-def run_questions(submission: Path, questions: list[str], log) -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    reference = _load(ROOT / "helpers.py", "reference_helpers")
-    for n, question in enumerate(questions):
-        print(json.dumps({"start": question}), file=log, flush=True)
-        try:
-            getattr(hidden_tests, f"test_{question}")(_graded(submission, question, n), reference)
-            result = {"status": "passed", "message": ""}
+            source = _cell_source(submission, q) if "cell" in spec else None
         except _Failure as exc:
-            result = {"status": "error", "message": str(exc)}
-        except AssertionError as exc:
-            result = {"status": "failed", "message": str(exc) or "a check failed"}
-        except NotImplementedError as exc:
-            result = {"status": "missing", "message": f"not implemented yet: {exc or QUESTIONS[question]['where']}"}
-        except BaseException as exc:  # noqa: BLE001 - a student's code may raise anything, SystemExit included
-            result = {"status": "error", "message": _last_line(exc)}
-        print(json.dumps({"question": question, **result}), file=log, flush=True)
+            settled[q] = {"status": "error", "message": str(exc)}
+            continue
+        request, checks[q] = hidden_tests.CASES[q](gen, reference, source)
+        requests.append(harness.encode(request))
+    return requests, checks, settled
 
 
-# --- the parent: copy, run the child under a time limit, collect, report ---
+class _Events:
+    """The child's value channel, read as it grows: complete JSON lines only, never more than the size limit."""
 
-@functools.lru_cache(maxsize=2)
-def _network_off(loopback: bool = False) -> list[str]:
-    """`unshare -rn` (a private network namespace: no network) when this platform allows it; with `loopback` its
-    own 127.0.0.1 is brought up (a Jupyter kernel talks to its client over it), or nothing if that cannot be done."""
-    unshare, ip = shutil.which("unshare"), shutil.which("ip")
-    if not unshare or subprocess.run([unshare, "-rn", "true"], capture_output=True).returncode != 0:
-        return []
-    if not loopback:
-        return [unshare, "-rn"]
-    if not ip or subprocess.run([unshare, "-rn", ip, "link", "set", "lo", "up"], capture_output=True).returncode:
-        return []
-    return [unshare, "-rn", "sh", "-c", f'"{ip}" link set lo up && exec "$@"', "sh"]
+    def __init__(self, path: Path):
+        self.path, self.offset, self.buffer, self.events = path, 0, b"", []
+
+    def poll(self) -> list[dict]:
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            chunk = fh.read()
+        self.offset += len(chunk)
+        lines = (self.buffer + chunk).split(b"\n")
+        self.buffer = lines.pop()
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(event, dict):
+                self.events.append(event)
+        return self.events
 
 
-def _run_child(helpers_copy: Path, questions: list[str], workdir: Path, limit: float) -> dict:
-    """Run the child until every question has a result. A question that passes its time limit, floods the
-    output or kills the child is recorded with the reason; the child restarts with the questions left."""
-    results: dict[str, dict] = {}
-    prefix = _network_off()
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "HELPERS_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
-    log_path, out_path = workdir / "events.jsonl", workdir / "output.txt"
-
-    def collect() -> str | None:
-        current = None
-        for event in _events(log_path):
-            if "question" in event:
-                results.setdefault(event["question"], {"status": event["status"], "message": event["message"]})
-            elif event.get("start") not in results:
-                current = event["start"]
-        return current
-
-    while pending := [q for q in questions if q not in results]:
-        log_path.write_text("")
-        with open(out_path, "wb") as out:
-            child = subprocess.Popen([*prefix, sys.executable, str(Path(__file__).resolve()), "--child",
-                                      str(helpers_copy), "--log", str(log_path), *pending], cwd=workdir,
-                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+def _run_child(sb: sandbox.Sandbox, workdir: Path, requests: list[dict], limit: float, slot: int) -> dict:
+    """Run the harness until every request has an event; a question over its time limit, or the one running when
+    the child dies, is recorded with the reason, and a new child takes the questions left."""
+    events: dict[str, dict] = {}
+    out_path, values_path, request_path = workdir / "output.txt", workdir / "values.jsonl", workdir / "request.json"
+    file_limit = sb.limits.file_bytes
+    while pending := [r for r in requests if r["id"] not in events]:
+        request_path.write_text(json.dumps({"questions": pending}), encoding="utf-8")
+        with open(request_path, "rb") as stdin, open(values_path, "wb") as values, open(out_path, "wb") as out:
+            child = sb.popen([sys.executable, "-I", f"{sb.path('/harness', workdir / 'harness')}/harness.py",
+                              sb.path("/submission", workdir / "submission"), str(values.fileno())],
+                             read_only={"/harness": workdir / "harness", "/submission": workdir / "submission"},
+                             slot=slot, stdin=stdin, stdout=out, stderr=subprocess.STDOUT, pass_fds=(values.fileno(),))
+            channel = _Events(values_path)
             current, started, reason = None, time.monotonic(), None
             while child.poll() is None:
-                time.sleep(0.1)
-                now = collect()
+                time.sleep(0.05)
+                now = _current(channel.poll(), events, pending)
                 if now != current:
                     current, started = now, time.monotonic()
                 if time.monotonic() - started > limit:
                     reason = f"stopped after {limit:.0f} s: an endless loop, or far too slow"
-                elif out_path.stat().st_size > MAX_OUTPUT:
-                    reason = f"stopped: it printed more than {MAX_OUTPUT // 1_000_000} MB"
-                if reason:
-                    child.kill()
-                    child.wait()
-        current = collect() or current
-        left = [q for q in pending if q not in results]
+                    _stop(child, slot)
+            _stop(child, slot)  # whatever it left running
+        current = _current(channel.poll(), events, pending) or current
+        if out_path.stat().st_size >= file_limit:
+            reason = f"stopped: it printed more than {file_limit // 2**20} MB"
+            for event in events.values():  # a print that hit the limit raised "File too large" in the student's code
+                if "Errno 27" in str(event.get("error")) and "values" not in event:
+                    event["error"] = f"{reason} ({event['error']})"
+        elif values_path.stat().st_size >= file_limit:
+            reason = f"stopped: it sent back more than {file_limit // 2**20} MB"
+        left = [r["id"] for r in pending if r["id"] not in events]
         if left:
             victim = current if current in left else left[0]
-            results[victim] = {"status": "timeout" if reason else "error", "message": reason or
-                               f"the grading process ended without a result (exit code {child.returncode}): "
-                               f"{_tail(out_path)}"}
-    return results
-
-
-def _events(path: Path) -> list[dict]:
-    events = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass  # a line being written
+            events[victim] = {"error": reason or f"the grading process ended without a result "
+                                                 f"({_how_it_ended(child.returncode)}): {_tail(out_path)}",
+                              "timeout": reason is not None}
     return events
+
+
+def _current(seen: list[dict], events: dict, pending: list[dict]) -> str | None:
+    """Record the first result event per question; return the question that started last and has none yet."""
+    ids, current = {r["id"] for r in pending}, None
+    for event in seen:
+        q = event.get("question")
+        if isinstance(q, str) and q in ids:
+            events.setdefault(q, event)
+        elif isinstance(event.get("start"), str) and event["start"] in ids and event["start"] not in events:
+            current = event["start"]
+    return current
+
+
+def _stop(child: subprocess.Popen, slot: int) -> None:
+    if child.poll() is None:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    child.wait()
+    sandbox.kill_user(slot)
+
+
+def _how_it_ended(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    if code is not None and code > 128 and code - 128 in signal.valid_signals():
+        return f"killed by {signal.Signals(code - 128).name}"
+    return f"exit code {code}"
 
 
 def _tail(path: Path, n: int = 300) -> str:
@@ -233,43 +197,117 @@ def _tail(path: Path, n: int = 300) -> str:
         return fh.read().decode(errors="replace").strip().replace("\n", " | ") or "(no output)"
 
 
-def grade(submission: Path, out: Path, limit: float = TIME_LIMIT, notebooks: tuple = ()) -> dict:
+def judge(question: str, event: dict, check) -> dict:
+    """Points from the values the child sent back, checked here; an error event only explains a zero."""
+    if "values" not in event:
+        message = event.get("error")
+        message = message if isinstance(message, str) and message else "no values came back"
+        if event.get("timeout"):
+            return {"status": "timeout", "message": message}
+        if event.get("missing") is True:
+            return {"status": "missing", "message": f"not implemented yet: {message} ({QUESTIONS[question]['where']})"}
+        return {"status": "error", "message": message}
+    try:
+        values = harness.decode(event["values"])
+    except (harness.WireError, RecursionError) as exc:
+        return {"status": "error", "message": f"the values sent back were refused: {exc}"}
+    try:
+        check(values)
+    except AssertionError as exc:
+        return {"status": "failed", "message": str(exc) or "a check failed"}
+    except Exception as exc:  # noqa: BLE001 - values of an unexpected shape or structure
+        return {"status": "failed", "message": f"the values sent back are not what was asked for "
+                                               f"({type(exc).__name__}: {str(exc)[:200]})"}
+    return {"status": "passed", "message": ""}
+
+
+def _workdir(submission: Path, tmp: Path) -> Path:
+    """The child's files: the submission's helpers.py and the public harness, readable by the sandbox user."""
+    (tmp / "harness").mkdir()
+    for name in HARNESS_FILES:
+        shutil.copyfile(TOOLS / name, tmp / "harness" / name)
+    (tmp / "submission").mkdir()
+    source = submission / "helpers.py"
+    if source.is_file() and not source.is_symlink() and source.stat().st_size <= MAX_FILE:
+        shutil.copyfile(source, tmp / "submission" / "helpers.py")
+    _readable(tmp)
+    return tmp
+
+
+def _readable(folder: Path) -> None:
+    folder.chmod(0o755)
+    for path in folder.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def grade(submission: Path, out: Path, sb: sandbox.Sandbox, limit: float = TIME_LIMIT, notebooks: tuple = (),
+          seed: int | None = None, slot: int = 0) -> dict:
     """Grade one submission folder; write out/grades.json, feedback.md and instructor.md; return the grades.
-    `notebooks` (e.g. ("01", "02")) are also executed, as feedback without points."""
+    `notebooks` (e.g. ("01", "02")) are also executed, sandboxed, as feedback without points."""
     submission = Path(submission)
-    out.mkdir(parents=True, exist_ok=True)
-    questions = list(QUESTIONS)
-    with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
-        workdir = Path(tmp)
-        copy = workdir / "submission"
-        for rel in ["helpers.py", *sorted({spec["notebook"] for spec in QUESTIONS.values() if "notebook" in spec})]:
-            source = submission / rel
-            if source.is_file() and source.stat().st_size <= MAX_FILE:
-                (copy / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, copy / rel)
-        copy.mkdir(exist_ok=True)
-        if submission.is_dir():
-            results = _run_child(copy, questions, workdir, limit)
-            executed = {name: run_notebook(submission, name, workdir) for name in _notebooks(notebooks)}
-        else:
-            results = {q: {"status": "missing", "message": f"no submission folder {submission}"} for q in questions}
-            executed = {}
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    results: dict[str, dict] = {}
+    executed = {}
+    if not submission.is_dir():
+        results = {q: {"status": "missing", "message": f"no submission folder {submission}"} for q in QUESTIONS}
+    else:
+        with _REFERENCE:
+            requests, checks, results = prepare(submission, seed)
+        with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
+            workdir = _workdir(submission, Path(tmp))
+            events = _run_child(sb, workdir, requests, limit, slot)
+            with _REFERENCE:
+                results.update({q: judge(q, events[q], checks[q]) for q in checks})
+            executed = {name: run_notebook(sb, submission, name, workdir, slot) for name in _notebooks(notebooks)}
     entries = {}
-    for q in questions:
+    for q, spec in QUESTIONS.items():
         r = results[q]
-        entries[q] = {"title": QUESTIONS[q]["title"], "where": QUESTIONS[q]["where"], "max": QUESTIONS[q]["points"],
-                      "points": QUESTIONS[q]["points"] if r["status"] == "passed" else 0,
-                      "status": r["status"], "message": r["message"][:MAX_MESSAGE]}
+        entries[q] = {"title": spec["title"], "where": spec["where"], "max": spec["points"],
+                      "points": spec["points"] if r["status"] == "passed" else 0, "status": r["status"],
+                      "message": r["message"][:reports.MAX_MESSAGE]}
     manual = {q: {"title": m["title"], "max": m["points"], "points": None, "status": "graded by hand",
                   "answer": _answer(submission / m["notebook"], q)} for q, m in hidden_tests.manual_questions().items()}
     grades = {"submission": str(submission), "auto_points": sum(e["points"] for e in entries.values()),
               "auto_max": sum(e["max"] for e in entries.values()), "questions": entries, "manual": manual,
-              "notebooks": executed}
-    for name, text in (("grades.json", json.dumps(grades, indent=1, ensure_ascii=False) + "\n"),
-                       ("feedback.md", feedback(grades)), ("instructor.md", instructor_report(grades))):
-        with helpers.atomic_path(out / name) as tmp:  # a report is complete or absent
-            tmp.write_text(text, encoding="utf-8")
+              "notebooks": executed, "sandbox": sb.describe(), "seed": seed}
+    answers = {q: _answer(ROOT / m["notebook"], q) for q, m in hidden_tests.manual_questions().items()}
+    reports.write_reports(out, grades, answers)
     return grades
+
+
+def _skip(folder: str, names: list[str]) -> list[str]:
+    """What a copy of a submission leaves out: what is large, generated, a link, or a shortcut past its code."""
+    return [n for n in names if n in (".git", "data", "checkpoints", "__pycache__", ".ipynb_checkpoints")
+            or (Path(folder) / n).is_symlink()
+            or ((Path(folder) / n).is_file() and (Path(folder) / n).stat().st_size > MAX_FILE)]
+
+
+def gather(upload: Path, tmp: Path) -> Path:
+    """A submission folder (helpers.py, notebooks/0*.ipynb) from an upload that may nest them (a repository in a
+    folder) or put the notebooks beside helpers.py; the files are copied, symbolic links skipped."""
+    found = sorted((p for p in upload.rglob("helpers.py") if p.is_file() and not p.is_symlink()),
+                   key=lambda p: len(p.parts))
+    base = found[0].parent if found else upload
+    folder = tmp / "submission"
+    shutil.copytree(base, folder, symlinks=False, ignore=_skip)
+    (folder / "notebooks").mkdir(exist_ok=True)
+    for name in _notebooks(("0",)):
+        if (folder / "notebooks" / name).is_file():
+            continue
+        candidates = [base / "notebooks" / name, base / name, *sorted(upload.rglob(name))]
+        source = next((p for p in candidates if p.is_file() and not p.is_symlink()), None)
+        if source is not None:
+            shutil.copyfile(source, folder / "notebooks" / name)
+    return folder
+
+
+def _answer(notebook: Path, grade_id: str) -> str:
+    """A written answer's text from a notebook (a missing one is said so)."""
+    try:
+        cells = _submitted_cells(notebook)
+    except _Failure as exc:
+        return f"(no answer: {exc})"
+    return cells[grade_id].strip() or "(empty)" if grade_id in cells else f"(no answer: no cell {grade_id!r})"
 
 
 def _notebooks(selection) -> list[str]:
@@ -277,143 +315,116 @@ def _notebooks(selection) -> list[str]:
     return [n for n in names if any(n.startswith(prefix) for prefix in selection)]
 
 
-def run_notebook(submission: Path, name: str, workdir: Path, limit: float = NOTEBOOK_LIMIT) -> dict:
-    """Execute one of the submission's notebooks on a copy of it (its helpers.py first on the path, SMOKE_TEST=1,
-    no committed results, no network where `unshare` allows) and say whether it ran, or where it stopped."""
+def run_notebook(sb: sandbox.Sandbox, submission: Path, name: str, workdir: Path, slot: int = 0,
+                 limit: float = NOTEBOOK_LIMIT) -> dict:
+    """Execute one of the submission's notebooks in the sandbox, on a copy of the submission (no committed results,
+    SMOKE_TEST=1: a 1,000-review subset) and say whether it ran, or where it stopped."""
     if not (submission / "notebooks" / name).is_file():
         return {"status": "missing", "message": f"no notebooks/{name}", "seconds": 0.0}
-    run = workdir / "run"
-    if not run.exists():  # the whole submission, less what is large, generated or a shortcut past its code
-        shutil.copytree(submission, run, ignore=lambda folder, names: [
-            n for n in names if n in (".git", "data", "checkpoints", "__pycache__", ".ipynb_checkpoints")
-            or ((Path(folder) / n).is_file() and (Path(folder) / n).stat().st_size > MAX_FILE)])
-    result_path = workdir / f"{name}.json"
-    env = {**os.environ, "SMOKE_TEST": "1", "HELPERS_PROGRESS": "0", "PYTHONDONTWRITEBYTECODE": "1",
-           "PYTHONPATH": os.pathsep.join([str(run), os.environ.get("PYTHONPATH", "")])}
+    tree = workdir / "tree"
+    if not tree.exists():  # the submission, less what is large, generated or a shortcut past its code
+        shutil.copytree(submission, tree, symlinks=False, ignore=_skip)
+        _readable(tree)
+    env = {"SMOKE_TEST": "1", "HELPERS_PROGRESS": "0", "PYTHONPATH": "/work"}
+    read_only = {"/harness": workdir / "harness", "/submission": tree}
+    try:
+        imdb = reference.find_imdb(download=False)
+        read_only["/data/" + imdb.name] = imdb
+        env["IMDB_PATH"] = sb.path("/data/" + imdb.name, imdb)
+    except reference.ImdbError:
+        pass  # the notebooks that need IMDB stop and say so
+    if sb.kind == "bwrap":
+        work, scratch = "/work", "/work"
+    else:  # a copy on disk, owned by the sandbox user
+        work, scratch = str(workdir / f"run-{name}"), None
+        shutil.copytree(tree, work)
+        if os.geteuid() == 0 and sb.kind == "user":
+            for path in [Path(work), *Path(work).rglob("*")]:
+                os.chown(path, sandbox.FIRST_UID + slot, sandbox.FIRST_UID + slot)
+        env["PYTHONPATH"] = work
+    script = (f'cp -r /submission/. {work}/ 2>/dev/null; ' if scratch else "") + f'cd {work}/notebooks && exec "$@"'
+    result_path = workdir / f"{name}.result"
     start = time.monotonic()
-    try:
-        subprocess.run([*_network_off(loopback=True), sys.executable, str(Path(__file__).resolve()), "--execute",
-                        str(run / "notebooks" / name), "--log", str(result_path)], cwd=run, env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=limit)
-    except subprocess.TimeoutExpired:
-        return {"status": "timeout", "message": f"stopped after {limit:.0f} s", "seconds": round(limit, 1)}
+    with open(result_path, "wb") as result, open(workdir / f"{name}.output", "wb") as out:
+        child = sb.popen(["sh", "-c", script, "sh", sys.executable, "-I",
+                          f"{sb.path('/harness', workdir / 'harness')}/harness.py", "--notebook",
+                          f"{work}/notebooks/{name}", str(result.fileno()), str(limit)],
+                         read_only=read_only, env=env, slot=slot, scratch=scratch, loopback=True,
+                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, pass_fds=(result.fileno(),))
+        try:
+            child.wait(timeout=limit + 30)
+        except subprocess.TimeoutExpired:
+            _stop(child, slot)
+            return {"status": "timeout", "message": f"stopped after {limit:.0f} s", "seconds": round(limit, 1)}
+        _stop(child, slot)
     seconds = round(time.monotonic() - start, 1)
-    try:
-        return {**json.loads(result_path.read_text()), "seconds": seconds}
-    except (OSError, ValueError):
+    event = _Events(result_path).poll()
+    event = event[0] if event else {}
+    status, message = event.get("notebook"), event.get("message")
+    if status not in ("ran", "error") or not isinstance(message, str):
         return {"status": "error", "message": "the notebook's process ended without a result", "seconds": seconds}
-
-
-def execute_notebook(path: Path, log: Path) -> None:
-    """The child: run a notebook top to bottom and write {"status", "message"} (the first failing cell)."""
-    import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
-
-    nb = nbformat.read(path, as_version=4)
-    result = {"status": "ran", "message": ""}
-    try:
-        NotebookClient(nb, timeout=NOTEBOOK_LIMIT, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
-    except CellExecutionError as exc:
-        result = {"status": "error", "message": _where_it_stopped(nb) or f"CellExecutionError: {str(exc)[:300]}"}
-    except Exception as exc:  # noqa: BLE001 - a kernel that dies, a notebook that does not parse
-        result = {"status": "error", "message": f"{type(exc).__name__}: {str(exc)[:300]}"}
-    log.write_text(json.dumps(result), encoding="utf-8")
-
-
-def _where_it_stopped(nb) -> str | None:
-    """'stopped at code cell N (grade_id): ename: evalue' for the first code cell with an error output; a bare
-    NotImplementedError (nbgrader's stub) is named after the function that raised it."""
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    for number, cell in enumerate(code, 1):
-        error = next((o for o in cell.get("outputs", []) if o.get("output_type") == "error"), None)
-        if error is None:
-            continue
-        what = f"{error.get('ename')}: {error.get('evalue', '')[:300]}"
-        if error.get("ename") == "NotImplementedError" and not error.get("evalue"):
-            plain = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error.get("traceback", [])))  # without ANSI colours
-            frames = re.findall(r", in (\w+)\(", plain)
-            what = f"NotImplementedError: {frames[-1]} is not written yet" if frames else what
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        return f"stopped at code cell {number}{f' ({grade_id})' if grade_id else ''}: {what}"
-    return None
-
-
-def _answer(notebook: Path, grade_id: str) -> str:
-    """A written answer's text from a notebook (a missing one is said so)."""
-    try:
-        return notebook_cell(notebook, grade_id).strip() or "(empty)"
-    except _Failure as exc:
-        return f"(no answer: {exc})"
-
-
-def feedback(grades: dict) -> str:
-    lines = [f"# Feedback: {grades['auto_points']} / {grades['auto_max']} automatic points", "",
-             "| question | points | result |", "|---|---|---|"]
-    for q, e in grades["questions"].items():
-        result = "✓" if e["status"] == "passed" else f"{e['status']}: {e['message']}".replace("|", "\\|")
-        lines.append(f"| {e['title']} (`{q}`, {e['where']}) | {e['points']} / {e['max']} | {result} |")
-    for q, m in grades["manual"].items():
-        lines.append(f"| {m['title']} (`{q}`) | – / {m['max']} | graded by hand |")
-    if grades.get("notebooks"):
-        lines += ["", "Your notebooks, executed on a 1,000-review subset (feedback, no points):", "",
-                  "| notebook | result | seconds |", "|---|---|---|"]
-        for name, r in grades["notebooks"].items():
-            result = "ran to the end" if r["status"] == "ran" else f"{r['status']}: {r['message']}".replace("|", "\\|")
-            lines.append(f"| {name} | {result} | {r['seconds']} |")
-    return "\n".join(lines) + "\n"
-
-
-def instructor_report(grades: dict) -> str:
-    """The feedback, then each written answer beside the reference answer (never given to students)."""
-    parts = [feedback(grades), "## Written answers (graded by hand)"]
-    for q, m in grades["manual"].items():
-        reference = _answer(ROOT / hidden_tests.manual_questions()[q]["notebook"], q)
-        parts += [f"### {m['title']} (`{q}`, {m['max']} points)", "**Submitted:**", "", m["answer"], "",
-                  "**Reference answer:**", "", reference, ""]
-    return "\n".join(parts) + "\n"
+    return {"status": status, "message": message[:reports.MAX_MESSAGE], "seconds": seconds}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("submissions", nargs="*", help="submission folders (or, with --child, questions)")
-    parser.add_argument("--out", type=Path, help="where grades.json / feedback.md (and gradebook.csv) go")
+    parser.add_argument("submissions", nargs="+", help="submission folders")
+    parser.add_argument("--out", type=Path, required=True, help="where grades.json / feedback.md (and gradebook.csv) go")
     parser.add_argument("--time-limit", type=float, default=TIME_LIMIT, help="seconds per question")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="submissions graded at once")
     parser.add_argument("--notebooks", default="all",
                         help="which of the submission's notebooks to execute: all, none, or prefixes such as 01,02")
-    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--execute", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--log", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, help="the inputs' seed (default: a new one per submission, reported)")
+    parser.add_argument("--sandbox", choices=("bwrap", "user"), help="use this sandbox only (default: the first "
+                        "that works)")
+    parser.add_argument("--gradescope", type=Path, metavar="RESULTS_JSON", help="also write Gradescope's "
+                        "results.json there (one submission; its files may sit anywhere in the folder)")
+    parser.add_argument("--visibility", default="after_due_date", help="Gradescope: when students see the hidden "
+                        "tests' messages (hidden, after_due_date, after_published, visible)")
+    parser.add_argument("--no-sandbox", action="store_true", help="run submission code WITHOUT a sandbox (trusted "
+                        "code only; every report says so)")
     args = parser.parse_args(argv)
-    if args.execute:
-        execute_notebook(args.execute, args.log)
-        return 0
-    if args.child:
-        with open(args.log, "a", encoding="utf-8") as log:
-            run_questions(args.child, args.submissions, log)
-        return 0
-    if args.out is None or not args.submissions:
-        parser.error("give one or more SUBMISSION folders and --out DIR")
+    try:
+        sb = sandbox.find(unsafe=args.no_sandbox, prefer=args.sandbox)
+    except sandbox.SandboxUnavailable as exc:
+        parser.exit(2, f"grade.py: {exc}\n")
     subs = [Path(s) for s in args.submissions]
     selection = () if args.notebooks == "none" else ("0",) if args.notebooks == "all" else tuple(args.notebooks.split(","))
+    if sb.kind == "none":
+        print("WARNING: grading without a sandbox (--no-sandbox): submission code runs as this user", file=sys.stderr)
+    if args.gradescope:
+        if len(subs) != 1:
+            parser.error("--gradescope grades one submission")
+        with tempfile.TemporaryDirectory(prefix="submission-") as tmp:
+            grades = grade(gather(subs[0], Path(tmp)), args.out, sb, args.time_limit, selection, args.seed)
+        reports.write_atomic(args.gradescope, json.dumps(reports.gradescope_results(grades, args.visibility), indent=1,
+                                                         ensure_ascii=False) + "\n")
+        print(f"{subs[0]}: {grades['auto_points']} / {grades['auto_max']} -> {args.gradescope}")
+        return 0
     if len(subs) == 1:
-        grades = grade(subs[0], args.out, args.time_limit, selection)
+        grades = grade(subs[0], args.out, sb, args.time_limit, selection, args.seed)
         print(f"{subs[0]}: {grades['auto_points']} / {grades['auto_max']} -> {args.out / 'grades.json'}")
         return 0
     if len({sub.name for sub in subs}) < len(subs):
         parser.error("two submissions have the same folder name; their grades would share DIR/<name>/")
+    slots: queue.Queue = queue.Queue()
+    for slot in range(max(args.jobs, 1)):
+        slots.put(slot)
+
+    def one(sub: Path) -> dict:
+        slot = slots.get()
+        try:
+            return grade(sub, args.out / sub.name, sb, args.time_limit, selection, args.seed, slot)
+        finally:
+            slots.put(slot)
+
     rows = []
-    with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:  # each grade runs in its own child process
-        for sub, grades in zip(subs, pool.map(lambda s: grade(s, args.out / s.name, args.time_limit, selection), subs)):
+    with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:  # each grade runs its own sandboxed children
+        for sub, grades in zip(subs, pool.map(one, subs)):
             print(f"{sub}: {grades['auto_points']} / {grades['auto_max']}", flush=True)
             rows.append({"submission": sub.name, **{q: e["points"] for q, e in grades["questions"].items()},
                          "auto_points": grades["auto_points"], "auto_max": grades["auto_max"]})
-    with helpers.atomic_path(args.out / "gradebook.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    reports.write_gradebook(args.out / "gradebook.csv", rows)
     print(f"gradebook: {args.out / 'gradebook.csv'}")
     return 0
 

