@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -333,3 +334,51 @@ def test_gradescope_autograder_on_its_folder_layout(tmp_path):
     assert all(t["visibility"] == "after_due_date" and t["status"] == "failed" for t in graded)
     assert sum(t["max_score"] for t in graded) == sum(FULL.values())
     assert any("graded by hand" in t["name"] for t in results["tests"] if t["max_score"] == 0)
+
+
+@pytest.fixture
+def python_for_other_users():
+    """As root, let other users traverse the folders above this Python (e.g. /root, 0700 here) for the test's
+    duration, as on a machine whose Python is installed system-wide; restored afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("the 'user' sandbox needs the grader to run as root")
+    changed = []
+    for folder in Path(sys.prefix).resolve().parents:
+        mode = folder.stat().st_mode
+        if not mode & 0o001:
+            folder.chmod(mode | 0o001)
+            changed.append((folder, mode))
+    try:
+        yield
+    finally:
+        for folder, mode in changed:
+            folder.chmod(mode)
+
+
+def test_the_user_sandbox_grades_from_a_private_copy(tmp_path, request, python_for_other_users):
+    """Where no namespaces can be made (Gradescope's container), the child runs as another user: from a copy of the
+    grader that only root can read (as setup.sh leaves it), the reference scores 23, the release 0, and a
+    submission that loads the reference from the grader's folder gets nothing; from a readable copy it refuses."""
+    make_autograder.make_autograder(tmp_path / "ag.zip")
+    outside = Path(tempfile.mkdtemp(prefix="grader-copy-"))  # /tmp: every user can reach it (tmp_path is root's)
+    request.addfinalizer(lambda: shutil.rmtree(outside))
+    outside.chmod(0o755)
+    source = outside / "source"
+    with zipfile.ZipFile(tmp_path / "ag.zip") as zf:
+        zf.extractall(source)
+    for path in [source, *source.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    subs = [reference_with(tmp_path / "reference"), release_like(tmp_path / "release"),
+            release_like(tmp_path / "thief", CHEATS["reference_on_disk"].format(root=str(source)))]
+    command = [sys.executable, str(source / "tools" / "grade.py"), *map(str, subs), "--out", str(tmp_path / "grades"),
+               "--notebooks", "none", "--sandbox", "user", "--jobs", "2"]
+    readable = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert readable.returncode == 2 and "can read" in readable.stderr and "chmod 700" in readable.stderr, readable.stderr
+    source.chmod(0o700)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    points = {s.name: json.loads((tmp_path / "grades" / s.name / "grades.json").read_text()) for s in subs}
+    assert points["reference"]["auto_points"] == sum(FULL.values())
+    assert points["release"]["auto_points"] == points["thief"]["auto_points"] == 0
+    assert "separate unprivileged user" in points["thief"]["sandbox"]
+    assert not sandbox_processes()

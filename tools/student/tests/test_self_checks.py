@@ -92,10 +92,10 @@ def test_gru_cell_returns_the_state_and_its_cache():
 def test_bptt_rnn_update_backward_matches_autograd():
     x_proj, gh, h = _inputs(1)
     x_proj.requires_grad_(True), gh.requires_grad_(True)
-    h_new = torch.tanh(x_proj + gh)
+    state = torch.tanh(x_proj + gh)
     delta = torch.randn_like(h)
-    want = torch.autograd.grad(h_new, [x_proj, gh], delta)
-    got = helpers.RNNCell.update_backward(delta, h, h_new.detach())  # the cache is h'
+    want = torch.autograd.grad(state, [x_proj, gh], delta)
+    got = helpers.RNNCell.update_backward(delta, h, state.detach())  # the cache is h'
     assert isinstance(got, tuple) and len(got) == 3, "RNNCell.update_backward returns (∂L/∂x_proj, ∂L/∂gh, bypass)"
     for name, a, b in zip(("∂L/∂x_proj", "∂L/∂gh"), got, want):
         assert torch.is_tensor(a) and a.shape == b.shape and torch.allclose(a, b), \
