@@ -117,7 +117,9 @@ def tree_digest(folder: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
         digest.update(str(path.relative_to(folder)).encode())
-        if path.is_file():
+        if path.is_symlink():
+            digest.update(os.readlink(path).encode())
+        elif path.is_file():
             digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -195,6 +197,11 @@ def batch(tmp_path_factory):
     for question, (where, attack) in RESOURCE_ATTACKS.items():
         folders[f"attacks_{question}"] = reference_with(tmp / f"attacks_{question}", "helpers.py", where, attack + where)
     folders["lies_pooling"] = reference_with(tmp / "lies_pooling", "helpers.py", *LIAR)
+    links = folders["symbolic_links"] = tmp / "symbolic_links"  # links to the grader's own files
+    (links / "notebooks").mkdir(parents=True)
+    (links / "helpers.py").symlink_to(ROOT / "helpers.py")
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        (links / "notebooks" / nb.name).symlink_to(nb)
     before = {name: tree_digest(folder) for name, folder in folders.items()}
     return grade(*folders.values(), out=tmp / "grades", limit=20), before, folders
 
@@ -205,11 +212,13 @@ def lost(grades: dict) -> set:
 
 def test_cheating_scores_nothing(batch):
     graded, _, _ = batch
-    for name in [*CHEATS, "forged_in_a_cell"]:
+    for name in [*CHEATS, "forged_in_a_cell", "symbolic_links"]:
         grades = graded[name]
         passed = {q: e for q, e in grades["questions"].items() if e["points"]}
         assert grades["auto_points"] == 0 and not passed, (name, passed)
         assert all(e["status"] in ("missing", "error", "failed") for e in grades["questions"].values()), name
+    assert "symbolic link" in graded["symbolic_links"]["questions"]["q1a"]["message"]
+    assert all(m["answer"].startswith("(no answer") for m in graded["symbolic_links"]["manual"].values())
 
 
 RESOURCE_ATTACKS = {  # the question attacked: (where, what the function does first)

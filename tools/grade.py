@@ -59,8 +59,16 @@ class _Failure(Exception):
     """A question that cannot be graded for a reason the student should read (a missing file or cell)."""
 
 
-def _submitted_cells(notebook: Path) -> dict:
+def _inside(path: Path, folder: Path) -> bool:
+    """True if `path` is a real file of `folder`: no symbolic link on the way (a link could name the reference)."""
+    return path.is_file() and os.path.realpath(path) == os.path.join(os.path.realpath(folder),
+                                                                     os.path.relpath(path, folder))
+
+
+def _submitted_cells(notebook: Path, folder: Path | None = None) -> dict:
     """{grade_id: source} of a submitted notebook, read as JSON (nothing in it runs here)."""
+    if folder is not None and notebook.exists() and not _inside(notebook, folder):
+        raise _Failure(f"{notebook.parent.name}/{notebook.name} is a symbolic link (submit the file itself)")
     if not notebook.is_file():
         raise _Failure(f"no {notebook.parent.name}/{notebook.name} in the submission")
     if notebook.stat().st_size > MAX_FILE:
@@ -75,7 +83,7 @@ def _submitted_cells(notebook: Path) -> dict:
 
 def _cell_source(submission: Path, question: str) -> str:
     spec = QUESTIONS[question]
-    cells = _submitted_cells(submission / spec["notebook"])
+    cells = _submitted_cells(submission / spec["notebook"], submission)
     if spec["cell"] not in cells:
         raise _Failure(f"{Path(spec['notebook']).name} has no cell {spec['cell']!r} (its nbgrader metadata names it; "
                        f"was the cell deleted?)")
@@ -228,7 +236,7 @@ def _workdir(submission: Path, tmp: Path) -> Path:
         shutil.copyfile(TOOLS / name, tmp / "harness" / name)
     (tmp / "submission").mkdir()
     source = submission / "helpers.py"
-    if source.is_file() and not source.is_symlink() and source.stat().st_size <= MAX_FILE:
+    if _inside(source, submission) and source.stat().st_size <= MAX_FILE:
         shutil.copyfile(source, tmp / "submission" / "helpers.py")
     _readable(tmp)
     return tmp
@@ -266,7 +274,8 @@ def grade(submission: Path, out: Path, sb: sandbox.Sandbox, limit: float = TIME_
                       "points": spec["points"] if r["status"] == "passed" else 0, "status": r["status"],
                       "message": r["message"][:reports.MAX_MESSAGE]}
     manual = {q: {"title": m["title"], "max": m["points"], "points": None, "status": "graded by hand",
-                  "answer": _answer(submission / m["notebook"], q)} for q, m in hidden_tests.manual_questions().items()}
+                  "answer": _answer(submission / m["notebook"], q, submission)}
+              for q, m in hidden_tests.manual_questions().items()}
     grades = {"submission": str(submission), "auto_points": sum(e["points"] for e in entries.values()),
               "auto_max": sum(e["max"] for e in entries.values()), "questions": entries, "manual": manual,
               "notebooks": executed, "sandbox": sb.describe(), "seed": seed}
@@ -301,10 +310,10 @@ def gather(upload: Path, tmp: Path) -> Path:
     return folder
 
 
-def _answer(notebook: Path, grade_id: str) -> str:
+def _answer(notebook: Path, grade_id: str, folder: Path | None = None) -> str:
     """A written answer's text from a notebook (a missing one is said so)."""
     try:
-        cells = _submitted_cells(notebook)
+        cells = _submitted_cells(notebook, folder)
     except _Failure as exc:
         return f"(no answer: {exc})"
     return cells[grade_id].strip() or "(empty)" if grade_id in cells else f"(no answer: no cell {grade_id!r})"
