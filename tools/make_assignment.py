@@ -8,7 +8,9 @@ What it does, from the files git tracks here:
   `@exercise(...)` turns that into a message naming what to write and where.
 - notebooks: nbgrader's own preprocessors (as `nbgrader generate_assignment`, without its database): solution
   regions stubbed, written answers "YOUR ANSWER HERE", hidden tests removed, every output cleared.
-- left out: the committed checkpoints and results (the notebooks would otherwise skip the student's code), the
+- the course's full-run records: checkpoints/runs/*.json as course_results/runs/ (JSON only: the quick run's tables
+  over seeds are drawn from them, while every model a notebook uses is the student's own);
+- left out: the committed checkpoints (the notebooks would otherwise skip the student's code), the
   hidden tests and the grader, the reference's tests, benchmarks, CI and README; in their place the student
   README, the public self-checks (tests/) and their CI from tools/student/.
 - requirements.txt: the reference's, less the instructor-only packages (INSTRUCTOR_ONLY: nbgrader always; the
@@ -43,6 +45,10 @@ LEFT_OUT = ("checkpoints/", "benchmarks/", "tests/", ".github/", ".ci/", "README
 """Tracked paths (prefixes) that never reach the release: the grader (grade.py, its hidden tests, the child that runs
 submissions, its sandbox, its reports and the Gradescope autograder it packs), and Q3(a)'s diagram, which is part of
 that written answer (notebook 02 shows it inside the solution cell q3a_design)."""
+COURSE_RECORDS, COURSE_RESULTS = "checkpoints/runs", "course_results/runs"
+"""The committed run records (curves, accuracies, search trials; JSON, no weights) are shipped to the release as
+course_results/runs/, where `helpers.course_results` finds them: the checkpoints stay behind, so every model a
+student's notebook uses is one the student's code trained."""
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 
@@ -107,6 +113,13 @@ def tracked_files() -> list[str]:
     return [p for p in listing.decode().split("\0") if p and not p.startswith(LEFT_OUT)]
 
 
+def course_records() -> list[str]:
+    """The tracked run records (checkpoints/runs/*.json) the release ships as the course's full run."""
+    listing = subprocess.run(["git", "ls-files", "-z", "--", COURSE_RECORDS], cwd=ROOT, capture_output=True,
+                             check=True).stdout
+    return sorted(p for p in listing.decode().split("\0") if p.endswith(".json"))
+
+
 def make_assignment(out: Path, force: bool = False) -> dict:
     """Write the release to `out`; returns {"files": n, "regions": [removed lines per region]}."""
     import nbformat
@@ -137,6 +150,10 @@ def make_assignment(out: Path, force: bool = False) -> dict:
         else:
             shutil.copy2(src, dst)
     shutil.copytree(STUDENT, staging, dirs_exist_ok=True)
+    for rel in course_records():  # the course's full run, records only: a quick run's tables over seeds use them
+        dst = staging / COURSE_RESULTS / Path(rel).relative_to(COURSE_RECORDS)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dst)
     texts = {str(p.relative_to(staging)): readable_text(p) for p in sorted(staging.rglob("*"))
              if p.is_file() and p.suffix in TEXT_SUFFIXES}
     if "requirements.txt" in files:  # filtered once the whole release is there: its text decides what it uses
