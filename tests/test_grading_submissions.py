@@ -6,6 +6,7 @@ Gradescope autograder on Gradescope's folder layout.
 Cheating attacks sit in a release-like submission (the reference's helpers.py with its solutions stubbed, the student
 notebooks): they get points only if they work. Resource attacks sit in one function of an otherwise correct submission:
 that question is lost, no other."""
+import csv
 import hashlib
 import json
 import os
@@ -183,6 +184,7 @@ def batch(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("submissions")
     folders = {"reference": reference_with(tmp / "reference"), "empty": tmp / "empty"}
     folders["empty"].mkdir()
+    folders["release"] = release_like(tmp / "release")  # the untouched release: every stub left
     for q, edit in MUTANTS.items():
         folders[f"mutant_{q}"] = reference_with(tmp / f"mutant_{q}", *edit)
     for name, (edit, _) in BROKEN.items():
@@ -208,6 +210,26 @@ def batch(tmp_path_factory):
 
 def lost(grades: dict) -> set:
     return {q for q, e in grades["questions"].items() if e["points"] != FULL[q]}
+
+
+def test_the_release_scores_zero_and_the_reports_keep_the_answers_private(batch):
+    graded, _, folders = batch
+    out = folders["reference"].parent / "grades"
+    full = sum(FULL.values())
+    assert graded["reference"]["auto_points"] == graded["reference"]["auto_max"] == full
+    zero = graded["release"]
+    assert zero["auto_points"] == 0 and zero["auto_max"] == full
+    for q, entry in zero["questions"].items():
+        assert entry["status"] == "missing" and "implement" in entry["message"], (q, entry)
+    with open(out / "gradebook.csv") as fh:
+        rows = {r["submission"]: int(r["auto_points"]) for r in csv.DictReader(fh)}
+    assert rows["reference"] == full and rows["release"] == 0 and set(rows) == set(folders)
+    assert "✓" in (out / "reference" / "feedback.md").read_text()
+    report = (out / "release" / "instructor.md").read_text()
+    assert "YOUR ANSWER HERE" in report and "**Reference answer:**" in report and "multivariate chain rule" in report
+    assert "seed" in report and "sandbox" in report.lower()
+    assert "multivariate chain rule" not in (out / "release" / "feedback.md").read_text()
+    assert zero["manual"]["q1a_derivation"]["status"] == "graded by hand"
 
 
 def test_cheating_scores_nothing(batch):
@@ -313,44 +335,12 @@ RESULTS_SCHEMA = {  # Gradescope's results.json, as its autograder specification
 }
 
 
-def test_gradescope_autograder_on_its_folder_layout(tmp_path):
-    """make_autograder's zip, unpacked as Gradescope does (/autograder/source, the submission in
-    /autograder/submission, here under a temporary root), grades into a valid results.json: the release's questions
-    0, with the hidden tests' messages visible after the due date, and the grader's source private."""
-    import jsonschema
-
-    names = make_autograder.make_autograder(tmp_path / "autograder.zip", notebooks="none")
-    assert {"setup.sh", "run_autograder", "requirements.txt", "tools/hidden_tests.py"} <= set(names)
-    assert "tools/make_assignment.py" not in names and not any(n.startswith("tests/") for n in names)
-    root = tmp_path / "autograder"
-    with zipfile.ZipFile(tmp_path / "autograder.zip") as zf:
-        zf.extractall(root / "source")
-    (root / "source" / "run_autograder").chmod(0o755)
-    os.chmod(root / "source", 0o700)  # what setup.sh does: the grader's files are root's alone
-    upload = root / "submission" / "my-repo"  # a student's upload: the repository in a folder, notebooks flat
-    release_like(upload)
-    for nb in (upload / "notebooks").glob("*.ipynb"):
-        nb.rename(upload / nb.name)
-    (upload / "notebooks").rmdir()
-    env = {**os.environ, "AUTOGRADER_ROOT": str(root), "GRADER_PYTHON": sys.executable}
-    done = subprocess.run(["bash", str(root / "source" / "run_autograder")], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads((root / "results" / "results.json").read_text())
-    jsonschema.validate(results, RESULTS_SCHEMA)
-    graded = [t for t in results["tests"] if t["max_score"] > 0]
-    assert [t["number"] for t in graded] == list(QUESTIONS) and results["score"] == 0
-    assert all(t["visibility"] == "after_due_date" and t["status"] == "failed" for t in graded)
-    assert sum(t["max_score"] for t in graded) == sum(FULL.values())
-    assert any("graded by hand" in t["name"] for t in results["tests"] if t["max_score"] == 0)
-
-
 @pytest.fixture
 def python_for_other_users():
     """As root, let other users traverse the folders above this Python (e.g. /root, 0700 here) for the test's
     duration, as on a machine whose Python is installed system-wide; restored afterwards."""
     if os.geteuid() != 0:
-        pytest.skip("the 'user' sandbox needs the grader to run as root")
+        pytest.skip("the 'user' sandbox (Gradescope's) needs the grader to run as root")
     changed = []
     for folder in Path(sys.prefix).resolve().parents:
         mode = folder.stat().st_mode
@@ -364,30 +354,63 @@ def python_for_other_users():
             folder.chmod(mode)
 
 
-def test_the_user_sandbox_grades_from_a_private_copy(tmp_path, request, python_for_other_users):
-    """Where no namespaces can be made (Gradescope's container), the child runs as another user: from a copy of the
-    grader that only root can read (as setup.sh leaves it), the reference scores 23, the release 0, and a
-    submission that loads the reference from the grader's folder gets nothing; from a readable copy it refuses."""
-    make_autograder.make_autograder(tmp_path / "ag.zip")
-    outside = Path(tempfile.mkdtemp(prefix="grader-copy-"))  # /tmp: every user can reach it (tmp_path is root's)
-    request.addfinalizer(lambda: shutil.rmtree(outside))
-    outside.chmod(0o755)
-    source = outside / "source"
-    with zipfile.ZipFile(tmp_path / "ag.zip") as zf:
+def test_gradescope_autograder_as_gradescope_runs_it(tmp_path, request, python_for_other_users):
+    """make_autograder's zip, unpacked as Gradescope does (the grader in /autograder/source, the upload in
+    /autograder/submission, here under a temporary root every user can reach) and run as Gradescope's container
+    allows: no namespaces, so the child runs as a separate user. From a readable source the grader refuses; from a
+    source only root can read (as setup.sh leaves it) the reference's upload (a repository in a folder, notebooks
+    flat) gets full marks in a results.json valid against Gradescope's schema, hidden-test messages visible after
+    the due date, notebook 02 executed as feedback; the release and a submission that loads the reference from the
+    autograder's folder get nothing."""
+    import jsonschema
+
+    names = make_autograder.make_autograder(tmp_path / "autograder.zip", notebooks="02")
+    assert {"setup.sh", "run_autograder", "requirements.txt", "tools/hidden_tests.py"} <= set(names)
+    assert "tools/make_assignment.py" not in names and not any(n.startswith("tests/") for n in names)
+    root = Path(tempfile.mkdtemp(prefix="autograder-"))  # /tmp: every user can reach it (tmp_path is root's)
+    request.addfinalizer(lambda: shutil.rmtree(root))
+    root.chmod(0o755)
+    source = root / "source"
+    with zipfile.ZipFile(tmp_path / "autograder.zip") as zf:
         zf.extractall(source)
     for path in [source, *source.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    subs = [reference_with(tmp_path / "reference"), release_like(tmp_path / "release"),
-            release_like(tmp_path / "thief", CHEATS["reference_on_disk"].format(root=str(source)))]
-    command = [sys.executable, str(source / "tools" / "grade.py"), *map(str, subs), "--out", str(tmp_path / "grades"),
-               "--notebooks", "none", "--sandbox", "user", "--jobs", "2"]
-    readable = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        path.chmod(0o755 if path.is_dir() or path.name == "run_autograder" else 0o644)
+    upload = reference_with(root / "submission" / "my-repo")
+    for nb in (upload / "notebooks").glob("*.ipynb"):
+        nb.rename(upload / nb.name)
+    (upload / "notebooks").rmdir()
+    env = {**os.environ, "AUTOGRADER_ROOT": str(root), "GRADER_PYTHON": sys.executable, "GRADER_SANDBOX_KIND": "user"}
+
+    def run_autograder():
+        return subprocess.run(["bash", str(source / "run_autograder")], env=env, capture_output=True, text=True,
+                              timeout=600)
+
+    readable = run_autograder()
     assert readable.returncode == 2 and "can read" in readable.stderr and "chmod 700" in readable.stderr, readable.stderr
-    source.chmod(0o700)
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    source.chmod(0o700)  # what setup.sh does: the grader's files are root's alone
+    done = run_autograder()
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((root / "results" / "results.json").read_text())
+    jsonschema.validate(results, RESULTS_SCHEMA)
+    graded = [t for t in results["tests"] if t["max_score"] > 0]
+    assert [t["number"] for t in graded] == list(QUESTIONS) and results["score"] == sum(FULL.values())
+    assert all(t["visibility"] == "after_due_date" and t["status"] == "passed" for t in graded)
+    assert sum(t["max_score"] for t in graded) == sum(FULL.values())
+    assert any("graded by hand" in t["name"] for t in results["tests"] if t["max_score"] == 0)
+    (feedback,) = [t for t in results["tests"] if "02_architectures" in t["name"]]
+    assert feedback["status"] == "passed" and feedback["output"] == "ran to the end", feedback
+    graded_as = json.loads((root / "results" / "grades" / "grades.json").read_text())["sandbox"]
+    assert "separate unprivileged user" in graded_as, graded_as
+
+    subs = [release_like(tmp_path / "release"),
+            release_like(tmp_path / "thief", CHEATS["reference_on_disk"].format(root=str(source)))]
+    done = subprocess.run([sys.executable, str(source / "tools" / "grade.py"), *map(str, subs), "--out",
+                           str(tmp_path / "grades"), "--notebooks", "02", "--sandbox", "user", "--jobs", "2"],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     points = {s.name: json.loads((tmp_path / "grades" / s.name / "grades.json").read_text()) for s in subs}
-    assert points["reference"]["auto_points"] == sum(FULL.values())
     assert points["release"]["auto_points"] == points["thief"]["auto_points"] == 0
-    assert "separate unprivileged user" in points["thief"]["sandbox"]
+    stopped = points["release"]["notebooks"]["02_architectures_and_text_to_image.ipynb"]
+    assert stopped["status"] == "error", stopped  # at the first cell that calls the unwritten function
+    assert "NotImplementedError: scaled_dot_product_attention is not written yet" in stopped["message"], stopped
     assert not sandbox_processes()

@@ -317,7 +317,19 @@ def test_a_rerun_runs_only_the_missing_jobs(tmp_path, monkeypatch, train_results
     keys, workers, _ = launched.pop()
     assert sorted(keys) == sorted(job["key"] for job in jobs) and workers == 3  # --force redoes all
     assert tool.main([*args, "--smoke"]) == 0
-    assert launched.pop()[2] is True  # a smoke check always runs (its records are not the real ones)
+    keys, _, smoke = launched.pop()
+    assert smoke is True
+    smoke_jobs = [j for j in tool.experiment_plan(smoke=True, out=tmp_path) if j["notebook"] == 4 or j["kind"] == "tfidf"]
+    assert sorted(keys) == sorted(j["key"] for j in smoke_jobs)  # records of other code (none here) are redone
+    for job in smoke_jobs[1:]:  # records this code made for these jobs stand in a quick run too
+        helpers.save_json({"job": tool._as_recorded(job), "code": tool.code_fingerprint()},
+                          helpers.record_path(tmp_path, job["key"]))
+    assert tool.main([*args, "--smoke"]) == 0
+    assert launched.pop()[0] == [smoke_jobs[0]["key"]]
+    helpers.save_json({"job": tool._as_recorded(smoke_jobs[1]), "code": "other code"},
+                      helpers.record_path(tmp_path, smoke_jobs[1]["key"]))  # helpers.py edited since
+    assert tool.main([*args, "--smoke"]) == 0
+    assert sorted(launched.pop()[0]) == sorted(j["key"] for j in smoke_jobs[:2])
 
     monkeypatch.setattr(tool, "launch", lambda shares, out, smoke: [0, 1])
     assert tool.main([*args, "--force"]) == 1

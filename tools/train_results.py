@@ -8,7 +8,8 @@
 
 Each job is one seeded training run (or the TF-IDF anchor). Its record is written to
 <out>/runs/<key>.json as soon as it finishes (default out: checkpoints/), so an interrupted recompute
-resumes with the missing jobs (`--force` redoes them); seed 0 of each named model is saved as
+resumes with the missing jobs (`--force` redoes them; a `--smoke` run also redoes the jobs whose record other code
+made, see `reusable`); seed 0 of each named model is saved as
 <out>/<name>.pt (trainable word vectors) or <out>/<name>_frozen.pt. `helpers.load_results(out)` reads
 the records. Training uses one torch thread per worker: the same seed then gives the same numbers on
 the same machine (reductions split over threads round differently). Notebook 03's TPE search is not a
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import selectors
@@ -206,8 +208,38 @@ UNIMPLEMENTED = 3
 """A worker's exit code when a job met a part of the exercise that is still a stub (it printed the one line)."""
 
 
+def code_fingerprint() -> str:
+    """What trained a record: a digest of helpers.py (the models, the data, the training loop) and of this file
+    (the plan). A quick run (`--smoke`) reuses a record only when it was made by the same code."""
+    digest = hashlib.sha256()
+    for path in (Path(helpers.__file__), Path(__file__)):
+        digest.update(path.resolve().read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _as_recorded(job: dict) -> dict:
+    return json.loads(json.dumps({k: v for k, v in job.items() if k != "cost"}))  # the JSON the record keeps
+
+
+def reusable(job: dict, out: Path, smoke: bool) -> bool:
+    """Whether `job`'s record in `out` stands: any record in a full run (a rerun continues with the missing jobs);
+    in a quick run, only one made by the same code for the same job (`code_fingerprint`), so that a quick run after
+    an edit of helpers.py trains the edited code again."""
+    path = helpers.record_path(out, job["key"])
+    if not path.exists():
+        return False
+    if not smoke:
+        return True
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return record.get("code") == code_fingerprint() and record.get("job") == _as_recorded(job)
+
+
 def worker(keys: list[str], out: Path, smoke: bool) -> None:
     torch.set_num_threads(1)
+    code = code_fingerprint()
     datasets: dict[str, helpers.Imdb] = {}
     jobs = {j["key"]: j for j in experiment_plan(smoke, out)}
     for key in keys:
@@ -222,7 +254,8 @@ def worker(keys: list[str], out: Path, smoke: bool) -> None:
             sys.exit(UNIMPLEMENTED)
         if jobs[key].get("checkpoint"):  # seed 0 of a named model
             helpers.save_checkpoint(model, helpers.checkpoint_path(jobs[key]["name"], jobs[key]["finetune"], out))
-        record["job"] = {k: v for k, v in jobs[key].items() if k != "cost"}
+        record["job"] = _as_recorded(jobs[key])
+        record["code"] = code
         record["wall_seconds"] = time.perf_counter() - start
         record["created"] = time.strftime("%Y-%m-%d")
         helpers.save_json(record, helpers.record_path(out, key))
@@ -272,12 +305,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     jobs = [j for j in experiment_plan(args.smoke, out) if (not args.only or any(s in j["key"] for s in args.only))
             and (args.notebook is None or j["notebook"] == args.notebook or j["kind"] == "tfidf")]
-    done = {j["key"] for j in jobs if helpers.record_path(out, j["key"]).exists()}
+    done = {j["key"] for j in jobs if reusable(j, out, args.smoke)}
     if args.list:
         for j in jobs:
             print(f"{j['key']:45s} cost {j['cost']:5.0f}  {'done' if j['key'] in done else ''}")
         return 0
-    todo = [j for j in jobs if args.force or args.smoke or j["key"] not in done]
+    todo = [j for j in jobs if args.force or j["key"] not in done]
     shares = [[] for _ in range(max(min(args.workers, len(todo)), 1))]
     loads = [0.0] * len(shares)
     keys = {j["key"] for j in todo}
