@@ -211,3 +211,23 @@ def test_without_a_sandbox_the_grader_refuses_and_names_the_fix(tmp_path):
         pytest.skip("this machine can run the 'user' sandbox")
     assert done.returncode == 2 and "bubblewrap" in done.stderr and "--no-sandbox" in done.stderr, done.stderr
     assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sandbox users are reserved as root only (otherwise the child is the caller)")
+def test_two_graders_at_once_never_share_a_sandbox_user():
+    """Each grader holds its sandbox users by a lock until it ends, so one grader's clean-up (kill every process of
+    its user) cannot kill another's children; a grader that ends gives its users back."""
+    hold = ("import sys, time; sys.path.insert(0, sys.argv[1]); import sandbox\n"
+            "print(*sandbox.reserve_slots(int(sys.argv[2])), flush=True); time.sleep(30)\n")
+    first = subprocess.Popen([sys.executable, "-c", hold, str(ROOT / "tools"), "2"], stdout=subprocess.PIPE, text=True)
+    try:
+        taken = set(map(int, first.stdout.readline().split()))
+        second = subprocess.run([sys.executable, "-c", hold.replace("time.sleep(30)", "pass"), str(ROOT / "tools"), "3"],
+                                capture_output=True, text=True, timeout=60)
+        assert len(taken) == 2 and not taken & set(map(int, second.stdout.split())), (taken, second.stdout)
+    finally:
+        first.kill()
+        first.wait()
+    again = subprocess.run([sys.executable, "-c", hold.replace("time.sleep(30)", "pass"), str(ROOT / "tools"), "2"],
+                           capture_output=True, text=True, timeout=60)
+    assert taken & set(map(int, again.stdout.split())), "the users of a grader that ended are free again"

@@ -249,10 +249,12 @@ def _readable(folder: Path) -> None:
 
 
 def grade(submission: Path, out: Path, sb: sandbox.Sandbox, limit: float = TIME_LIMIT, notebooks: tuple = (),
-          seed: int | None = None, slot: int = 0) -> dict:
+          seed: int | None = None, slot: int | None = None) -> dict:
     """Grade one submission folder; write out/grades.json, feedback.md and instructor.md; return the grades.
-    `notebooks` (e.g. ("01", "02")) are also executed, sandboxed, as feedback without points."""
+    `notebooks` (e.g. ("01", "02")) are also executed, sandboxed, as feedback without points. `slot`: the sandbox
+    user (`sandbox.reserve_slots`; by default this process's first)."""
     submission = Path(submission)
+    slot = sandbox.reserve_slots(1)[0] if slot is None else slot
     seed = secrets.randbelow(2**31) if seed is None else seed
     results: dict[str, dict] = {}
     executed = {}
@@ -417,7 +419,7 @@ def main(argv=None) -> int:
     if len({sub.name for sub in subs}) < len(subs):
         parser.error("two submissions have the same folder name; their grades would share DIR/<name>/")
     slots: queue.Queue = queue.Queue()
-    for slot in range(max(args.jobs, 1)):
+    for slot in sandbox.reserve_slots(max(args.jobs, 1)):
         slots.put(slot)
 
     def one(sub: Path) -> dict:

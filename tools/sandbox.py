@@ -20,6 +20,7 @@ grader adds the wall time and reads the child's output through files those limit
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import functools
 import os
 import resource
@@ -30,6 +31,9 @@ from pathlib import Path
 
 FIRST_UID = 61000
 """Sandbox users as root: uid FIRST_UID + slot, one per submission graded at once (the process limit is per uid)."""
+MAX_SLOTS = 512
+"""Sandbox users available on one machine, for all the graders running on it together."""
+_held: dict[int, object] = {}  # slot -> its open lock file, held until this process ends
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +127,36 @@ class Sandbox:
         return subprocess.Popen(command, preexec_fn=self.limits.apply, start_new_session=True, **kwargs)
 
 
+def reserve_slots(n: int) -> list[int]:
+    """`n` slots (sandbox users) that this process alone uses on this machine: two graders running at once (two
+    terminals, a batch beside a test) never share a user, so one's clean-up (`kill_user`) never kills the other's
+    children. As root each slot is held by a lock file in a folder only root can open, released when this process
+    ends; repeated calls return the slots already held first. Without root the child runs as the caller's own uid
+    (bwrap's user namespace) and slots only number the submissions."""
+    if os.geteuid() != 0:
+        return list(range(n))
+    folder = Path("/run/lock" if os.path.isdir("/run/lock") else "/tmp") / "idl-ex2-grader-slots"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    info = folder.lstat()
+    if info.st_uid != 0 or info.st_mode & 0o077 or folder.is_symlink():
+        raise SandboxUnavailable(f"{folder} must be a folder only root can open (remove it and rerun)")
+    for slot in range(MAX_SLOTS):
+        if len(_held) >= n:
+            break
+        if slot in _held:
+            continue
+        lock = open(folder / f"slot-{slot}", "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()  # another grader holds it
+            continue
+        _held[slot] = lock
+    if len(_held) < n:
+        raise SandboxUnavailable(f"all {MAX_SLOTS} sandbox users are in use by other graders on this machine")
+    return sorted(_held)[:n]
+
+
 def kill_user(slot: int) -> None:
     """As root: SIGKILL every process of slot's sandbox user (what a child started and left behind)."""
     if os.geteuid() != 0:
@@ -189,8 +223,9 @@ def _works(sandbox: Sandbox, must_not_read: list[Path]) -> str | None:
              "    try:\n        open(p, 'rb').read(1)\n    except OSError:\n        continue\n"
              "    print('READABLE', p); sys.exit(3)\n")
     try:
+        slot = reserve_slots(1)[0]
         done = subprocess.run(sandbox.command([sys.executable, "-I", "-c", probe, *map(str, must_not_read)],
-                                              read_only={}), capture_output=True, text=True, timeout=60,
+                                              read_only={}, slot=slot), capture_output=True, text=True, timeout=60,
                               preexec_fn=sandbox.limits.apply)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{type(exc).__name__}: {exc}"
