@@ -1,16 +1,17 @@
-"""Helpers for "Introduction to Deep Learning - exercise 2": what the notebooks, tests, benchmarks and tools/ share,
-in the order a reader of the notebooks meets it: 1. reproducibility and files; 2. data (IMDB, two versioned
-tokenizers, GloVe 6B-50d, the film-disjoint validation split); 3. models (hand-written RNN / GRU cells and BPTT,
-trainable word vectors, token-wise heads, windowed self-attention); 4. training, prediction, explanation, recipes,
-checkpoints and results; 5. the search's storage (its objective is in notebook 03); 6. plotting and display.
+"""Helpers for "Introduction to Deep Learning - exercise 2": the models and the data the notebooks use, in the order
+a reader of the notebooks meets them: 1. reproducibility and files; 2. data (IMDB, two versioned tokenizers, GloVe
+6B-50d, the film-disjoint validation split); 3. models (hand-written RNN / GRU cells and BPTT, trainable word vectors,
+token-wise heads, windowed self-attention: what a student writes); 4. training, prediction, explanation, recipes and
+checkpoints. Two modules beside it import it (it never imports them): `experiments` (the run records, their
+statistics and tables, the recompute plan and launcher, the search's storage) and `plots` (figures and display).
 Maintainer commands live in tools/. Importing this module has no side effects.
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import hashlib
-import io
 import itertools
 import json
 import math
@@ -42,7 +43,7 @@ CACHE_DIR = DATA_DIR / "cache"
 CHECKPOINT_DIR = ROOT / "checkpoints"
 
 
-def smoke_test() -> bool:
+def quick_run() -> bool:
     """True for a quick run on a data subset: with SMOKE_TEST=1 (the test command), and by default where there are
     no committed results (the student release: notebooks 03 and 04 then train the student's code on 1,000 reviews;
     FULL=1 runs the full plan)."""
@@ -51,10 +52,10 @@ def smoke_test() -> bool:
     return os.environ.get("FULL") != "1" and not (CHECKPOINT_DIR / "runs").is_dir()
 
 
-def retrain() -> bool:
+def should_recompute() -> bool:
     """True where notebooks 03 and 04 recompute their results instead of loading the committed ones: with RETRAIN=1,
-    in a quick run (`smoke_test`), and always where there are no committed results (the student release)."""
-    return os.environ.get("RETRAIN") == "1" or smoke_test() or not (CHECKPOINT_DIR / "runs").is_dir()
+    in a quick run (`quick_run`), and always where there are no committed results (the student release)."""
+    return os.environ.get("RETRAIN") == "1" or quick_run() or not (CHECKPOINT_DIR / "runs").is_dir()
 
 
 def set_seed(seed: int = 0) -> None:
@@ -376,7 +377,7 @@ course-v1: the course loader's alphabetic words. A version names exactly one beh
 tokenizer means a new version, new caches and retrained checkpoints."""
 
 
-def check_tokenizer(version: str) -> Callable[[str], list[str]]:
+def get_tokenizer(version: str) -> Callable[[str], list[str]]:
     """The tokenizer function of a version; an unknown version is a ValueError listing the known ones."""
     if version not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer {version!r}; choose one of {sorted(TOKENIZERS)}")
@@ -438,19 +439,29 @@ def token_words(ids: Iterable[int]) -> list[str]:
     return ["<pad>" if i == PAD else "<unk>" if i == UNK else words[i - 2] for i in ids]
 
 
-def encode(texts: Sequence[str], max_len: int = 100, tokenizer: str = TOKENIZER_VERSION):
-    """Token ids (N, max_len) padded with PAD, lengths (N,), and the tokens kept per review."""
-    tokenize = check_tokenizer(tokenizer)
+def encode(texts: Sequence[str], max_len: int = 100, tokenizer: str = TOKENIZER_VERSION, dtype=torch.long,
+           counts: dict | None = None):
+    """Token ids (N, max_len) padded with PAD, lengths (N,), and the tokens kept per review: each review is
+    tokenized (`get_tokenizer(tokenizer)`), looked up in GloVe (unknown words -> UNK) and cut to its first `max_len`
+    tokens. The one encoding path: training data (`load_imdb`'s cache) and prediction (`predict`, `explain`) both
+    come through here. `counts`, if given, accumulates the GloVe coverage: tokens and known tokens of the whole
+    reviews ("total", "known") and of the kept heads ("kept_total", "kept_known")."""
+    tokenize = get_tokenizer(tokenizer)
     glove = load_glove()
-    ids = torch.full((len(texts), max_len), PAD, dtype=torch.long)
-    lengths = torch.zeros(len(texts), dtype=torch.long)
+    ids = torch.full((len(texts), max_len), PAD, dtype=dtype)
+    lengths = torch.zeros(len(texts), dtype=dtype)
     kept = []
     for row, text in enumerate(texts):
-        tokens = tokenize(text)[: max_len * 2]
-        token_ids = glove.lookup(tokens)[:max_len]
-        ids[row, : len(token_ids)] = torch.tensor(token_ids, dtype=torch.long)
-        lengths[row] = len(token_ids)
-        kept.append(tokens)
+        tokens = tokenize(text)
+        token_ids = glove.lookup(tokens)
+        head = token_ids[:max_len]
+        if counts is not None:
+            for key, value in (("total", len(token_ids)), ("known", len(token_ids) - token_ids.count(UNK)),
+                               ("kept_total", len(head)), ("kept_known", len(head) - head.count(UNK))):
+                counts[key] = counts.get(key, 0) + value
+        ids[row, : len(head)] = torch.tensor(head, dtype=dtype)
+        lengths[row] = len(head)
+        kept.append(tokens[:max_len])
     return ids, lengths, kept
 
 
@@ -475,6 +486,11 @@ class Split:
         index = torch.as_tensor(index, dtype=torch.long)
         return Split([self.texts[i] for i in index.tolist()], self.labels[index], self.ids[index],
                      self.lengths[index], self.ratings[index])
+
+    def concat(self, other: "Split") -> "Split":
+        """This split's reviews followed by `other`'s (e.g. train + validation for a refit)."""
+        return Split(self.texts + other.texts, *(torch.cat([getattr(self, f), getattr(other, f)])
+                                                   for f in ("labels", "ids", "lengths", "ratings")))
 
 
 @dataclasses.dataclass
@@ -504,27 +520,16 @@ def _cache_key(source: Path, max_len: int, tokenizer: str) -> str:
 
 
 def _tokenize_imdb(raw: dict, max_len: int, tokenizer: str) -> dict:
-    tokenize = check_tokenizer(tokenizer)
-    glove = load_glove()
-    total = known = kept_total = kept_known = 0
+    """Every split of `read_imdb`'s output through `encode` (int32 ids, as the cache stores them) and the coverage."""
+    counts: dict = {}
     out = {}
     for split, cols in raw.items():
-        ids = torch.full((len(cols["texts"]), max_len), PAD, dtype=torch.int32)
-        lengths = torch.zeros(len(cols["texts"]), dtype=torch.int32)
-        for row, text in enumerate(cols["texts"]):
-            token_ids = glove.lookup(tokenize(text))
-            n_unk = token_ids.count(UNK)
-            total += len(token_ids)
-            known += len(token_ids) - n_unk
-            head = token_ids[:max_len]
-            kept_total += len(head)
-            kept_known += len(head) - head.count(UNK)
-            ids[row, : len(head)] = torch.tensor(head, dtype=torch.int32)
-            lengths[row] = len(head)
+        ids, lengths, _ = encode(cols["texts"], max_len, tokenizer, dtype=torch.int32, counts=counts)
         out[split] = {"texts": cols["texts"], "labels": torch.tensor(cols["labels"], dtype=torch.float32),
                       "ratings": torch.tensor(cols["ratings"], dtype=torch.int8), "ids": ids,
                       "lengths": lengths, "review_ids": torch.tensor(cols["ids"], dtype=torch.int32)}
-    out["coverage"] = {"all": known / max(total, 1), "kept": kept_known / max(kept_total, 1),
+    total, kept_total = counts.get("total", 0), counts.get("kept_total", 0)
+    out["coverage"] = {"all": counts.get("known", 0) / max(total, 1), "kept": counts.get("kept_known", 0) / max(kept_total, 1),
                        "tokens_all": total, "tokens_kept": kept_total}
     return out
 
@@ -537,7 +542,7 @@ def _read_cache(path: Path) -> dict | None:
 
 
 @contextlib.contextmanager
-def _exclusive(path: Path):
+def exclusive_lock(path: Path):
     """Hold an exclusive lock on `path` against other processes (POSIX `flock`; without it, e.g. on Windows, none)."""
     try:
         import fcntl
@@ -594,12 +599,12 @@ def load_imdb(max_len: int = 100, val_size: int = 5000, seed: int = 0, subset: i
         raise ValueError(f"max_len must be a positive int, got {max_len!r}")
     if not 0 < val_size < 25000:
         raise ValueError(f"val_size must be between 1 and 24,999, got {val_size}")
-    check_tokenizer(tokenizer)
+    get_tokenizer(tokenizer)
     src = find_imdb()
     cache = CACHE_DIR / f"imdb-{_cache_key(src, max_len, tokenizer)}.pt"
     data = _read_cache(cache)
     if data is None:
-        with _exclusive(cache.with_suffix(".lock")):  # several processes: one tokenizes, the others wait for it
+        with exclusive_lock(cache.with_suffix(".lock")):  # several processes: one tokenizes, the others wait for it
             data = _read_cache(cache)
             if data is None:
                 start = time.perf_counter()
@@ -678,12 +683,26 @@ class RNNCell(nn.Module):
     def update_backward(dh_new: torch.Tensor, h: torch.Tensor, cache):
         """From δ = ∂L/∂h' (B, H) and `update`'s cache (h') to (∂L/∂x_proj, ∂L/∂gh, bypass), the first two (B, H).
         bypass is the part of ∂L/∂h that does not go through gh; the RNN has no such path, so return None, 0 or a
-        zero tensor (all three are accepted; `_RecurrentBPTT.backward` adds it to δ_{t-1})."""
+        zero tensor (all three are accepted; `RecurrentBPTT.backward` adds it to δ_{t-1})."""
         ### BEGIN SOLUTION
         h_new = cache
         d_pre = dh_new * (1 - h_new * h_new)  # tanh' = 1 − tanh²
         return d_pre, d_pre, 0.0
         ### END SOLUTION
+
+    @torch.no_grad()
+    def load_torch_weights(self, module: nn.Module) -> "RNNCell":
+        """Copy the weights of torch's cell (nn.RNNCell / nn.GRUCell) or one-layer nn.RNN / nn.GRU into this cell
+        (the same gate order: r, z, n), e.g. to check a hand-written step against torch's. Returns the cell."""
+        suffix = "" if hasattr(module, "weight_ih") else "_l0"
+        for mine, theirs in ((self.ih, "ih"), (self.hh, "hh")):
+            weight, bias = getattr(module, f"weight_{theirs}{suffix}"), getattr(module, f"bias_{theirs}{suffix}")
+            if weight.shape != mine.weight.shape:
+                raise ValueError(f"{type(module).__name__}'s weight_{theirs} is {tuple(weight.shape)}, this "
+                                 f"{type(self).__name__} needs {tuple(mine.weight.shape)}")
+            mine.weight.copy_(weight)
+            mine.bias.copy_(bias)
+        return self
 
     def step(self, x_proj: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """One step from a pre-computed input projection `ih(x)`."""
@@ -732,7 +751,7 @@ class GRUCell(RNNCell):
         ### END SOLUTION
 
 
-class _RecurrentBPTT(torch.autograd.Function):
+class RecurrentBPTT(torch.autograd.Function):
     """Back-propagation through time written out by hand for RNNCell / GRUCell sequences.
 
     Autograd would record ~15 tiny operations per time step and replay them one by one; here the
@@ -755,7 +774,7 @@ class _RecurrentBPTT(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    @exercise("_RecurrentBPTT.backward (the recurrence δ_t -> δ_{t-1})", "notebook 03, section 2")
+    @exercise("RecurrentBPTT.backward (the recurrence δ_t -> δ_{t-1})", "notebook 03, section 2")
     def backward(ctx, grad_h):
         """From δ_T = ∂L/∂h_T back to the first step: at each step t (the last first) the cell's `update_backward`
         gives ∂L/∂x_proj_t and ∂L/∂gh_t (gh_t = W_hh h_{t-1} + b_hh), and δ_{t-1} = ∂L/∂h_{t-1} collects every path
@@ -781,7 +800,7 @@ def run_cell(cell: RNNCell, x: torch.Tensor, mask: torch.Tensor | None = None, h
     over unchanged, so the final state is the one at each review's true last token.
 
     With `manual_bptt` (and only the final state asked for) the gradient comes from the
-    hand-written back-propagation through time in `_RecurrentBPTT`; otherwise autograd records
+    hand-written back-propagation through time in `RecurrentBPTT`; otherwise autograd records
     `cell.step` at every time step. Both run `cell.update` and give the same numbers (a test)."""
     B, T, _ = x.shape
     h = x.new_zeros(B, cell.hidden_size) if h0 is None else h0
@@ -789,7 +808,7 @@ def run_cell(cell: RNNCell, x: torch.Tensor, mask: torch.Tensor | None = None, h
     if mask is None:
         mask = torch.ones(B, T, dtype=torch.bool, device=x.device)
     if manual_bptt and not return_all:
-        return _RecurrentBPTT.apply(type(cell), x_proj, cell.hh.weight, cell.hh.bias, h, mask)
+        return RecurrentBPTT.apply(type(cell), x_proj, cell.hh.weight, cell.hh.bias, h, mask)
     states = []
     for t in range(T):
         h = torch.where(mask[:, t, None], cell.step(x_proj[:, t], h), h)
@@ -888,11 +907,16 @@ class RecurrentClassifier(SentimentModel):
 
 
 class TokenMLP(nn.Module):
-    """The same small MLP applied to every token independently."""
+    """The same small MLP applied to every token independently: `layers` hidden ReLU layers of `hidden` units
+    (0: one linear map), then a linear output."""
 
-    def __init__(self, d_in: int, hidden: int, d_out: int):
+    def __init__(self, d_in: int, hidden: int, d_out: int, layers: int = 1):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, d_out))
+        if layers < 0:
+            raise ValueError(f"layers must be >= 0, got {layers}")
+        widths = [d_in] + [hidden] * layers
+        parts = [m for a, b in zip(widths, widths[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
+        self.net = nn.Sequential(*parts, nn.Linear(widths[-1], d_out))
 
     def forward(self, x):
         return self.net(x)
@@ -922,12 +946,46 @@ class PositionCode(nn.Module):
         return x + self.table[:T]
 
 
+class RelativePositions(nn.Module):
+    """A learned code r_o for every offset o = j − i in [−k, k] (Shaw et al. 2018), added to the input of the
+    neighbours' keys and values: key_ij = W_k (x_j + r_{j−i}) and value_ij = W_v (x_j + r_{j−i}). Because W_k and
+    W_v are linear this is the plain key and value plus a term per offset:
+
+        q_i · key_ij = q_i · k_j + q_i · (W_k r_{j−i}),     Σ_j A_ij value_ij = Σ_j A_ij v_j + Σ_j A_ij W_v r_{j−i}.
+
+    `scores(q, key)` gives the second term of the first sum (B, T, T), `values(attn, value)` that of the second
+    (B, T, d); offsets beyond ±k share the code of ±k (they are masked out by the window anyway)."""
+
+    def __init__(self, dim: int, max_offset: int):
+        super().__init__()
+        self.max_offset = max_offset
+        self.code = nn.Parameter(0.02 * torch.randn(2 * max_offset + 1, dim))
+
+    def offsets(self, T: int, device) -> torch.Tensor:
+        """(T, T) index of the code of offset j − i, clipped to [−k, k] and shifted to [0, 2k]."""
+        pos = torch.arange(T, device=device)
+        return (pos[None, :] - pos[:, None]).clamp(-self.max_offset, self.max_offset) + self.max_offset
+
+    def scores(self, q: torch.Tensor, key: nn.Linear) -> torch.Tensor:
+        index = self.offsets(q.shape[1], q.device)
+        per_offset = q @ (self.code @ key.weight.T).T  # (B, T, 2k+1): q_i · W_k r_o
+        return per_offset.gather(2, index.expand(q.shape[0], -1, -1))
+
+    def values(self, attn: torch.Tensor, value: nn.Linear) -> torch.Tensor:
+        index = self.offsets(attn.shape[1], attn.device).expand(attn.shape[0], -1, -1)
+        per_offset = torch.zeros(*attn.shape[:2], self.code.shape[0], dtype=attn.dtype, device=attn.device)
+        per_offset.scatter_add_(2, index, attn)  # (B, T, 2k+1): the attention each query gives each offset
+        return per_offset @ (self.code @ value.weight.T)
+
+
 class SelfAttention(nn.Module):
     """Single-head scaled dot-product self-attention with learned Q/K/V, restricted to a window:
 
-    A = softmax(Q Kᵀ / √d + M),  Q = (x + P) W_q,  K = (x + P) W_k,  V = x W_v,  out = [x +] A V.
+    A = softmax((Q Kᵀ + R) / √d + M),  Q = (x + P) W_q,  K = (x + P) W_k,  V = x W_v,  out = [x +] A V [+ A_r].
 
-    P is the sinusoidal position code (`positions=True`; so "not good" differs from "good not"),
+    P is the sinusoidal position code of absolute positions (`positions=True`; so "not good" differs from "good
+    not"). With `relative=True` the layer learns a code per offset j − i instead (`RelativePositions`): R_ij is its
+    term in the scores and A_r its term in the values; otherwise R = 0.
     M is −∞ (or the dtype's most negative number) at padding keys and, with `window=k`, outside |i − j| ≤ k (the
     exercise's restricted attention); window=None is full attention. `residual` adds the input back. x is (B, T, d),
     mask (B, T) True at real tokens; returns (out (B, T, d), A (B, T, T)). The rows of padding *queries* reach no
@@ -935,22 +993,28 @@ class SelfAttention(nn.Module):
     are both right there, and here they are zero.
     Shown in notebook 04, section 1, with a worked example."""
 
-    def __init__(self, dim: int, window: int | None = 5, residual: bool = True, positions: bool = True):
+    def __init__(self, dim: int, window: int | None = 5, residual: bool = True, positions: bool = True,
+                 relative: bool = False):
         super().__init__()
         if window is not None and window < 0:
             raise ValueError(f"window must be None or >= 0, got {window}")
+        if relative and window is None:
+            raise ValueError("relative positions need a window (window=k learns a code for each offset in ±k)")
         self.window, self.residual = window, residual
         self.q = nn.Linear(dim, dim)
         self.k = nn.Linear(dim, dim)
         self.v = nn.Linear(dim, dim)
         self.positions = PositionCode(dim) if positions else None
+        self.relative = RelativePositions(dim, window) if relative else None
 
     @exercise("SelfAttention.forward (scores, the padding and window mask, softmax)", "notebook 04, section 1")
     def forward(self, x: torch.Tensor, mask: torch.Tensor):
         T = x.shape[1]
         xp = x if self.positions is None else self.positions(x)
+        q, k, v = self.q(xp), self.k(xp), self.v(x)
+        rel = 0.0 if self.relative is None else self.relative.scores(q, self.k)  # R: (B, T, T), or 0
         ### BEGIN SOLUTION
-        scores = self.q(xp) @ self.k(xp).transpose(1, 2) / math.sqrt(x.shape[-1])
+        scores = (q @ k.transpose(1, 2) + rel) / math.sqrt(x.shape[-1])
         allowed = mask[:, None, :] & mask[:, :, None]  # real queries attend to real keys only
         if self.window is not None:
             offsets = torch.arange(T, device=x.device)
@@ -958,7 +1022,9 @@ class SelfAttention(nn.Module):
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
         attn = torch.softmax(scores, dim=-1) * allowed  # rows of padding queries become all zero
         ### END SOLUTION
-        out = attn @ self.v(x)
+        out = attn @ v
+        if self.relative is not None:
+            out = out + self.relative.values(attn, self.v)
         return (x + out if self.residual else out), attn
 
 
@@ -973,30 +1039,42 @@ class TokenScoreClassifier(SentimentModel):
     "exercise": x_i + p_i → u_i = ReLU(W x_i + b) (hidden) → attention over the window in that
                 hidden space (no residual) → a linear output layer gives s_i (and a_i);
     "residual": attention on the word vectors with a residual, x_i + (A V)_i → the token MLP.
+    Options the frozen-vector ablation of notebook 04 (section 3) measures: `positions="relative"` (a learned code
+    per offset in the window instead of the sinusoidal code of absolute positions), `head_layers` (hidden ReLU
+    layers between the attention and the sub-scores: 0 in the exercise's layout, 1 in the residual one by
+    default) and `mean` (SUM divided by the number of real tokens).
     The four models of notebook 04; shown in section 1."""
 
     def __init__(self, weighted: bool = False, attention: bool = False, hidden: int = 64,
-                 window: int | None = 5, layout: str = "residual", **kwargs):
+                 window: int | None = 5, layout: str = "residual", positions: str = "absolute",
+                 head_layers: int | None = None, mean: bool = False, **kwargs):
         super().__init__(**kwargs)
         if layout not in ("exercise", "residual"):
             raise ValueError(f"layout must be 'exercise' or 'residual', got {layout!r}")
-        self.weighted, self.layout = weighted, layout
+        if positions not in ("absolute", "relative"):
+            raise ValueError(f"positions must be 'absolute' or 'relative', got {positions!r}")
+        if mean and weighted:
+            raise ValueError("mean=True divides the SUM by the review's length; WEIGHTED already averages")
+        self.weighted, self.layout, self.mean = weighted, layout, mean
         d_out = 2 if weighted else 1
-        self.attention = self.token = self.head = None
+        relative = attention and positions == "relative"
+        self.attention = self.token = self.head = self.positions = None
         if attention and layout == "exercise":
-            self.positions = PositionCode(self.emb_dim)
+            if not relative:
+                self.positions = PositionCode(self.emb_dim)
             self.token = nn.Sequential(nn.Linear(self.emb_dim, hidden), nn.ReLU())
-            self.attention = SelfAttention(hidden, window, residual=False, positions=False)
-            self.head = nn.Linear(hidden, d_out)
+            self.attention = SelfAttention(hidden, window, residual=False, positions=False, relative=relative)
+            layers = head_layers or 0
+            self.head = nn.Linear(hidden, d_out) if not layers else TokenMLP(hidden, hidden, d_out, layers)
         else:
             if attention:
-                self.attention = SelfAttention(self.emb_dim, window)
-            self.mlp = TokenMLP(self.emb_dim, hidden, d_out)
+                self.attention = SelfAttention(self.emb_dim, window, positions=not relative, relative=relative)
+            self.mlp = TokenMLP(self.emb_dim, hidden, d_out, 1 if head_layers is None else head_layers)
 
     def token_outputs(self, x: torch.Tensor, mask: torch.Tensor):
         """(B, T, 1 or 2) sub-score [and weight logit] per token, and the attention matrix."""
         if self.head is not None:  # the exercise's layout
-            u = self.token(self.positions(x))
+            u = self.token(x if self.positions is None else self.positions(x))
             z, attn = self.attention(u, mask)
             return self.head(z), attn
         attn = None
@@ -1008,6 +1086,8 @@ class TokenScoreClassifier(SentimentModel):
         mask = lengths_to_mask(lengths, ids.shape[1])
         out, attn = self.token_outputs(self.embed(ids), mask)
         logit, scores, weights = pool_token_scores(out, mask, self.weighted)
+        if self.mean:  # the mean sub-score instead of the sum: the logit no longer grows with the review's length
+            logit = logit / mask.sum(-1).clamp(min=1)
         return (logit, {"scores": scores, "weights": weights, "attention": attn}) if details else logit
 
 
@@ -1063,6 +1143,18 @@ def make_model(name: str, seed: int | None = 0, **overrides) -> SentimentModel:
     model = cls(**config)
     model.info = ModelInfo(name=name, config=config)
     return model
+
+
+def full_config(name: str, config: dict | None = None, named: bool = True) -> dict:
+    """Every constructor argument of model `name`: `config` applied to DEFAULT_CONFIGS[name] (`named`; or, for a
+    config that is already complete such as a record's `model.info.config`, `named=False`) and the rest at the
+    constructors' defaults. Two configs build the same model exactly when their full configs are equal."""
+    import inspect
+
+    cls = RecurrentClassifier if check_name(name) in ("rnn", "gru") else TokenScoreClassifier
+    defaults = {k: p.default for c in (SentimentModel, cls) for k, p in inspect.signature(c.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    return {**defaults, **(DEFAULT_CONFIGS[name] if named else {}), **(config or {})}
 
 
 def count_parameters(model: SentimentModel, embeddings: bool = True) -> int:
@@ -1223,7 +1315,7 @@ def predict_split(model: nn.Module, split: Split, batch_size: int = 512) -> np.n
                       for ids, lengths, _ in batches(split, batch_size, device=model_device(model))]).numpy()
 
 
-def _prepare(model: nn.Module, texts) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_reviews(model: nn.Module, texts) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids and lengths of raw reviews, after the checks `predict` and `explain` promise."""
     if isinstance(texts, str):
         texts = [texts]
@@ -1252,7 +1344,7 @@ def predict(model: nn.Module, texts) -> np.ndarray:
     (`model.info.tokenizer`) and cut to its first `max_len` tokens (100), as in training; unknown words use
     the UNK vector (a review of only unknown words still gets a number). An empty or whitespace-only review,
     one without a single token (course-v1: no letter), or a non-str raises ValueError."""
-    ids, lengths = _prepare(model, texts)
+    ids, lengths = encode_reviews(model, texts)
     model.eval()
     device = model_device(model)
     return torch.sigmoid(model(ids.to(device), lengths.to(device))).cpu().numpy()
@@ -1266,7 +1358,7 @@ def explain(model: nn.Module, text: str) -> dict:
     P(positive) after each prefix (RNN / GRU). Same input rules as `predict`."""
     if not isinstance(text, str):
         raise ValueError(f"explain takes one review (str), got {type(text).__name__}")
-    ids, lengths = _prepare(model, [text])
+    ids, lengths = encode_reviews(model, [text])
     model.eval()
     n = int(lengths[0])
     device = model_device(model)
@@ -1334,16 +1426,35 @@ WRITEUP_REVIEWS = ("i absolutely loved every aspect of this movie",
 """The two reviews the write-up classified with each token model (notebook 04, section 4)."""
 
 
+def pack_bits(flags) -> dict:
+    """A split's per-review 0/1 flags (e.g. whether each prediction was right), in the split's order, as
+    {"n": count, "bits": base64 of the packed bits} (25,000 reviews: 4,168 characters)."""
+    flags = np.asarray(flags, dtype=bool)
+    return {"n": len(flags), "bits": base64.b64encode(np.packbits(flags).tobytes()).decode("ascii")}
+
+
+def unpack_bits(packed: dict) -> np.ndarray:
+    """The flags `pack_bits` stored, as a bool array."""
+    return np.unpackbits(np.frombuffer(base64.b64decode(packed["bits"]), dtype=np.uint8))[: packed["n"]].astype(bool)
+
+
+def correct_flags(model: nn.Module, split: Split) -> np.ndarray:
+    """Whether `model` classifies each review of `split` right (P(positive) > 0.5 against the label), in order."""
+    return (predict_split(model, split) > 0.5) == split.labels.numpy().astype(bool)
+
+
 def run_record(model: SentimentModel, history: History, data: Imdb, seed: int) -> dict:
     """Everything the notebooks report about one trained model, as plain JSON-able values: recipe,
-    curves, validation and test accuracy (the test split is read here, once per run), P(positive)
-    of the write-up's two reviews. Stored as `model.info.record`."""
+    curves, validation and test accuracy (the test split is read here, once per run), whether each review of both
+    was classified right (`correct`, packed by `pack_bits`: what `experiments.paired_compare` needs to count the evaluation set's own
+    noise), P(positive) of the write-up's two reviews. Stored as `model.info.record`."""
     history = history.as_dict()
     model.info.record = {
         "name": model.info.name, "config": model.info.config, "seed": seed,
         "settings": model.info.record.get("settings", {}), "history": history,
         "best_epoch": history["best_epoch"], "epochs_run": len(history["val_acc"]),
         "val_acc": evaluate(model, data.val)["acc"], "test_acc": evaluate(model, data.test)["acc"],
+        "correct": {"val": pack_bits(correct_flags(model, data.val)), "test": pack_bits(correct_flags(model, data.test))},
         "writeup_probs": [round(float(p), 4) for p in predict(model, list(WRITEUP_REVIEWS))],
         "parameters": count_parameters(model), "n_train": len(data.train), "tokenizer": data.tokenizer,
         "split": data.split,
@@ -1386,7 +1497,7 @@ def load_checkpoint(path: str | Path) -> SentimentModel:
         state["delta.weight"] = state["delta.weight"].float()
     model.load_state_dict(state)
     model.info = info
-    check_tokenizer(info.tokenizer)  # `predict` and `explain` read reviews with the model's own tokenizer
+    get_tokenizer(info.tokenizer)  # `predict` and `explain` read reviews with the model's own tokenizer
     return model.to(get_device()).eval()
 
 
@@ -1406,502 +1517,6 @@ def load_or_train(name: str, data: Imdb, finetune: bool = True, folder: str | Pa
     config, settings = recipe(name, finetune)
     model, history = train_model(name, data, seed=0, config=config, **settings)
     run_record(model, history, data, seed=0)
-    if not smoke_test():  # a smoke run's model is never saved
+    if not quick_run():  # a smoke run's model is never saved
         save_checkpoint(model, path)
     return model
-
-
-def record_path(folder: str | Path, key: str) -> Path:
-    """Where the record of job `key` lives: <folder>/runs/<key with / as __>.json."""
-    return Path(folder) / "runs" / (re.sub(r"[^\w.-]+", "_", key.replace("/", "__")) + ".json")
-
-
-def load_results(folder: str | Path | None = None) -> dict:
-    """Every job record in <folder>/runs/ (default checkpoints/; written by tools/train_results.py and
-    notebook 03's search) as {"runs": {key: record}}. A damaged record names its file."""
-    folder = Path(folder or CHECKPOINT_DIR)
-    paths = sorted((folder / "runs").glob("*.json"))
-    if not paths:
-        raise FileNotFoundError(f"no results in {folder / 'runs'}: " + _RESTORE.format(path=folder / "runs"))
-    records = [load_json(path, "one job's record", _RESTORE.format(path=path)) for path in paths]
-    return {"runs": {record["job"]["key"]: record for record in records}}
-
-
-def check_exercises(names: Iterable[str]) -> None:
-    """Run each part of the exercise that models `names` need once on a tiny input, in the order the student README
-    lists them (RNNCell.update, GRUCell.update, the two update_backward, _RecurrentBPTT.backward, pool_token_scores,
-    SelfAttention.forward): the first that is still a stub raises its one-line `Unimplemented`, before any training
-    starts. Other errors (a wrong shape) are left to the training that follows."""
-    names = set(names)
-    recurrent = [cell for name, cell in (("rnn", RNNCell), ("gru", GRUCell)) if name in names]
-    token = names & {"sum", "weighted", "attn_sum", "attn_weighted"}
-    x, h = torch.randn(1, 6), torch.randn(1, 2)
-    checks = [lambda c=cell: c.update(x[:, : 2 * c.blocks], x[:, : 2 * c.blocks], h) for cell in recurrent]
-    checks += [lambda c=cell: c.update_backward(h, h, c.update(x[:, : 2 * c.blocks], x[:, : 2 * c.blocks], h)[1])
-               for cell in recurrent]
-    if recurrent:
-        def bptt(cell=recurrent[0](3, 2)):
-            seq = torch.randn(1, 3, 3, requires_grad=True)
-            run_cell(cell, seq, manual_bptt=True).sum().backward()
-        checks.append(bptt)
-    if token:
-        checks.append(lambda: pool_token_scores(torch.randn(1, 3, 2), torch.ones(1, 3, dtype=torch.bool), True))
-    if token & {"attn_sum", "attn_weighted"}:
-        checks.append(lambda: SelfAttention(4, window=1)(torch.randn(1, 3, 4), torch.ones(1, 3, dtype=torch.bool)))
-    for check in checks:
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                check()
-        except Unimplemented as exc:
-            raise Unimplemented(str(exc)) from None  # one line, no chain
-        except Exception:  # noqa: BLE001 - written, if not yet right: the training shows how
-            pass
-
-
-NOTEBOOK_MODELS = {3: ("rnn", "gru", "attn_weighted"), 4: MODEL_NAMES}
-"""The models each IMDB notebook trains: notebook 03's plan (tools/train_results.py) includes `attn_weighted` for
-the tokenizer check of section 0, and notebook 04 also loads the RNN and GRU (`load_or_train`). `recompute` checks
-their parts first (a test keeps this in step with the plan)."""
-
-
-def recompute(notebook: int, out: str | Path, smoke: bool = False) -> None:
-    """Retrain the jobs behind `notebook` into `out` with tools/train_results.py (one worker per core,
-    resumable: a rerun continues with the missing jobs), relaying its lines (paths relative to the repository
-    root), with a bar over the jobs. A part of the exercise the jobs need that is still a stub stops it first, with
-    one line (`check_exercises`)."""
-    import subprocess
-    import sys
-
-    check_exercises(NOTEBOOK_MODELS.get(notebook, MODEL_NAMES))
-    command = [sys.executable, str(ROOT / "tools" / "train_results.py"), "--notebook", str(notebook),
-               "--out", str(out), *(["--smoke"] if smoke else [])]
-    unimplemented = None
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
-        first = proc.stdout.readline().replace(f"{ROOT}{os.sep}", "")
-        print(first, end="")
-        total = int(first.split()[0]) if first[:1].isdigit() else None
-        with _progress(total=total, desc="jobs", unit="job") as bar:
-            for line in proc.stdout:
-                if line.startswith(f"{Unimplemented.__name__}: "):  # a worker met a stub: that line alone
-                    unimplemented = line.split(": ", 1)[1].strip()
-                    continue
-                print(line.replace(f"{ROOT}{os.sep}", ""), end="", flush=True)
-                bar.update(line.startswith("done "))
-    if unimplemented:
-        raise Unimplemented(unimplemented)
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(command[1:])} failed (exit code {proc.returncode}); its last lines are "
-                           f"above. The finished jobs are kept in {relative(out)}: rerun to continue.")
-
-
-COURSE_RESULTS = ROOT / "course_results"
-"""The course's full-run records in the student release (what checkpoints/runs/ holds here, without the
-checkpoints): the multi-seed tables of a quick run are drawn from them."""
-
-
-def course_results() -> dict | None:
-    """The course's full run, as `load_results` reads it (five seeds per comparison, the searches' trials), with its
-    folder under "folder": course_results/ in the student release, the committed checkpoints/ here; None where
-    neither has records."""
-    for folder in (COURSE_RESULTS, CHECKPOINT_DIR):
-        if (folder / "runs").is_dir() and any((folder / "runs").glob("*.json")):
-            return {**load_results(folder), "folder": folder}
-    return None
-
-
-def run_summary(results: dict, notebook: int | None = None) -> "pd.DataFrame":
-    """One row per training run of `results` (`load_results`; those behind `notebook` only, if given): seed, epochs
-    run, best validation accuracy and test accuracy. What a quick run has to show of its own."""
-    import pandas as pd
-
-    def acc(value):
-        return "– (trained on it)" if value is None else f"{value:.3f}"  # a refit has no held-out validation
-
-    rows = {key: {"seed": r["seed"], "epochs run": r["epochs_run"], "val acc": acc(r["val_acc"]),
-                  "test acc": acc(r["test_acc"])}
-            for key, r in sorted(results["runs"].items())
-            if "epochs_run" in r and (notebook is None or r.get("job", {}).get("notebook") == notebook)}
-    return pd.DataFrame.from_dict(rows, orient="index")
-
-
-def runs(results: dict, prefix: str) -> list[dict]:
-    """The seed records of one group of runs in `load_results`' output, e.g. runs(results, "gru/trainable")."""
-    return [record for key, record in results["runs"].items() if key.rsplit("/", 1)[0] == prefix]
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """(mean, sample standard deviation) of per-seed values; the std is 0 for a single value."""
-    values = np.asarray(values, dtype=float)
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
-
-
-def fmt_ms(values: Sequence[float]) -> str:
-    """'mean ± sample std' of per-seed values, as the tables print it."""
-    mean, sd = mean_std(values)
-    return f"{mean:.3f} ± {sd:.3f}"
-
-
-def results_table(groups: dict) -> "pd.DataFrame":
-    """One row per group of runs ({label: [run_record, ...]}): validation and test accuracy as mean ± std
-    over seeds, the validation − test gap, epochs kept, parameters."""
-    import pandas as pd
-
-    rows = {}
-    for label, records in groups.items():
-        val, test = [r["val_acc"] for r in records], [r["test_acc"] for r in records]
-        rows[label] = {"seeds": len(records), "val acc": fmt_ms(val), "test acc": fmt_ms(test),
-                       "test mean": mean_std(test)[0], "test std": mean_std(test)[1],
-                       "val − test": f"{np.mean(val) - np.mean(test):+.3f}",
-                       "best epoch": "/".join(str(r["best_epoch"]) for r in records),
-                       "parameters": records[0]["parameters"]}
-    return pd.DataFrame(rows).T
-
-
-PEERS = {"GRU": (0.7494, 0.8128), "attention (±5)": (0.7366, 0.8057)}
-"""Test accuracy (lowest, highest) of three published solutions of this exercise (the course's skeleton), run on
-the same data with the same frozen 50-d GloVe vectors, one seed each (issue 19). Quoted in notebooks 03 and 04."""
-
-
-def compare(a: Sequence[dict], b: Sequence[dict] | float, metric: str = "test_acc", level: float = 0.95) -> dict:
-    """Paired comparison of two groups of seed runs (`run_record`s) on `metric`: runs with the same seed
-    saw the same initial weights and data order, so the per-seed differences a − b are the evidence.
-    `b` may be one number instead (a deterministic anchor such as TF-IDF): then a − b per seed.
-
-    Returns n, the mean difference, its t-based `level` interval (lo, hi), the two-sided p-value and a
-    verdict: "better" / "worse" where the interval excludes 0, "suggestive" where only the 80 % interval
-    does (p < 0.2), otherwise "tie"."""
-    from scipy import stats
-
-    by_seed = {r["seed"]: b for r in a} if isinstance(b, (int, float)) else {r["seed"]: r[metric] for r in b}
-    pairs = [(r[metric], by_seed[r["seed"]]) for r in a if r["seed"] in by_seed]
-    diff = np.array([x - y for x, y in pairs], dtype=float)
-    out = {"n": len(diff), "diff": float(diff.mean()) if len(diff) else float("nan"),
-           "lo": float("nan"), "hi": float("nan"), "p": float("nan"), "verdict": "tie"}
-    if len(diff) < 2:
-        out["verdict"] = "one seed: no interval" if len(diff) else "no paired seeds"
-        return out
-    se = diff.std(ddof=1) / math.sqrt(len(diff))
-    if se == 0:
-        out.update(lo=out["diff"], hi=out["diff"], p=0.0 if out["diff"] else 1.0)
-    else:
-        half = stats.t.ppf(0.5 + level / 2, len(diff) - 1) * se
-        out.update(lo=out["diff"] - half, hi=out["diff"] + half,
-                   p=float(2 * stats.t.sf(abs(out["diff"]) / se, len(diff) - 1)))
-    if out["lo"] > 0 or out["hi"] < 0:
-        out["verdict"] = "better" if out["diff"] > 0 else "worse"
-    elif out["p"] < 0.2:
-        out["verdict"] = "suggestive"
-    return out
-
-
-def fmt_compare(c: dict, scale: float = 100.0, unit: str = "pts", digits: int = 2) -> str:
-    """One line for `compare`'s result, e.g. '+1.23 pts, 95 % CI [+0.50, +1.96], n = 5, p = 0.012: better'
-    (accuracies in points by default; `scale=1, unit="", digits=3` for losses)."""
-    unit = f" {unit}" if unit else ""
-    f = lambda x: f"{x * scale:+.{digits}f}"  # noqa: E731
-    if c["n"] < 2:
-        return f"{f(c['diff'])}{unit}, {c['verdict']}"
-    return f"{f(c['diff'])}{unit}, 95 % CI [{f(c['lo'])}, {f(c['hi'])}], n = {c['n']}, p = {c['p']:.3f}: {c['verdict']}"
-
-
-# --- 5. Hyper-parameter search: storage and resumable studies (the objective is in notebook 03, section 6) ---
-
-def optuna_storage():
-    """Study storage: $OPTUNA_STORAGE (journal file or RDB URL), else SQLite data/optuna/ex2.db. A relative file
-    path (journal or sqlite:///) is resolved from the repository root, wherever the process runs (a notebook's
-    kernel runs in notebooks/)."""
-    import optuna
-
-    # A journal file (`x.log`, `x.journal`, `journal:x`) serves several processes on one machine; an
-    # RDB URL (`sqlite:///x.db`, `postgresql://user:pw@host/db`) is passed on to Optuna.
-    spec = os.environ.get("OPTUNA_STORAGE", "").strip()
-    if not spec:
-        folder = DATA_DIR / "optuna"
-        folder.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{folder / 'ex2.db'}"
-    if spec.startswith("journal:") or spec.endswith((".log", ".journal")):
-        path = ROOT / Path(spec.removeprefix("journal:")).expanduser()  # an absolute path stays as it is
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-    if "://" not in spec:
-        raise ValueError(f"OPTUNA_STORAGE={spec!r} is neither a journal file (.log, .journal, journal:...) "
-                         f"nor a database URL such as sqlite:///path/to/study.db")
-    if spec.startswith("sqlite:///") and not spec.startswith(("sqlite:////", "sqlite:///:memory:")):  # a relative path
-        return f"sqlite:///{ROOT / spec.removeprefix('sqlite:///')}"
-    return spec
-
-
-def make_study(name: str, storage=None, seed: int = 0):
-    """A maximising study in `storage` (default `optuna_storage()`): seeded univariate TPE + median
-    pruner; reopened when `name` is stored. An unreachable database raises an error naming it."""
-    import optuna
-
-    # Optuna 5 turned `multivariate` and `constant_liar` on by default: spell every option out so
-    # the search means the same thing on every version. `n_warmup_steps=2` with 1-based epochs as
-    # steps: a trial can be pruned from its 2nd epoch, once 3 trials have completed.
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, n_ei_candidates=24,
-                                         multivariate=False, group=False, constant_liar=False)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2,
-                                         interval_steps=1)
-    storage = optuna_storage() if storage is None else storage
-    try:
-        if isinstance(storage, str) and storage.startswith("postgresql"):  # a dead host fails in 10 s, not minutes
-            storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"connect_timeout": 10}})
-        return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-                                   sampler=sampler, pruner=pruner)
-    except Exception as exc:
-        if not type(exc).__module__.startswith("sqlalchemy"):
-            raise
-        url = storage.url if isinstance(storage, optuna.storages.RDBStorage) else str(storage)
-        where = re.sub(r"//[^@/]*@", "//***@", url)  # never print a password
-        raise RuntimeError(f"cannot open the study storage {where} ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0]}). Check that the database server is running and the URL "
-                           f"in OPTUNA_STORAGE is right, or unset OPTUNA_STORAGE to use data/optuna/ex2.db.") from exc
-
-
-def run_study(study, objective: Callable, n_trials: int, verbose: bool = True):
-    """Run `objective` until `study` holds `n_trials` finished (complete or pruned) trials: a study that was
-    interrupted resumes with the missing ones, and several workers can share it. One line per trial."""
-    import optuna
-    from optuna.trial import TrialState
-
-    finished = (TrialState.COMPLETE, TrialState.PRUNED)
-    done = len(study.get_trials(deepcopy=False, states=finished))
-    missing = max(n_trials - done, 0)
-    if verbose and done:
-        print(f"study {study.study_name!r}: {done} of {n_trials} trials stored, running the {missing} missing")
-
-    def log(study, trial) -> None:
-        values = trial.user_attrs.get("seed_values") or []
-        print(f"trial {trial.number:2d} | {trial.params} | {trial.state.name.lower():8s} | per seed "
-              f"{' '.join(f'{v:.3f}' for v in values) or '-'} | {trial.duration.total_seconds():5.1f} s", flush=True)
-
-    if missing:
-        # With several workers on one study, stop once it holds n_trials finished trials (trials
-        # already running elsewhere still finish, so it can end with up to workers - 1 extra).
-        callbacks = [optuna.study.MaxTrialsCallback(n_trials, states=finished)] + ([log] if verbose else [])
-        study.optimize(objective, n_trials=missing, callbacks=callbacks)
-    return study
-
-
-# --- 6. Plotting and display ---
-
-def show_source(*objects):
-    """The real source of functions / classes / methods from this module, syntax-highlighted in a
-    notebook (so the lesson shows the code that runs, never a copy)."""
-    import inspect
-
-    from IPython.display import Code
-
-    return Code("\n\n".join(inspect.getsource(obj) for obj in objects), language="python")
-
-
-def try_review(model: nn.Module, text: str) -> None:
-    """Classify one review, draw what the model did with it (`show`) and print one line with the verdict;
-    bad input (empty, only spaces, not text) prints the reason instead of raising.
-    Shown in notebook 04, section 8 (behind its text-box explorer)."""
-    import matplotlib.pyplot as plt
-
-    try:
-        fig, info = show(model, text)
-    except ValueError as exc:
-        print(f"cannot classify this review: {exc}")
-        return
-    plt.show()
-    verdict = "positive" if info["prob"] > 0.5 else "negative"
-    unknown = len(info["known"]) - sum(info["known"])
-    print(f"{model.info.name}: P(positive) = {info['prob']:.3f} -> {verdict}"
-          f" | {len(info['tokens'])} tokens read" + (f", {unknown} of them unknown to GloVe (<unk>)" if unknown else ""))
-
-
-def plot_history(histories: dict, reference: dict | None = None, title: str = "Learning curves",
-                 overlay: bool = False, reference_label: str = "reference"):
-    """Loss and accuracy per epoch of one or more runs ({label: History or its dict}), train dashed (measured
-    in eval mode at the epoch's end, as validation), validation solid. `overlay=True`: two panels, one colour
-    per run (to compare runs); otherwise one column per run with its best epoch marked and `reference` runs
-    ({label: history}) in grey."""
-    def as_dict(h):
-        return h if h is None or isinstance(h, dict) else h.as_dict()
-
-    histories = {k: as_dict(h) for k, h in histories.items()}
-    if overlay:
-        return _plot_overlay(histories, title)
-    return _plot_columns(histories, {k: as_dict(h) for k, h in (reference or {}).items()}, title, reference_label)
-
-
-def _plot_overlay(histories: dict, title: str):
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (label, h) in enumerate(histories.items()):
-        epochs, color = range(1, len(h["val_acc"]) + 1), colors[i % len(colors)]
-        for ax, key in zip(axes, ("loss", "acc")):
-            ax.plot(epochs, h[f"train_{key}"], "--", color=color, label=f"{label} train (eval mode)")
-            ax.plot(epochs, h[f"val_{key}"], "-o", color=color, markersize=3, label=f"{label} validation")
-    for ax, name in zip(axes, ("BCE loss", "accuracy")):
-        ax.set(xlabel="epoch", ylabel=name, title=name)
-        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    handles, names = axes[1].get_legend_handles_labels()  # below the panels: no curve hidden
-    fig.legend(handles, names, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.045 * math.ceil(len(names) / 4) + 0.02, 1, 1))
-    return fig
-
-
-def _plot_columns(histories: dict, reference: dict, title: str, reference_label: str):
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, len(histories), figsize=(4.0 * len(histories), 6.2), sharey="row", squeeze=False)
-    for col, (label, h) in enumerate(histories.items()):
-        ref, best = reference.get(label), int(np.argmax(h["val_acc"])) + 1
-        for row, key in enumerate(("loss", "acc")):
-            ax = axes[row, col]
-            if ref is not None:
-                epochs = range(1, len(ref["val_acc"]) + 1)
-                ax.plot(epochs, ref[f"train_{key}"], "--", color="grey", lw=1, label=f"{reference_label} train")
-                ax.plot(epochs, ref[f"val_{key}"], "-", color="grey", lw=1, label=f"{reference_label} validation")
-            epochs = range(1, len(h["val_acc"]) + 1)
-            ax.plot(epochs, h[f"train_{key}"], "--", color="tab:blue", label="train (eval mode)")
-            ax.plot(epochs, h[f"val_{key}"], "-o", color="tab:orange", markersize=3, label="validation")
-            ax.axvline(best, color="black", ls=":", lw=1, label="best epoch (kept)")
-            ax.set_xlabel("epoch")
-            ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-            ax.grid(alpha=0.3)
-        axes[0, col].set_title(f"{label}\nbest val acc {h['val_acc'][best - 1]:.3f} at epoch {best}", fontsize=10)
-    axes[0, 0].set_ylabel("BCE loss")
-    axes[1, 0].set_ylabel("accuracy")
-    handles, names = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=9)
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return fig
-
-
-def show(model: nn.Module, text: str, title: str | None = None):
-    """Draw what `explain` finds for one review: for token-score models the sub-scores, weights and
-    attention (as `show_reviews`), for an RNN / GRU the running P(positive) after each token.
-    Returns the figure and the explanation."""
-    import matplotlib.pyplot as plt
-
-    if isinstance(model, TokenScoreClassifier):
-        fig, (info,) = show_reviews(model, [text])
-    else:
-        info = explain(model, text)
-        x = np.arange(len(info["tokens"]))
-        fig, ax = plt.subplots(figsize=(max(7.0, 0.45 * len(x) + 2), 3.4))
-        ax.plot(x, info["prefix_probs"], "-o")
-        ax.axhline(0.5, color="grey", lw=0.8)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("P(positive) so far")
-        ax.set_xticks(x, info["tokens"], rotation=60, ha="right")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-    fig.axes[0].set_title(title or f"{model.info.name}: P(positive) = {info['prob']:.3f}", fontsize=10)
-    return fig, info
-
-
-def show_attention(attention: np.ndarray, tokens: Sequence[str], ax=None, title: str = "self-attention",
-                   vmax: float | None = None):
-    """Seaborn heatmap of an attention matrix (row i = query, column j = key); keys a query may not see
-    (padding, outside the window) are blank; values are printed for up to 16 tokens."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    n = len(tokens)
-    if ax is None:
-        size = max(4.0, 0.42 * n + 1.5)
-        _, ax = plt.subplots(figsize=(size + 1, size))
-    sns.heatmap(attention, mask=attention <= 0, xticklabels=tokens, yticklabels=tokens, cmap="viridis",
-                vmin=0, vmax=vmax or max(float(attention.max()), 1e-6), square=True, ax=ax,
-                annot=n <= 16, fmt=".2f", annot_kws={"fontsize": 6.5},
-                cbar_kws={"label": "attention weight", "shrink": 0.8})
-    ax.set_facecolor("#eeeeee")
-    ax.set_xlabel("attended-to word (key $j$)")
-    ax.set_ylabel("word (query $i$)")
-    ax.set_title(title, fontsize=10)
-    ax.tick_params(axis="x", rotation=90)
-    ax.tick_params(axis="y", rotation=0)
-    return ax
-
-
-def show_reviews(model: nn.Module, texts: Sequence[str]):
-    """One column per review: a token-score model's sub-scores, weights and attention; returns (fig, infos)."""
-    import matplotlib.pyplot as plt
-
-    infos = [explain(model, text) for text in texts]
-    if infos[0]["scores"] is None:
-        raise ValueError("show_reviews draws token-score models; use `show` for an RNN / GRU")
-    name = model.info.name
-    has_w, has_a = infos[0]["weights"] is not None, infos[0]["attention"] is not None
-    longest = max(len(info["tokens"]) for info in infos)
-    heights = [2.6] + [2.0] * has_w + [max(3.0, 0.42 * longest + 1.2)] * has_a
-    widths = [max(len(info["tokens"]), 4) for info in infos]
-    fig, axes = plt.subplots(len(heights), len(texts), squeeze=False,
-                             figsize=(max(8.0, 0.5 * sum(widths) + 2.5 * len(texts)), sum(heights) + 1.2),
-                             gridspec_kw={"height_ratios": heights, "width_ratios": widths})
-    limit = 1.1 * max(float(np.abs(info["scores"]).max()) for info in infos)
-    wmax = 1.15 * max(float(info["weights"].max()) for info in infos) if has_w else None
-    amax = max(float(info["attention"].max()) for info in infos) if has_a else None  # one colour scale
-    for col, info in enumerate(infos):
-        tokens, x = info["tokens"], np.arange(len(info["tokens"]))
-        ax = axes[0, col]
-        scores = info["scores"]
-        ax.bar(x, scores, color=np.where(scores >= 0, "tab:green", "tab:red"))
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.set_ylim(-limit, limit)
-        ax.set_ylabel("sub-score $s_i$")
-        ax.set_title(f"{name}: P(positive) = {info['prob']:.3f}  (logit {info['logit']:+.2f})", fontsize=10)
-        ax.set_xticks(x, tokens, rotation=55, ha="right")
-        if has_w:
-            ax = axes[1, col]
-            ax.bar(x, info["weights"], color="tab:blue")
-            ax.set_ylim(0, wmax)
-            ax.set_ylabel("weight $w_i$")
-            ax.set_xticks(x, tokens, rotation=55, ha="right")
-        if has_a:
-            show_attention(info["attention"], tokens, axes[-1, col], "attention $A_{ij}$ (each row sums to 1)",
-                           vmax=amax)
-    fig.tight_layout()
-    return fig, infos
-
-
-def plot_model_comparison(table, anchor: float | None = None, title: str = "Model comparison on the IMDB test set"):
-    """Test accuracy per row of a `results_table`: bars from 0.5 (chance on the balanced test set)
-    to the mean over seeds, whiskers the t-based 95 % interval of that mean; `anchor` (an accuracy, e.g. the
-    TF-IDF anchor) a dashed line named in the legend. Beside it, trainable parameters (log scale). One colour
-    per row."""
-    import matplotlib.pyplot as plt
-    from scipy import stats
-
-    baseline = 0.5
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1.6, 1]})
-    x = np.arange(len(table))
-    cmap = plt.get_cmap("tab10" if len(table) <= 10 else "tab20")
-    color = [cmap(i) for i in range(len(table))]
-    mean, std = table["test mean"].to_numpy(dtype=float), table["test std"].to_numpy(dtype=float)
-    n = table["seeds"].to_numpy(dtype=int)
-    half = np.array([stats.t.ppf(0.975, k - 1) * s / math.sqrt(k) if k > 1 else 0.0 for k, s in zip(n, std)])
-    bars = axes[0].bar(x, mean - baseline, bottom=baseline, yerr=half, capsize=4, color=color)
-    axes[0].bar_label(bars, [f"{m:.3f}" for m in mean], fontsize=8, label_type="center", color="white",
-                      fontweight="bold")  # inside the bar: clear of the whiskers and the anchor line
-    if anchor is not None:
-        axes[0].axhline(anchor, color="black", ls="--", lw=1, label=f"TF-IDF + LR anchor: {anchor:.3f}")
-        axes[0].legend(loc="lower right", fontsize=8)
-    axes[0].set_ylim(baseline, min(1.0, max((mean + half).max(), anchor or 0) + 0.04))
-    axes[0].set(ylabel=f"test accuracy (axis from {baseline:g} = chance)",
-                title=f"test accuracy: mean of {'/'.join(map(str, sorted(set(n))))} seeds, 95 % interval of the mean")
-    params = table["parameters"].to_numpy(dtype=float)
-    bars = axes[1].bar(x, params, color=color)
-    axes[1].bar_label(bars, [f"{p:,.0f}" for p in params], fontsize=8, padding=2)
-    axes[1].set_yscale("log")
-    axes[1].set_ylim(top=params.max() * 4)
-    axes[1].set(ylabel="parameters (log scale)", title="trainable parameters (word-vector corrections included)")
-    for ax in axes:
-        ax.set_xticks(x, table.index, rotation=40 if len(table) > 8 else 30, ha="right")
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig

@@ -15,16 +15,14 @@ Run it on a quiet machine: the timings are wall-clock. `--threads N` sets torch'
 """
 import argparse
 import statistics
-import sys
 import time
 
 import numpy as np
 import torch
 
+import experiments
 import helpers
 
-sys.path.insert(0, str(helpers.ROOT / "tools"))
-from train_results import tfidf_baseline  # noqa: E402  (the anchor is computed where the results are)
 
 BATCHES = 40
 
@@ -77,20 +75,20 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = helpers.get_device()
     data = helpers.load_imdb(verbose=False)
-    results = helpers.load_results()
+    results = experiments.load_results()
     start = time.perf_counter()
-    anchor = tfidf_baseline(data)
+    anchor = experiments.tfidf_baseline(data)
     anchor_seconds = time.perf_counter() - start
 
-    seeds = sorted({r["seed"] for r in helpers.runs(results, "gru/trainable")})
+    seeds = sorted({r["seed"] for r in experiments.group_records(results, "gru/trainable")})
     print(f"## Accuracy (IMDB test set, first 100 tokens; mean ± sample std over seeds {seeds})\n")
     print("| model | vectors | parameters | val acc | test acc | val − test | seed-0 checkpoint, re-evaluated |")
     print("|---|---|---|---|---|---|---|")
     for name in helpers.MODEL_NAMES:
         for setting, finetune in (("trainable", True), ("frozen", False)):
-            records = helpers.runs(results, f"{name}/{setting}")
-            val, val_sd = helpers.mean_std([r["val_acc"] for r in records])
-            test, test_sd = helpers.mean_std([r["test_acc"] for r in records])
+            records = experiments.group_records(results, f"{name}/{setting}")
+            val, val_sd = experiments.mean_std([r["val_acc"] for r in records])
+            test, test_sd = experiments.mean_std([r["test_acc"] for r in records])
             model = helpers.load_checkpoint(helpers.checkpoint_path(name, finetune))
             again = helpers.evaluate(model, data.test)["acc"]
             print(f"| {name} | {setting} | {records[0]['parameters']:,} | {val:.2%} ± {val_sd:.2%} | "

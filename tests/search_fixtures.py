@@ -8,8 +8,8 @@ Run as a script it is one search worker (what a second machine running the searc
 
     python tests/search_fixtures.py STUDY SEED N_TRIALS N_WORKERS READY_DIR [TOY_ARCHIVE]
 
-It opens STUDY with `helpers.make_study` (storage: $OPTUNA_STORAGE), waits until N_WORKERS workers are ready,
-then runs `helpers.run_study`; given TOY_ARCHIVE (conftest's `toy_archive`) its trials train on the toy corpus,
+It opens STUDY with `experiments.make_study` (storage: $OPTUNA_STORAGE), waits until N_WORKERS workers are ready,
+then runs `experiments.run_study`; given TOY_ARCHIVE (conftest's `toy_archive`) its trials train on the toy corpus,
 otherwise they run `toy_objective`. Every trial records the worker's pid in its user attribute "pid"."""
 from __future__ import annotations
 
@@ -83,6 +83,7 @@ def run_workers(study: str, n_trials: int, ready_dir: Path, env: dict, toy_archi
 def _worker(study_name: str, seed: str, n_trials: str, n_workers: str, ready_dir: str, toy_archive: str = "") -> None:
     import torch
 
+    import experiments
     import helpers
 
     torch.set_num_threads(1)
@@ -98,11 +99,11 @@ def _worker(study_name: str, seed: str, n_trials: str, n_workers: str, ready_dir
         def objective(trial):
             return toy_objective(trial, pause=0.05)  # toy trials take microseconds: make the workers overlap
 
-    study = helpers.make_study(study_name, seed=int(seed))
+    study = experiments.make_study(study_name, seed=int(seed))
     (ready / f"ready-{os.getpid()}").touch()  # start together, so that every worker gets trials
     while len(list(ready.glob("ready-*"))) < int(n_workers):
         time.sleep(0.02)
-    helpers.run_study(study, objective, int(n_trials), verbose=False)
+    experiments.run_study(study, objective, int(n_trials), verbose=False)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import optuna
 import optuna_dashboard
 import pytest
 
+import experiments
 import helpers
 from search_fixtures import toy_objective, toy_value
 
@@ -52,7 +53,7 @@ def documented_command() -> str:
 
 def test_readme_opens_the_database_notebook_03_writes():
     assert documented_command() == "optuna-dashboard sqlite:///data/optuna/ex2.db"
-    # run from the repository root, the relative URL names the database helpers.optuna_storage() picks
+    # run from the repository root, the relative URL names the database experiments.optuna_storage() picks
     # by default (checked against a temporary data/ in the next test)
     relative = documented_command().split()[1].removeprefix("sqlite:///")
     assert helpers.ROOT / relative == helpers.DATA_DIR / "optuna" / "ex2.db"
@@ -60,10 +61,10 @@ def test_readme_opens_the_database_notebook_03_writes():
 
 def test_the_dashboard_lists_a_study_and_its_trials(isolated_data_dir, dashboard, monkeypatch):
     monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
-    study = helpers.make_study("rnn-hidden4-64-demo", seed=0)  # data/optuna/ex2.db in a temp folder
-    helpers.run_study(study, toy_objective, 3, verbose=False)
-    optuna.create_study(study_name="gru-hidden4-64-demo", storage=helpers.optuna_storage())  # no trials yet
-    url = helpers.optuna_storage()
+    study = experiments.make_study("rnn-hidden4-64-demo", seed=0)  # data/optuna/ex2.db in a temp folder
+    experiments.run_study(study, toy_objective, 3, verbose=False)
+    optuna.create_study(study_name="gru-hidden4-64-demo", storage=experiments.optuna_storage())  # no trials yet
+    url = experiments.optuna_storage()
     assert url == f"sqlite:///{isolated_data_dir / 'optuna' / 'ex2.db'}"
 
     base = dashboard(url)  # what `optuna-dashboard <url>` serves

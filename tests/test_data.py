@@ -28,7 +28,7 @@ def test_course_tokenizer_is_the_course_loaders_definition():
     assert set(helpers.TOKENIZERS) == {"glove6b-v1", "course-v1"}
     assert helpers.TOKENIZERS["course-v1"] is helpers.course_tokenize
     with pytest.raises(ValueError, match="unknown tokenizer 'bpe'.*course-v1"):
-        helpers.check_tokenizer("bpe")
+        helpers.get_tokenizer("bpe")
     with pytest.raises(ValueError):
         helpers.course_tokenize(3)
     ids, lengths, kept = helpers.encode(["Don't miss it!!"], max_len=5, tokenizer="course-v1")
@@ -58,6 +58,14 @@ def test_glove_vector_of_the_is_the_published_one():
     assert glove.lookup(["xqzw-movie"]) == [helpers.UNK, glove.index["movie"]]
 
 
+@pytest.fixture
+def tiny_imdb(tiny_archive, isolated_data_dir, monkeypatch):
+    """The tiny archive as IMDB_PATH, with an empty data folder of its own (no cache, no archive): what
+    `load_imdb` then reads."""
+    monkeypatch.setenv("IMDB_PATH", str(tiny_archive))
+    return tiny_archive
+
+
 def test_read_archive_skips_unsup_and_feat(tiny_archive):
     raw = helpers.read_imdb(tiny_archive)
     assert len(raw["train"]["texts"]) == 4 and len(raw["test"]["texts"]) == 2
@@ -72,8 +80,7 @@ def test_folder_and_archive_give_the_same_reviews(tmp_path, tiny_archive):
     assert helpers.read_imdb(folder.parent) == helpers.read_imdb(tiny_archive)
 
 
-def test_load_imdb_from_env_archive_then_cache(tiny_archive, isolated_data_dir, monkeypatch, capsys):
-    monkeypatch.setenv("IMDB_PATH", str(tiny_archive))
+def test_load_imdb_from_env_archive_then_cache(tiny_imdb, isolated_data_dir, capsys):
     data = helpers.load_imdb(max_len=5, val_size=2)
     assert "tokenized IMDB" in capsys.readouterr().out
     assert (len(data.train), len(data.val), len(data.test)) == (2, 2, 2)
@@ -98,21 +105,19 @@ def test_load_imdb_from_env_archive_then_cache(tiny_archive, isolated_data_dir, 
         helpers.load_imdb(max_len=5, val_size=2, tokenizer="glove6b-v0")
 
 
-def test_a_second_process_waits_for_the_cache_instead_of_tokenizing_again(tiny_archive, isolated_data_dir,
-                                                                           monkeypatch):
+def test_a_second_process_waits_for_the_cache_instead_of_tokenizing_again(tiny_imdb, isolated_data_dir):
     """Two processes that need the same cache (notebook 03's workers, the grader's children): while one builds it
     (here: this test, holding the cache's lock), the other waits and then reads that file."""
-    monkeypatch.setenv("IMDB_PATH", str(tiny_archive))
-    cache = isolated_data_dir / "cache" / f"imdb-{helpers._cache_key(tiny_archive, 5, helpers.TOKENIZER_VERSION)}.pt"
+    cache = isolated_data_dir / "cache" / f"imdb-{helpers._cache_key(tiny_imdb, 5, helpers.TOKENIZER_VERSION)}.pt"
     child = ("import sys; from pathlib import Path; import helpers; helpers.CACHE_DIR = Path(sys.argv[1]); "
              "print('ready', flush=True); data = helpers.load_imdb(max_len=5, val_size=2); print('loaded', len(data.test))")
-    with helpers._exclusive(cache.with_suffix(".lock")):
+    with helpers.exclusive_lock(cache.with_suffix(".lock")):
         proc = subprocess.Popen([sys.executable, "-c", child, str(cache.parent)], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, cwd=helpers.ROOT)
         assert proc.stdout.readline() == "ready\n"
         time.sleep(1.0)  # the child reaches the lock and finds no cache
         assert proc.poll() is None, proc.stdout.read()  # it waits
-        data = helpers._tokenize_imdb(helpers.read_imdb(tiny_archive), 5, helpers.TOKENIZER_VERSION)
+        data = helpers._tokenize_imdb(helpers.read_imdb(tiny_imdb), 5, helpers.TOKENIZER_VERSION)
         torch.save(data, cache)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0 and out.endswith("loaded 2\n"), out
@@ -196,8 +201,7 @@ def test_load_imdb_rejects_bad_arguments():
         helpers.load_imdb(val_size=0)
 
 
-def test_damaged_cache_is_rebuilt(tiny_archive, isolated_data_dir, monkeypatch, capsys):
-    monkeypatch.setenv("IMDB_PATH", str(tiny_archive))
+def test_damaged_cache_is_rebuilt(tiny_imdb, isolated_data_dir, capsys):
     helpers.load_imdb(max_len=5, val_size=2, verbose=False)
     (cache,) = (isolated_data_dir / "cache").glob("*.pt")
     cache.write_bytes(b"not a torch file")
@@ -255,8 +259,7 @@ def test_real_imdb_sizes_and_split(real_imdb, imdb_small, imdb_source):
     assert len(imdb_small.train) == 2000 and imdb_small.train.labels.mean() == 0.5
 
 
-def test_batches_trim_to_longest_review(tiny_archive, isolated_data_dir, monkeypatch):
-    monkeypatch.setenv("IMDB_PATH", str(tiny_archive))
+def test_batches_trim_to_longest_review(tiny_imdb):
     data = helpers.load_imdb(max_len=50, val_size=2, verbose=False)
     ids, lengths, labels = next(helpers.batches(data.test, 8))
     assert ids.shape[1] == int(lengths.max()) and len(labels) == 2

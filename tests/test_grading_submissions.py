@@ -97,7 +97,7 @@ for _path in (_Path(_sys.argv[0]).resolve().parent.parent / "helpers.py", _Path(
     GRUCell.update = staticmethod(_ref.GRUCell.update)
     RNNCell.update_backward = staticmethod(_ref.RNNCell.update_backward)
     GRUCell.update_backward = staticmethod(_ref.GRUCell.update_backward)
-    _RecurrentBPTT.backward = _ref._RecurrentBPTT.backward
+    RecurrentBPTT.backward = _ref.RecurrentBPTT.backward
     pool_token_scores = _ref.pool_token_scores
     SelfAttention.forward = _ref.SelfAttention.forward
     break
@@ -247,7 +247,7 @@ RESOURCE_ATTACKS = {  # the question attacked: (where, what the function does fi
     "pooling": ("    ### BEGIN SOLUTION\n    scores = out[..., 0]",  # a fork storm of sleeping children, bounded
                 "    import os, time\n    for _ in range(3000):\n        if os.fork() == 0:\n"
                 "            time.sleep(30)\n            os._exit(0)\n"),
-    "attention": ("        ### BEGIN SOLUTION\n        scores = self.q",  # more memory than the limit
+    "attention": ("        ### BEGIN SOLUTION\n        scores = (q @ k",  # more memory than the limit
                   "        _hog = bytearray(16 * 2**30)\n"),
     "rnn_cell": ("        ### BEGIN SOLUTION\n        h_new = torch.tanh",  # one file past the file-size limit
                  "        with open('/tmp/fill', 'wb') as _fh:\n            for _ in range(200):\n"

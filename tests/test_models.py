@@ -10,11 +10,12 @@ import helpers
 
 
 def _copy(src, cell):
-    with torch.no_grad():
-        cell.ih.weight.copy_(src.weight_ih if hasattr(src, "weight_ih") else src.weight_ih_l0)
-        cell.ih.bias.copy_(src.bias_ih if hasattr(src, "bias_ih") else src.bias_ih_l0)
-        cell.hh.weight.copy_(src.weight_hh if hasattr(src, "weight_hh") else src.weight_hh_l0)
-        cell.hh.bias.copy_(src.bias_hh if hasattr(src, "bias_hh") else src.bias_hh_l0)
+    cell.load_torch_weights(src)
+
+
+def test_load_torch_weights_refuses_a_cell_of_another_size():
+    with pytest.raises(ValueError, match="GRUCell's weight_ih is \\(12, 5\\), this GRUCell needs \\(12, 3\\)"):
+        helpers.GRUCell(3, 4).load_torch_weights(torch.nn.GRUCell(5, 4))
 
 
 @pytest.mark.parametrize("ours, theirs", [(helpers.RNNCell, torch.nn.RNNCell), (helpers.GRUCell, torch.nn.GRUCell)])
@@ -267,3 +268,14 @@ def test_model_info_is_the_one_record_of_what_a_model_is():
     assert model.cell.hidden_size == 16  # the config is the one the model was built with
     for gone in ("name", "config", "meta", "max_len", "train_settings"):
         assert not hasattr(model, gone)
+
+
+def test_full_config_says_when_two_configs_build_the_same_model():
+    # spelling a default out, or the constructor's own default, is the same model
+    assert helpers.full_config("attn_sum", {"mean": False}) == helpers.full_config("attn_sum")
+    assert helpers.full_config("gru", {"hh_init": "default"}) == helpers.full_config("gru")
+    assert helpers.full_config("gru", {"hidden": 64}) != helpers.full_config("gru")
+    # a record keeps the merged config it was built with: read without merging today's DEFAULT_CONFIGS again
+    made = helpers.make_model("attn_weighted", seed=0, positions="relative").info.config
+    assert helpers.full_config("attn_weighted", made, named=False) == helpers.full_config("attn_weighted", {"positions": "relative"})
+    assert helpers.full_config("attn_weighted", {"layout": "residual"}, named=False)["positions"] == "absolute"

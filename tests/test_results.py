@@ -1,6 +1,6 @@
 """Checkpoints, run records and the one recompute path: save / load (and damaged files), `load_or_train`,
 the per-job records and the tables made from them, tools/train_results.py (plan, workers, resuming),
-`helpers.recompute`, and the committed results in checkpoints/."""
+`experiments.recompute`, and the committed results in checkpoints/."""
 import json
 import sys
 from functools import lru_cache
@@ -8,7 +8,9 @@ from functools import lru_cache
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
+import experiments
 import helpers
 
 
@@ -109,11 +111,11 @@ def test_load_or_train_never_saves_in_a_smoke_run(toy_data, tmp_path, monkeypatc
 # --- run records: files, damaged files, tables ---
 
 def test_record_files_are_written_atomically_and_named_after_the_key(tmp_path, train_results_tool):
-    assert helpers.record_path(tmp_path, "gru/trainable/seed0") == tmp_path / "runs" / "gru__trainable__seed0.json"
-    keys = [job["key"] for job in train_results_tool.experiment_plan()] + ["search/rnn", "search/gru"]
-    paths = {helpers.record_path(tmp_path, key) for key in keys}
+    assert experiments.record_path(tmp_path, "gru/trainable/seed0") == tmp_path / "runs" / "gru__trainable__seed0.json"
+    keys = [job["key"] for job in experiments.experiment_plan()] + ["search/rnn", "search/gru"]
+    paths = {experiments.record_path(tmp_path, key) for key in keys}
     assert len(paths) == len(keys) and {p.parent for p in paths} == {tmp_path / "runs"}  # one file per job
-    path = helpers.save_json({"job": {"key": "a/b"}, "acc": 0.5}, helpers.record_path(tmp_path, "a/b"))
+    path = helpers.save_json({"job": {"key": "a/b"}, "acc": 0.5}, experiments.record_path(tmp_path, "a/b"))
     assert helpers.load_json(path, "a record", "rerun it") == {"job": {"key": "a/b"}, "acc": 0.5}
     with pytest.raises(RuntimeError, match="disk full"):
         with helpers.atomic_path(path) as tmp:
@@ -125,38 +127,39 @@ def test_record_files_are_written_atomically_and_named_after_the_key(tmp_path, t
 
 def test_load_results_reads_every_record_by_its_key(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results"):
-        helpers.load_results(tmp_path)
+        experiments.load_results(tmp_path)
     for key, acc in (("gru/trainable/seed0", 0.8), ("gru/trainable/seed1", 0.7), ("tfidf", 0.75)):
-        helpers.save_json({"job": {"key": key}, "test_acc": acc}, helpers.record_path(tmp_path, key))
-    results = helpers.load_results(tmp_path)
+        helpers.save_json({"job": {"key": key}, "test_acc": acc}, experiments.record_path(tmp_path, key))
+    results = experiments.load_results(tmp_path)
     assert {key: r["test_acc"] for key, r in results["runs"].items()} == {
         "gru/trainable/seed0": 0.8, "gru/trainable/seed1": 0.7, "tfidf": 0.75}
-    assert [r["test_acc"] for r in helpers.runs(results, "gru/trainable")] == [0.8, 0.7]
-    assert helpers.runs(results, "gru") == []  # a prefix is a whole group, not the start of a key
+    assert [r["test_acc"] for r in experiments.group_records(results, "gru/trainable")] == [0.8, 0.7]
+    assert experiments.group_records(results, "gru") == []  # a prefix is a whole group, not the start of a key
 
 
 def test_a_cut_record_names_the_file(tmp_path):
     path = helpers.save_json({"job": {"key": "sum/trainable/seed0"}, "test_acc": 0.8},
-                             helpers.record_path(tmp_path, "sum/trainable/seed0"))
+                             experiments.record_path(tmp_path, "sum/trainable/seed0"))
     path.write_text(path.read_text()[:20])  # cut short, as by a full disk or an interrupted copy
     with pytest.raises(ValueError) as info:
-        helpers.load_results(tmp_path)
+        experiments.load_results(tmp_path)
     assert str(path) in str(info.value) and "is damaged" in str(info.value) and "git checkout" in str(info.value)
     with pytest.raises(FileNotFoundError, match="missing"):
         helpers.load_json(tmp_path / "nope.json", "a record", "rerun it")
 
 
 def test_mean_std_ties_and_the_results_table():
-    assert helpers.mean_std([0.8, 0.9, 1.0]) == pytest.approx((0.9, 0.1))  # the sample std (n − 1)
-    assert helpers.mean_std([0.7]) == (0.7, 0.0)
-    assert helpers.fmt_ms([0.8, 0.9, 1.0]) == "0.900 ± 0.100" and helpers.fmt_ms([0.5]) == "0.500 ± 0.000"
+    assert experiments.mean_std([0.8, 0.9, 1.0]) == pytest.approx((0.9, 0.1))  # the sample std (n − 1)
+    assert experiments.mean_std([0.7]) == (0.7, 0.0)
+    assert experiments.format_mean_std([0.8, 0.9, 1.0]) == "0.900 ± 0.100" and experiments.format_mean_std([0.5]) == "0.500 ± 0.000"
     records = {"a": [{"val_acc": 0.82, "test_acc": 0.80, "best_epoch": 3, "parameters": 100},
                      {"val_acc": 0.84, "test_acc": 0.82, "best_epoch": 5, "parameters": 100}],
                "b": [{"val_acc": 0.70, "test_acc": 0.71, "best_epoch": 1, "parameters": 7}]}
-    table = helpers.results_table(records)
+    table = experiments.results_table(records)
     assert list(table.index) == ["a", "b"]
-    assert table.loc["a", "test acc"] == helpers.fmt_ms([0.80, 0.82]) and table.loc["a", "seeds"] == 2
-    assert (table.loc["a", "test mean"], table.loc["a", "test std"]) == pytest.approx(helpers.mean_std([0.80, 0.82]))
+    assert table.loc["a", "test acc"] == "0.810 ± 0.014" and table.loc["a", "seeds"] == 2  # std: 0.02 / √2
+    assert table.loc["b", "test acc"] == "0.710 ± 0.000" and table.loc["a", "val acc"] == "0.830 ± 0.014"
+    assert (table.loc["a", "test mean"], table.loc["a", "test std"]) == pytest.approx((0.81, 0.0141421), abs=1e-6)
     assert table.loc["a", "val − test"] == "+0.020" and table.loc["b", "val − test"] == "-0.010"
     assert table.loc["a", "best epoch"] == "3/5" and table.loc["b", "parameters"] == 7
 
@@ -166,32 +169,88 @@ def test_compare_pairs_seeds_and_uses_a_t_interval():
         return [{"seed": s, "test_acc": v} for s, v in zip(seeds or range(len(values)), values)]
 
     a, b = group([0.80, 0.82, 0.81, 0.83, 0.79]), group([0.79, 0.80, 0.80, 0.81, 0.78])
-    c = helpers.compare(a, b)
+    c = experiments.paired_compare(a, b)
     diffs = np.array([0.01, 0.02, 0.01, 0.02, 0.01])
     half = 2.7764451 * diffs.std(ddof=1) / np.sqrt(5)  # t(0.975, 4 degrees of freedom)
     assert c["n"] == 5 and c["diff"] == pytest.approx(0.014)
     assert (c["lo"], c["hi"]) == pytest.approx((0.014 - half, 0.014 + half)) and c["verdict"] == "better"
-    assert helpers.compare(b, a)["verdict"] == "worse" and helpers.compare(b, a)["diff"] == pytest.approx(-0.014)
+    assert experiments.paired_compare(b, a)["verdict"] == "worse" and experiments.paired_compare(b, a)["diff"] == pytest.approx(-0.014)
     # pairing matters: the same values, unpaired seed noise (seed 4 of a against seed 0 of b) is a tie
     shuffled = group([0.79, 0.80, 0.80, 0.81, 0.78], seeds=[4, 0, 1, 2, 3])
-    assert helpers.compare(a, shuffled)["verdict"] != "better"
-    tie = helpers.compare(group([0.80, 0.82, 0.78]), group([0.81, 0.80, 0.80]))
+    assert experiments.paired_compare(a, shuffled)["verdict"] != "better"
+    tie = experiments.paired_compare(group([0.80, 0.82, 0.78]), group([0.81, 0.80, 0.80]))
     assert tie["lo"] < 0 < tie["hi"] and tie["verdict"] == "tie" and tie["p"] > 0.2
-    hint = helpers.compare(group([0.82, 0.83, 0.805]), group([0.80, 0.80, 0.80]))
+    hint = experiments.paired_compare(group([0.82, 0.83, 0.805]), group([0.80, 0.80, 0.80]))
     assert 0.05 < hint["p"] < 0.2 and hint["lo"] < 0 and hint["verdict"] == "suggestive"
-    assert helpers.compare(group([0.8]), group([0.7]))["verdict"] == "one seed: no interval"
-    against_constant = helpers.compare(a, 0.79)  # a fixed anchor: the differences to it, seed by seed
+    assert experiments.paired_compare(group([0.8]), group([0.7]))["verdict"] == "one seed: no interval"
+    against_constant = experiments.paired_compare(a, 0.79)  # a fixed anchor: the differences to it, seed by seed
     assert against_constant["n"] == 5 and against_constant["diff"] == pytest.approx(0.02)
-    assert against_constant == helpers.compare(a, group([0.79] * 5))
-    assert helpers.compare(group([0.8]), group([0.7], seeds=[3]))["n"] == 0  # nothing paired
-    line = helpers.fmt_compare(c)
+    assert against_constant == experiments.paired_compare(a, group([0.79] * 5))
+    assert experiments.paired_compare(group([0.8]), group([0.7], seeds=[3]))["n"] == 0  # nothing paired
+    line = experiments.format_comparison(c)
     assert line.startswith("+1.40 pts, 95 % CI [") and line.endswith("n = 5, p = 0.005: better")
 
+    assert c["noise"] == "seeds" and "(seeds only)" in line  # these records keep no per-review flags
+
+
+def _simulated_runs(rng, p_a, p_b, seeds: int, shared: float):
+    """Per-review correctness of two models over `seeds` paired seeds, on reviews whose chance of being classified
+    right by a random seed is p_a / p_b; `shared` of each draw is common to both models (the same review is hard
+    for both), so their errors are correlated as real models' are."""
+    groups = {"a": [], "b": []}
+    for seed in range(seeds):
+        common = rng.random(len(p_a))
+        for name, p in (("a", p_a), ("b", p_b)):
+            u = np.where(rng.random(len(p)) < shared, common, rng.random(len(p)))
+            flags = u < p
+            groups[name].append({"seed": seed, "test_acc": flags.mean(), "correct": {"test": helpers.pack_bits(flags)}})
+    return groups["a"], groups["b"]
+
+
+def test_compare_counts_the_reviews_noise_and_covers_the_true_difference():
+    """Synthetic predictions where the answer is known: a population of reviews with a true per-review accuracy for
+    each model (b is 1 point worse on average); each trial draws 2,000 reviews and 5 seeds. The 95 % interval of
+    `paired_compare` must cover the true difference in about 95 % of trials; the seeds-only interval, which treats the
+    2,000 reviews as fixed, covers it far less often (here the reviews, not the seeds, are most of the noise)."""
+    rng = np.random.default_rng(0)
+    population_a = rng.beta(0.4, 0.1, size=200_000)  # most reviews: always right or always wrong, whatever the seed
+    population_b = np.clip(population_a - 0.01 + 0.5 * rng.standard_normal(200_000), 0, 1)
+    true = population_a.mean() - population_b.mean()
+    covered, covered_seeds_only, trials = 0, 0, 300
+    for _ in range(trials):
+        idx = rng.integers(0, len(population_a), 2000)
+        a, b = _simulated_runs(rng, population_a[idx], population_b[idx], seeds=5, shared=0.9)
+        c = experiments.paired_compare(a, b)
+        assert c["noise"] == "seeds and reviews" and c["n"] == 5
+        covered += c["lo"] <= true <= c["hi"]
+        stripped = experiments.paired_compare([{k: v for k, v in r.items() if k != "correct"} for r in a],
+                                   [{k: v for k, v in r.items() if k != "correct"} for r in b])
+        covered_seeds_only += stripped["lo"] <= true <= stripped["hi"]
+    assert 0.91 <= covered / trials <= 0.99, covered / trials
+    assert covered_seeds_only / trials < 0.8, covered_seeds_only / trials
+
+
+def test_compare_with_reviews_matches_the_formula_and_takes_an_anchor_record():
+    rng = np.random.default_rng(1)
+    a, b = _simulated_runs(rng, np.full(500, 0.8), np.full(500, 0.75), seeds=3, shared=0.5)
+    c = experiments.paired_compare(a, b)
+    fa = np.stack([helpers.unpack_bits(r["correct"]["test"]) for r in a]).astype(float)
+    fb = np.stack([helpers.unpack_bits(r["correct"]["test"]) for r in b]).astype(float)
+    d = fa.mean(1) - fb.mean(1)
+    v_seeds, v_reviews = d.var(ddof=1) / 3, (fa - fb).mean(0).var(ddof=1) / 500
+    df = (v_seeds + v_reviews) ** 2 / (v_seeds**2 / 2 + v_reviews**2 / 499)
+    half = stats.t.ppf(0.975, df) * np.sqrt(v_seeds + v_reviews)
+    assert c["diff"] == pytest.approx(d.mean()) and (c["lo"], c["hi"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    anchor = b[0]  # one deterministic record (TF-IDF): the same for every seed of a
+    assert experiments.paired_compare(a, anchor) == experiments.paired_compare(a, [{**anchor, "seed": r["seed"]} for r in a])
+    assert experiments.paired_compare(a, anchor)["noise"] == "seeds and reviews"
+    flags = helpers.unpack_bits(helpers.pack_bits([True, False, True]))
+    assert flags.tolist() == [True, False, True]
 
 # --- tools/train_results.py: the plan, the workers, resuming ---
 
 def test_the_plan_has_one_checkpoint_per_named_model_and_a_smoke_version(train_results_tool):
-    plan = train_results_tool.experiment_plan()
+    plan = experiments.experiment_plan()
     keys = [job["key"] for job in plan]
     assert len(set(keys)) == len(keys)
     runs = [job for job in plan if job["kind"] == "run"]
@@ -203,53 +262,66 @@ def test_the_plan_has_one_checkpoint_per_named_model_and_a_smoke_version(train_r
         assert job["config"].items() >= config.items()  # variants change the recipe, never drop it
         if job["checkpoint"]:  # the committed model is the named recipe, seed 0
             assert job["seed"] == 0 and job["config"] == config and job["settings"] == settings
-    tool = train_results_tool
-    assert len(tool.SEEDS) >= 5 and set(tool.SEEDS3) <= set(tool.SEEDS)
-    for seed in tool.SEEDS:  # the headline comparisons: every named model both ways, 64 vs 128, the layouts
+    # what the notebooks read, written out here rather than rebuilt from the plan's own constants
+    assert experiments.SEEDS == (0, 1, 2, 3, 4) and experiments.SEEDS3 == (0, 1, 2)
+    assert {"gru/trainable/seed4", "attn_weighted/frozen/seed4", "rnn-64/frozen/seed4", "gru-64/trainable/seed0",
+            "attn_sum-variant/trainable/seed4", "attn_weighted-variant/frozen/seed2", "rnn-ablation/trainable, lr 3e-3/seed2",
+            "rnn-ablation/frozen GloVe, default W_hh/seed0", "weighted-decay/trainable/seed4", "sum-batch128/trainable/seed2",
+            "gru-107/trainable/seed2", "rnn-86/trainable/seed0", "tokens-glove6b-v1/attn_weighted/frozen/seed2",
+            "gru-vocab2/trainable/seed1", "attn_weighted-refit/trainable/seed2", "tfidf", "tokens-glove6b-v1/tfidf",
+            } <= set(keys)
+    families = {"named": 6 * 2 * 5, "64 units": 2 * 2 * 5, "rnn ablation": 4 * 3, "layouts": 2 * (5 + 3),
+                "recipe variants": 5 + 5 + 3, "tokenizer": 2 * 2 * 3 + 1,
+                "vocabulary": 3, "refit": 2 * 3, "tfidf": 1}
+    searched = [k for k in keys if k.split("/")[0] in ("rnn-86", "gru-107") or
+                (k.split("/")[0].split("-")[0] in ("rnn", "gru") and k.split("/")[0].split("-")[-1].isdigit()
+                 and k.split("/")[0].split("-")[-1] != "64")]
+    assert len(keys) == sum(families.values()) + len(searched) and len(searched) in (6, 9, 12)
+    for seed in experiments.SEEDS:  # the headline comparisons: every named model both ways, 64 vs 128, the layouts
         assert {f"{name}/{setting}/seed{seed}" for name in helpers.MODEL_NAMES
                 for setting in ("trainable", "frozen")} <= set(keys)
         assert {f"{cell}-64/{setting}/seed{seed}" for cell in ("rnn", "gru")
                 for setting in ("trainable", "frozen")} <= set(keys)
-        assert {f"{name}-variant/trainable/seed{seed}" for name in tool.LAYOUT_VARIANTS} <= set(keys)
-    for seed in tool.SEEDS3:
-        assert {f"rnn-ablation/{label}/seed{seed}" for label in tool.RNN_ABLATION} <= set(keys)
-        assert {f"{name}-variant/frozen/seed{seed}" for name in tool.LAYOUT_VARIANTS} <= set(keys)
-        assert {f"{cell}-{size}/trainable/seed{seed}" for cell, size in tool.WRITE_UP_SIZES.items()} <= set(keys)
-        assert {f"{key}/trainable/seed{seed}" for key in tool.RECIPE_VARIANTS} <= set(keys)
-        assert {f"{key}/trainable/seed{seed}" for key in tool.VOCAB_CHECK} <= set(keys)
+        assert {f"{name}-variant/trainable/seed{seed}" for name in experiments.LAYOUT_VARIANTS} <= set(keys)
+    for seed in experiments.SEEDS3:
+        assert {f"rnn-ablation/{label}/seed{seed}" for label in experiments.RNN_ABLATION} <= set(keys)
+        assert {f"{name}-variant/frozen/seed{seed}" for name in experiments.LAYOUT_VARIANTS} <= set(keys)
+        assert {f"{cell}-{size}/trainable/seed{seed}" for cell, size in experiments.WRITE_UP_SIZES.items()} <= set(keys)
+        assert {f"{key}/trainable/seed{seed}" for key in experiments.RECIPE_VARIANTS} <= set(keys)
+        assert {f"{key}/trainable/seed{seed}" for key in experiments.VOCAB_CHECK} <= set(keys)
     other = [v for v in helpers.TOKENIZERS if v != helpers.TOKENIZER_VERSION]
     tokens = [job for job in runs if job["tokenizer"] != helpers.TOKENIZER_VERSION]
     assert other and {job["tokenizer"] for job in tokens} == set(other)
-    assert {(job["name"], job["finetune"]) for job in tokens} == {(n, f) for n in tool.TOKENIZER_CHECK for f in (True, False)}
+    assert {(job["name"], job["finetune"]) for job in tokens} == {(n, f) for n in experiments.TOKENIZER_CHECK for f in (True, False)}
     refits = [job for job in runs if job["refit_of"]]
-    assert {job["refit_of"] for job in refits} == {f"{n}/trainable/seed{s}" for n in tool.REFIT for s in tool.SEEDS3}
+    assert {job["refit_of"] for job in refits} == {f"{n}/trainable/seed{s}" for n in experiments.REFIT for s in experiments.SEEDS3}
     assert all(job["refit_of"] in keys and not job["checkpoint"] for job in refits)
-    smoke = train_results_tool.experiment_plan(smoke=True)
+    smoke = experiments.experiment_plan(smoke=True)
     assert [job["key"] for job in smoke] == [job["key"] for job in plan if job.get("seed", 0) == 0]
     assert all(job["settings"]["epochs"] == 1 for job in smoke if job["kind"] == "run")
     assert all(job["settings"]["epochs"] > 1 for job in runs)  # the smoke plan did not change the real one
 
 
 def test_the_plan_trains_the_size_the_search_found(tmp_path, train_results_tool):
-    tool = train_results_tool
-    before = {job["key"] for job in tool.experiment_plan(out=tmp_path)}
+    before = {job["key"] for job in experiments.experiment_plan(out=tmp_path)}
     assert not any(key.startswith("gru-99/") for key in before)
-    helpers.save_json({"best_size": 99, "trials": [], "job": {"key": "search/gru"}}, helpers.record_path(tmp_path, "search/gru"))
-    helpers.save_json({"best_size": 128, "trials": [], "job": {"key": "search/rnn"}}, helpers.record_path(tmp_path, "search/rnn"))
-    after = {job["key"] for job in tool.experiment_plan(out=tmp_path)}
-    assert after - before == {f"gru-99/trainable/seed{seed}" for seed in tool.SEEDS3}  # 128 is the named model
+    helpers.save_json({"best_size": 99, "trials": [], "job": {"key": "search/gru"}}, experiments.record_path(tmp_path, "search/gru"))
+    helpers.save_json({"best_size": 128, "trials": [], "job": {"key": "search/rnn"}}, experiments.record_path(tmp_path, "search/rnn"))
+    after = {job["key"] for job in experiments.experiment_plan(out=tmp_path)}
+    assert after - before == {f"gru-99/trainable/seed{seed}" for seed in experiments.SEEDS3}  # 128 is the named model
 
 
 def test_list_shows_every_job_and_which_are_done(tmp_path, train_results_tool, capsys):
     tool = train_results_tool
     assert tool.main(["--list", "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == [job["key"].split()[0] for job in tool.experiment_plan(out=tmp_path)]
-    assert len(lines) == len(tool.experiment_plan(out=tmp_path)) and not any(line.endswith("done") for line in lines)
-    helpers.save_json({"job": {"key": "tfidf"}}, helpers.record_path(tmp_path, "tfidf"))
+    assert [line.split()[0] for line in lines] == [job["key"].split()[0] for job in experiments.experiment_plan(out=tmp_path)]
+    assert len(lines) == len(experiments.experiment_plan(out=tmp_path)) and not any(line.endswith("done") for line in lines)
+    tfidf = next(job for job in experiments.experiment_plan(out=tmp_path) if job["key"] == "tfidf")
+    helpers.save_json({**made_for(tool, tfidf)}, experiments.record_path(tmp_path, "tfidf"))
     assert tool.main(["--list", "--notebook", "4", "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    expected = [job for job in tool.experiment_plan(out=tmp_path) if job["notebook"] == 4 or job["kind"] == "tfidf"]
+    expected = [job for job in experiments.experiment_plan(out=tmp_path) if job["notebook"] == 4 or job["kind"] == "tfidf"]
     done = [line for line in lines if line.endswith("done")]
     assert len(lines) == len(expected) and len(done) == 1 and done[0].startswith("tfidf ")
 
@@ -264,13 +336,13 @@ def test_workers_write_records_and_checkpoints_that_load_results_reads(toy_data,
         return toy_data
 
     monkeypatch.setattr(helpers, "load_imdb", toy_imdb)
-    jobs = [job for job in tool.experiment_plan(smoke=True) if job["notebook"] == 4 or job["kind"] == "tfidf"]
+    jobs = [job for job in experiments.experiment_plan(smoke=True) if job["notebook"] == 4 or job["kind"] == "tfidf"]
     tool.worker([job["key"] for job in jobs], tmp_path, smoke=True)
     # a smoke run reads 1,000 reviews per split, once per tokenizer its jobs use
     assert asked == [{"subset": 1000, "verbose": False, "tokenizer": v} for v in dict.fromkeys(j["tokenizer"] for j in jobs)]
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[1] for line in lines if line.startswith("done ")] == [job["key"] for job in jobs]
-    results = helpers.load_results(tmp_path)["runs"]
+    assert [line[5:].rsplit(" {", 1)[0] for line in lines if line.startswith("done ")] == [job["key"] for job in jobs]
+    results = experiments.load_results(tmp_path)["runs"]
     assert set(results) == {job["key"] for job in jobs}
     saved = set()
     for job in jobs:
@@ -294,6 +366,14 @@ def test_workers_write_records_and_checkpoints_that_load_results_reads(toy_data,
     assert {p.name for p in tmp_path.glob("*.pt")} == saved and len(saved) == 8  # 4 models, trainable and frozen
 
 
+def made_for(tool, job: dict) -> dict:
+    """The part of a record `reusable` reads: the job it was made for and, for a training run, the model's config."""
+    record = {"job": tool._as_recorded(job)}
+    if job["kind"] == "run":
+        record["config"] = {**helpers.DEFAULT_CONFIGS[job["name"]], **job["config"]}
+    return record
+
+
 def test_a_rerun_runs_only_the_missing_jobs(tmp_path, monkeypatch, train_results_tool, capsys):
     tool = train_results_tool
     launched = []
@@ -303,15 +383,31 @@ def test_a_rerun_runs_only_the_missing_jobs(tmp_path, monkeypatch, train_results
         return [0] * len(shares)
 
     monkeypatch.setattr(tool, "launch", launch)
-    jobs = [job for job in tool.experiment_plan(out=tmp_path) if job["notebook"] == 4 or job["kind"] == "tfidf"]
+    jobs = [job for job in experiments.experiment_plan(out=tmp_path) if job["notebook"] == 4 or job["kind"] == "tfidf"]
     for job in jobs[1:]:
-        helpers.save_json({"job": {"key": job["key"]}}, helpers.record_path(tmp_path, job["key"]))
+        helpers.save_json({**made_for(tool, job)}, experiments.record_path(tmp_path, job["key"]))
     args = ["--notebook", "4", "--out", str(tmp_path), "--workers", "3"]
     assert tool.main(args) == 0
     assert launched.pop() == ([jobs[0]["key"]], 1, False)  # only the missing job, on one worker
     assert capsys.readouterr().out.startswith(f"1 of {len(jobs)} jobs to run on 1 workers")
-    helpers.save_json({"job": {"key": jobs[0]["key"]}}, helpers.record_path(tmp_path, jobs[0]["key"]))
+    helpers.save_json({**made_for(tool, jobs[0])}, experiments.record_path(tmp_path, jobs[0]["key"]))
     assert tool.main(args) == 0 and not launched  # everything done: nothing starts
+    assert capsys.readouterr().out.startswith(f"0 of {len(jobs)} jobs to run")
+    changed = next(j for j in jobs if j["kind"] == "run")  # a record made with another recipe is due again
+    helpers.save_json({**made_for(tool, changed), "job": {**tool._as_recorded(changed), "settings": {**changed["settings"], "batch_size": 7}}},
+                      experiments.record_path(tmp_path, changed["key"]))
+    assert tool.main(args) == 0 and launched.pop()[0] == [changed["key"]]
+    capsys.readouterr()
+    helpers.save_json({**made_for(tool, changed)}, experiments.record_path(tmp_path, changed["key"]))
+    assert tool.main(args) == 0 and not launched
+    # a model whose default config changed since its record is due again; spelling a default out changes nothing
+    monkeypatch.setitem(helpers.DEFAULT_CONFIGS, changed["name"], {**helpers.DEFAULT_CONFIGS[changed["name"]], "hidden": 3})
+    assert tool.main(args) == 0 and changed["key"] in launched.pop()[0]
+    monkeypatch.undo()
+    monkeypatch.setattr(tool, "launch", launch)
+    spelt = {**changed, "config": {**changed["config"], "hidden": helpers.DEFAULT_CONFIGS[changed["name"]]["hidden"]}}
+    helpers.save_json({**made_for(tool, changed), "job": tool._as_recorded(spelt)}, experiments.record_path(tmp_path, changed["key"]))
+    assert tool.main(args) == 0 and not launched
     assert capsys.readouterr().out.startswith(f"0 of {len(jobs)} jobs to run")
     assert tool.main([*args, "--force"]) == 0
     keys, workers, _ = launched.pop()
@@ -319,15 +415,15 @@ def test_a_rerun_runs_only_the_missing_jobs(tmp_path, monkeypatch, train_results
     assert tool.main([*args, "--smoke"]) == 0
     keys, _, smoke = launched.pop()
     assert smoke is True
-    smoke_jobs = [j for j in tool.experiment_plan(smoke=True, out=tmp_path) if j["notebook"] == 4 or j["kind"] == "tfidf"]
+    smoke_jobs = [j for j in experiments.experiment_plan(smoke=True, out=tmp_path) if j["notebook"] == 4 or j["kind"] == "tfidf"]
     assert sorted(keys) == sorted(j["key"] for j in smoke_jobs)  # records of other code (none here) are redone
     for job in smoke_jobs[1:]:  # records this code made for these jobs stand in a quick run too
-        helpers.save_json({"job": tool._as_recorded(job), "code": tool.code_fingerprint()},
-                          helpers.record_path(tmp_path, job["key"]))
+        helpers.save_json({**made_for(tool, job), "code": tool.code_fingerprint()},
+                          experiments.record_path(tmp_path, job["key"]))
     assert tool.main([*args, "--smoke"]) == 0
     assert launched.pop()[0] == [smoke_jobs[0]["key"]]
-    helpers.save_json({"job": tool._as_recorded(smoke_jobs[1]), "code": "other code"},
-                      helpers.record_path(tmp_path, smoke_jobs[1]["key"]))  # helpers.py edited since
+    helpers.save_json({**made_for(tool, smoke_jobs[1]), "code": "other code"},
+                      experiments.record_path(tmp_path, smoke_jobs[1]["key"]))  # helpers.py edited since
     assert tool.main([*args, "--smoke"]) == 0
     assert sorted(launched.pop()[0]) == sorted(j["key"] for j in smoke_jobs[:2])
 
@@ -341,7 +437,7 @@ def test_the_jobs_are_shared_evenly_longest_first(tmp_path, monkeypatch, train_r
     shared = []
     monkeypatch.setattr(tool, "launch", lambda shares, out, smoke: shared.extend(shares) or [0] * len(shares))
     assert tool.main(["--out", str(tmp_path), "--workers", "4"]) == 0
-    plan = {job["key"]: job for job in tool.experiment_plan(out=tmp_path)}
+    plan = {job["key"]: job for job in experiments.experiment_plan(out=tmp_path)}
     cost = {key: job["cost"] for key, job in plan.items()}
     loads = [sum(cost[key] for key in share) for share in shared]
     assert len(shared) == 4 and sorted(sum(shared, [])) == sorted(cost)
@@ -364,11 +460,11 @@ def test_recompute_relays_the_tool_and_says_how_to_continue(tmp_path, monkeypatc
                     "print('done a')\nprint('done b')\nsys.exit(sys.argv[-1] == '--smoke')\n")
     monkeypatch.setattr(helpers, "ROOT", tmp_path / "root")
     out = tmp_path / "out"
-    helpers.recompute(3, out)
+    experiments.recompute(3, out)
     assert capsys.readouterr().out.splitlines() == [
         "2 of 2 jobs to run on 1 workers", f"args --notebook 3 --out {out}", "done a", "done b"]
     with pytest.raises(RuntimeError) as info:
-        helpers.recompute(4, out, smoke=True)  # the fake tool fails in a smoke run
+        experiments.recompute(4, out, smoke=True)  # the fake tool fails in a smoke run
     assert str(out) in str(info.value) and "rerun to continue" in str(info.value)
     assert f"args --notebook 4 --out {out} --smoke" in capsys.readouterr().out
 
@@ -377,15 +473,15 @@ def test_recompute_relays_the_tool_and_says_how_to_continue(tmp_path, monkeypatc
 def test_recompute_smoke_end_to_end(imdb_source, tmp_path, capsys, train_results_tool):
     """RETRAIN=1's tool in a SMOKE_TEST run, for the attn_weighted jobs of notebook 4 (a refit among them): its
     worker processes, records and checkpoints, on 1,000 reviews of the real IMDB, 1 epoch each. (The notebooks'
-    own SMOKE_TEST runs take `helpers.recompute`, this tool's relay, through every job of their plans.)"""
+    own SMOKE_TEST runs take `experiments.recompute`, this tool's relay, through every job of their plans.)"""
     assert train_results_tool.main(["--smoke", "--notebook", "4", "--only", "attn_weighted", "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    jobs = [job for job in train_results_tool.experiment_plan(smoke=True)
+    jobs = [job for job in experiments.experiment_plan(smoke=True)
             if job["notebook"] == 4 and "attn_weighted" in job["key"]]
     assert len(jobs) >= 4 and any(job["refit_of"] for job in jobs)
     assert lines[0].startswith(f"{len(jobs)} of {len(jobs)} jobs to run")
-    assert sorted(line.split()[1] for line in lines if line.startswith("done ")) == sorted(j["key"] for j in jobs)
-    results = helpers.load_results(tmp_path)["runs"]
+    assert sorted(line[5:].rsplit(" {", 1)[0] for line in lines if line.startswith("done ")) == sorted(j["key"] for j in jobs)
+    results = experiments.load_results(tmp_path)["runs"]
     assert set(results) == {job["key"] for job in jobs}
     assert all(r["n_train"] == 1000 and r["epochs_run"] == 1 for r in results.values() if not r["job"]["refit_of"])
     assert all(r["n_train"] == 2000 for r in results.values() if r["job"]["refit_of"])  # train + validation
@@ -397,12 +493,12 @@ def test_recompute_smoke_end_to_end(imdb_source, tmp_path, capsys, train_results
 
 @lru_cache(maxsize=1)
 def committed() -> dict:
-    return helpers.load_results()["runs"]
+    return experiments.load_results()["runs"]
 
 
 def test_committed_records_cover_the_plan(train_results_tool):
     runs = committed()
-    for job in train_results_tool.experiment_plan():
+    for job in experiments.experiment_plan():
         record = runs[job["key"]]
         assert record["job"]["key"] == job["key"] and 0.5 < record["test_acc"] < 1
         if job["kind"] == "run":  # made with today's plan: the job's recipe, config, seed and inputs
@@ -413,15 +509,18 @@ def test_committed_records_cover_the_plan(train_results_tool):
             assert record["seed"] == job["seed"] and record["settings"] == settings
             assert record["config"] == {**helpers.DEFAULT_CONFIGS[job["name"]], **job["config"]}
             assert (record["tokenizer"], record["split"]) == (job["tokenizer"], helpers.SPLIT_VERSION)
-            if not job["refit_of"]:  # patience, not a cap, ended the run
+            if not job["refit_of"] and job["settings"]["patience"] is not None:  # patience, not a cap, ended it
                 assert record["epochs_run"] < job["settings"]["epochs"], job["key"]
+            elif not job["refit_of"]:  # a fixed number of epochs (the published recipe): all of them, the last kept
+                assert record["epochs_run"] == job["settings"]["epochs"], job["key"]
     for cell in ("rnn", "gru"):  # notebook 03's search: the objective is the mean over the seeds
         trials = runs[f"search/{cell}"]["trials"]
         assert trials and all(isinstance(t["hidden"], int) for t in trials)
         for t in trials:
             if t["state"] == "complete" and t["repeat_of"] is None:
                 assert t["value"] == pytest.approx(np.mean(t["seed_values"]), abs=1e-4)
-    assert sum(p.stat().st_size for p in (helpers.CHECKPOINT_DIR / "runs").iterdir()) < 1_000_000
+    # each record keeps its 30,000 predicted labels packed in bits (about 5 kB): the whole folder stays small
+    assert sum(p.stat().st_size for p in (helpers.CHECKPOINT_DIR / "runs").iterdir()) < 3_000_000
 
 
 def test_every_committed_checkpoint_is_a_named_model():
@@ -462,5 +561,5 @@ def test_the_readme_table_is_the_committed_records():
     spec = importlib.util.spec_from_file_location("readme_table", helpers.ROOT / "tools" / "readme_table.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    table = tool.markdown_table(helpers.load_results())
+    table = tool.markdown_table(experiments.load_results())
     assert table in (helpers.ROOT / "README.md").read_text(), "README.md's table is stale: python tools/readme_table.py"

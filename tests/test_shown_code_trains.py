@@ -1,7 +1,7 @@
 """The code the notebooks show is the code that trains (issue 15, item 1).
 
 For each shown computation - the RNN and GRU updates (`RNNCell.update`, `GRUCell.update`), the hand-written
-BPTT (`update_backward` and the recurrence in `_RecurrentBPTT.backward`), self-attention (`SelfAttention.forward`) and the token heads' pooling
+BPTT (`update_backward` and the recurrence in `RecurrentBPTT.backward`), self-attention (`SelfAttention.forward`) and the token heads' pooling
 (`pool_token_scores`) - a wrong variant is monkeypatched in and one `helpers.train_step` must compute something
 else. As a control, the unpatched code gives the numbers of an independent reference (torch.nn.RNN / GRU,
 autograd, the formulas written out here)."""
@@ -123,7 +123,7 @@ def rnn_backward_without_tanh_derivative(dh_new, h, cache):
 
 
 def bptt_backward_dropping_delta_at_padding(ctx, grad_h):
-    """`_RecurrentBPTT.backward` with one mistake: at padding, where h_t = h_{t-1}, δ is not carried over."""
+    """`RecurrentBPTT.backward` with one mistake: at padding, where h_t = h_{t-1}, δ is not carried over."""
     w_hh, keep = ctx.saved_tensors
     T = keep.shape[1]
     dh, d_pre, d_gh = grad_h.contiguous(), [None] * T, [None] * T
@@ -203,7 +203,7 @@ def test_the_shown_bptt_backward_is_what_trains(name, cell, wrong, monkeypatch):
 @pytest.mark.parametrize("name", ["rnn", "gru"])
 def test_the_shown_bptt_recurrence_is_what_trains(name, monkeypatch):
     loss, params = one_step(name)  # toy_batch() has short reviews: padding at the end of their rows
-    monkeypatch.setattr(helpers._RecurrentBPTT, "backward", staticmethod(bptt_backward_dropping_delta_at_padding))
+    monkeypatch.setattr(helpers.RecurrentBPTT, "backward", staticmethod(bptt_backward_dropping_delta_at_padding))
     wrong_loss, wrong_params = one_step(name)
     assert wrong_loss == pytest.approx(loss, rel=1e-6)  # the same forward pass ...
     assert not torch.allclose(wrong_params, params)  # ... another step: training runs the shown recurrence

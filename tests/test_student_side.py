@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+import experiments
 import helpers
 
 ROOT = helpers.ROOT
@@ -77,18 +78,18 @@ def test_a_bare_notebook_stub_shows_one_red_line_naming_its_function():
 
 
 def test_the_exercise_check_names_the_first_missing_part_in_the_readme_order(monkeypatch):
-    helpers.check_exercises(["rnn", "gru", "sum", "attn_weighted"])  # the reference: every part runs
+    experiments.check_exercises(["rnn", "gru", "sum", "attn_weighted"])  # the reference: every part runs
     monkeypatch.setattr(helpers.GRUCell, "update", staticmethod(stub("GRUCell.update (gates)", "notebook 03, section 1")))
     monkeypatch.setattr(helpers, "pool_token_scores", stub("pool_token_scores (logits)", "notebook 04, section 1"))
     with pytest.raises(helpers.Unimplemented, match=r"^implement GRUCell\.update \(gates\): notebook 03, section 1$"):
-        helpers.check_exercises(["attn_sum", "gru", "rnn"])
+        experiments.check_exercises(["attn_sum", "gru", "rnn"])
     with pytest.raises(helpers.Unimplemented, match="pool_token_scores"):
-        helpers.check_exercises(["rnn", "sum"])  # the RNN needs no GRU
-    helpers.check_exercises(["rnn"])
-    monkeypatch.setattr(helpers._RecurrentBPTT, "backward",
-                        staticmethod(stub("_RecurrentBPTT.backward (δ)", "notebook 03, section 2")))
-    with pytest.raises(helpers.Unimplemented, match=r"_RecurrentBPTT\.backward"):  # reached through autograd
-        helpers.check_exercises(["rnn"])
+        experiments.check_exercises(["rnn", "sum"])  # the RNN needs no GRU
+    experiments.check_exercises(["rnn"])
+    monkeypatch.setattr(helpers.RecurrentBPTT, "backward",
+                        staticmethod(stub("RecurrentBPTT.backward (δ)", "notebook 03, section 2")))
+    with pytest.raises(helpers.Unimplemented, match=r"RecurrentBPTT\.backward"):  # reached through autograd
+        experiments.check_exercises(["rnn"])
 
 
 def test_recompute_stops_with_the_missing_part_before_starting_workers(monkeypatch, tmp_path):
@@ -96,17 +97,16 @@ def test_recompute_stops_with_the_missing_part_before_starting_workers(monkeypat
     started = []
     monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(a) or pytest.fail("a worker started"))
     with pytest.raises(helpers.Unimplemented) as caught:
-        helpers.recompute(notebook=3, out=tmp_path, smoke=True)
+        experiments.recompute(notebook=3, out=tmp_path, smoke=True)
     assert str(caught.value) == "implement RNNCell.update (h'): notebook 03, section 1"
     assert caught.value.__cause__ is None and caught.value.__suppress_context__ and not started
 
 
 def test_recompute_checks_the_parts_of_every_model_its_plan_trains():
-    tool = load(ROOT / "tools" / "train_results.py", "train_results_plan")
     for notebook in (3, 4):
         for smoke in (True, False):
-            trained = {j["name"] for j in tool.experiment_plan(smoke) if j["kind"] == "run" and j["notebook"] == notebook}
-            assert trained <= set(helpers.NOTEBOOK_MODELS[notebook]), (notebook, trained)
+            trained = {j["name"] for j in experiments.experiment_plan(smoke) if j["kind"] == "run" and j["notebook"] == notebook}
+            assert trained <= set(experiments.NOTEBOOK_MODELS[notebook]), (notebook, trained)
 
 
 def test_a_worker_that_meets_a_stub_reports_only_that_line(monkeypatch, capsys):
@@ -380,7 +380,7 @@ def solved_release(release, tmp_path_factory):
 def test_the_release_notebooks_run_to_the_end_on_the_reference(solved_release, name):
     nb, _, stopped = _run(solved_release, Path(name).name)
     assert stopped is None, stopped
-    outputs = [o for c in nb.cells if c.cell_type == "code" and not c.source.startswith("helpers.show_source")
+    outputs = [o for c in nb.cells if c.cell_type == "code" and not c.source.startswith("plots.show_source")
                for o in c.get("outputs", [])]  # shown code may say "NaN" in a comment
     text = "\n".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs)
     html = "\n".join(o.get("data", {}).get("text/html", "") for o in outputs)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import experiments
 import helpers
 
 
@@ -189,8 +190,8 @@ def test_bad_input_messages_name_the_review():
 
 
 def test_tfidf_anchor_learns_the_toy_task(toy_data, train_results_tool):
-    tfidf_c = train_results_tool.TFIDF_C
-    result = train_results_tool.tfidf_baseline(toy_data)
+    tfidf_c = experiments.TFIDF_C
+    result = experiments.tfidf_baseline(toy_data)
     # "great/wonderful/loved" vs "bad/boring/awful/hated": the 4 test reviews share those words
     assert result["test_acc"] == 1.0 and result["val_acc"] == 1.0
     assert set(result["val_by_C"]) == {str(c) for c in tfidf_c}
@@ -237,14 +238,14 @@ def test_quick_mode_where_there_are_no_committed_results(monkeypatch, tmp_path):
     default to the quick run, and FULL=1 asks for the full plan."""
     for name in ("SMOKE_TEST", "FULL", "RETRAIN"):
         monkeypatch.delenv(name, raising=False)
-    assert (helpers.CHECKPOINT_DIR / "runs").is_dir() and not helpers.smoke_test()  # the reference
-    assert not helpers.retrain()  # loads the committed results
+    assert (helpers.CHECKPOINT_DIR / "runs").is_dir() and not helpers.quick_run()  # the reference
+    assert not helpers.should_recompute()  # loads the committed results
     monkeypatch.setenv("RETRAIN", "1")
-    assert helpers.retrain() and not helpers.smoke_test()
+    assert helpers.should_recompute() and not helpers.quick_run()
     monkeypatch.delenv("RETRAIN")
     monkeypatch.setattr(helpers, "CHECKPOINT_DIR", tmp_path / "checkpoints")  # no committed results
-    assert helpers.smoke_test() and helpers.retrain()
+    assert helpers.quick_run() and helpers.should_recompute()
     monkeypatch.setenv("FULL", "1")
-    assert not helpers.smoke_test() and helpers.retrain()  # the full plan, recomputed: there is nothing to load
+    assert not helpers.quick_run() and helpers.should_recompute()  # the full plan, recomputed: there is nothing to load
     monkeypatch.setenv("SMOKE_TEST", "1")
-    assert helpers.smoke_test()
+    assert helpers.quick_run()

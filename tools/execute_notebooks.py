@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     import helpers
 
-    timeout = None if helpers.retrain() else 7200  # a recompute cell may run for hours
+    timeout = None if helpers.should_recompute() else 7200  # a recompute cell may run for hours
     for path in paths:
         print(f"{path}: {execute_notebook(path, timeout):.0f} s", flush=True)
     return 0

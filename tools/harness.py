@@ -155,13 +155,13 @@ def attention(module, call, args, torch, dtype):
 
 
 def bptt_backward(module, call, args, torch):
-    """The submission's `_RecurrentBPTT.backward` on the grader's forward pass: `ctx` holds the per-step caches
+    """The submission's `RecurrentBPTT.backward` on the grader's forward pass: `ctx` holds the per-step caches
     and previous states the grader computed (the cache convention is in `update`'s docstring)."""
     caches, h_prev, w_hh, keep, grad_h = args
     cell = resolve(module, call["cell"])
     ctx = types.SimpleNamespace(cell=cell, caches=[c if isinstance(c, torch.Tensor) else tuple(c) for c in caches],
                                 h_prev=list(h_prev), saved_tensors=(w_hh, keep.bool()), needs_input_grad=(False,) * 6)
-    backward = resolve(module, call.get("function", "_RecurrentBPTT.backward"))
+    backward = resolve(module, call.get("function", "RecurrentBPTT.backward"))
     return list(backward(ctx, grad_h))
 
 

@@ -282,7 +282,7 @@ def case_bptt(gen, ref, source=None):
             calls.append(_call(f"{name}.update_backward", dh_new, h.detach(), _detach(cache)))
             checks.append(functools.partial(_check_update_backward, f"{name}.update_backward (hidden {hidden})",
                                             want, kind))
-            # a whole sequence: _RecurrentBPTT.backward on the grader's forward pass, against autograd
+            # a whole sequence: RecurrentBPTT.backward on the grader's forward pass, against autograd
             calls.append(_sequence(gen, kind, name, update, d_in, hidden, blocks, checks))
     request = _helpers_request("bptt", calls)
 
@@ -320,7 +320,7 @@ def _sequence(gen, kind, name, update, d_in, hidden, blocks, checks) -> dict:
         h = torch.where(keep[:, t, None], h_new, h)
     grad_h = _rand(gen, B, hidden)
     want = torch.autograd.grad(h, [x_proj, w_hh, b_hh, h0], grad_h)
-    what = f"{name} sequence (hidden {hidden}, lengths 6, 3, 1, 0): _RecurrentBPTT.backward's"
+    what = f"{name} sequence (hidden {hidden}, lengths 6, 3, 1, 0): RecurrentBPTT.backward's"
 
     def check(got):
         got = _items(f"{what} result", got, 6)

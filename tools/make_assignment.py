@@ -47,7 +47,7 @@ submissions, its sandbox, its reports and the Gradescope autograder it packs), a
 that written answer (notebook 02 shows it inside the solution cell q3a_design)."""
 COURSE_RECORDS, COURSE_RESULTS = "checkpoints/runs", "course_results/runs"
 """The committed run records (curves, accuracies, search trials; JSON, no weights) are shipped to the release as
-course_results/runs/, where `helpers.course_results` finds them: the checkpoints stay behind, so every model a
+course_results/runs/, where `experiments.course_results` finds them: the checkpoints stay behind, so every model a
 student's notebook uses is one the student's code trained."""
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")

@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import experiments  # noqa: E402
 import helpers  # noqa: E402
 
 LABELS = {
@@ -28,7 +29,7 @@ LABELS = {
 
 
 def pct(values: list[float]) -> str:
-    mean, sd = helpers.mean_std(values)
+    mean, sd = experiments.mean_std(values)
     return f"{100 * mean:.1f} ± {100 * sd:.1f} %"
 
 
@@ -40,12 +41,12 @@ def markdown_table(results: dict) -> str:
             "| test acc, frozen GloVe | trainable − frozen, 95 % CI | val − test (trainable / frozen) |",
             "|---|---|---|---|---|---|---|---|"]
     for name in helpers.MODEL_NAMES:
-        trainable, frozen = (helpers.runs(results, f"{name}/{s}") for s in ("trainable", "frozen"))
+        trainable, frozen = (experiments.group_records(results, f"{name}/{s}") for s in ("trainable", "frozen"))
         if not trainable or not frozen:
             raise SystemExit(f"no records of {name} (trainable and frozen) yet: python tools/train_results.py")
         own = helpers.count_parameters(helpers.make_model(name, seed=None), embeddings=False)
-        c = helpers.compare(trainable, frozen)
-        gap = [helpers.mean_std([r["val_acc"] - r["test_acc"] for r in g])[0] * 100 for g in (trainable, frozen)]
+        c = experiments.paired_compare(trainable, frozen)
+        gap = [experiments.mean_std([r["val_acc"] - r["test_acc"] for r in g])[0] * 100 for g in (trainable, frozen)]
         rows.append(f"| {LABELS[name]} | {helpers.DEFAULT_CONFIGS[name]['hidden']} | "
                     f"{own:,} + {trainable[0]['parameters'] - own:,} | {len(trainable)} | **{pct([r['test_acc'] for r in trainable])}** | "
                     f"{pct([r['test_acc'] for r in frozen])} | {100 * c['diff']:+.1f} [{100 * c['lo']:+.1f}, "
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=helpers.CHECKPOINT_DIR, help="the folder with runs/")
     args = parser.parse_args(argv)
-    print(markdown_table(helpers.load_results(args.out)))
+    print(markdown_table(experiments.load_results(args.out)))
     return 0
 
 

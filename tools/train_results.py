@@ -8,9 +8,9 @@
 
 Each job is one seeded training run (or the TF-IDF anchor). Its record is written to
 <out>/runs/<key>.json as soon as it finishes (default out: checkpoints/), so an interrupted recompute
-resumes with the missing jobs (`--force` redoes them; a `--smoke` run also redoes the jobs whose record other code
-made, see `reusable`); seed 0 of each named model is saved as
-<out>/<name>.pt (trainable word vectors) or <out>/<name>_frozen.pt. `helpers.load_results(out)` reads
+resumes with the missing jobs, and a job whose recipe changed is due again (`--force` redoes them all; a `--smoke`
+run also redoes the jobs whose record other code made, see `reusable`); seed 0 of each named model is saved as
+<out>/<name>.pt (trainable word vectors) or <out>/<name>_frozen.pt. `experiments.load_results(out)` reads
 the records. Training uses one torch thread per worker: the same seed then gives the same numbers on
 the same machine (reductions split over threads round differently). Notebook 03's TPE search is not a
 job here: its objective is written in the notebook, which runs it with RETRAIN=1.
@@ -35,166 +35,21 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+import experiments  # noqa: E402
 import helpers  # noqa: E402
-
-SEEDS = (0, 1, 2, 3, 4)
-"""The seeds of every comparison the notebooks and the README state (paired: the same seed is the same
-initial weights and data order); seed 0 is the committed checkpoint."""
-SEEDS3 = (0, 1, 2)
-"""Seeds of the secondary measurements (recipe ablations, the tokenizer and size checks, the refit)."""
-
-COST = {"rnn": 5, "gru": 12, "sum": 1, "weighted": 1, "attn_sum": 4, "attn_weighted": 4}
-"""Relative cost of one epoch, to give each worker an even share (longest jobs first)."""
-
-RNN_ABLATION = {
-    "frozen GloVe, default W_hh": ({"finetune": False, "emb_dropout": 0.0, "hh_init": "default"}, {}),
-    "trainable, default W_hh": ({"hh_init": "default"}, {}),
-    "trainable, no embedding dropout": ({"emb_dropout": 0.0}, {}),
-    "trainable, lr 3e-3": ({}, {"lr": 3e-3}),
-}
-"""Notebook 03, section 4: the RNN recipe with one thing changed; the named RNN and its frozen twin
-(orthogonal W_hh) complete the table."""
-
-LAYOUT_VARIANTS = {"attn_sum": {"layout": "residual"}, "attn_weighted": {"layout": "exercise"}}
-"""Notebook 04, section 3: each attention model in its other layout (5 seeds with trainable vectors; 3 with frozen
-ones, the setting of the published solutions, whose attention model uses the exercise's layout)."""
-
-RECIPE_VARIANTS = {
-    "weighted-nodropout": ("weighted", {"emb_dropout": 0.0}, {}, SEEDS),
-    "weighted-decay": ("weighted", {}, {"emb_weight_decay": 1.0}, SEEDS),
-    "sum-batch128": ("sum", {}, {"batch_size": 128, "patience": 3}, SEEDS3),
-}
-"""Notebook 04, section 3: `weighted` without the embedding dropout, and with a decoupled weight decay of
-1.0 on Δ (AdamW shrinks Δ by lr · 1.0 = 0.1 % per step, back towards GloVe); `sum` with the batch size and
-patience of the other models (what its own recipe is compared with)."""
-
-WRITE_UP_SIZES = {"rnn": 86, "gru": 107}
-"""The write-up's TPE results, trained with each cell's full recipe (notebook 03, section 6), together with the
-size notebook 03's own search found (its record <out>/runs/search__<cell>.json) once it has run."""
-
-TOKENIZER_CHECK = ("gru", "attn_weighted")
-"""The models that measure the other input definition (notebook 03, section 0)."""
-
-VOCAB_CHECK = {"gru-vocab2": ("gru", {"min_count": 2})}
-"""Notebook 03, section 7: the GRU with a correction for every word seen twice (not five times) in training, the
-TF-IDF anchor's own threshold (min_df = 2): does the GRU trail TF-IDF for want of rare words?"""
-
-REFIT = ("gru", "attn_weighted")
-"""Models refit on train + validation for their seed's best epoch: measured and reported, not the default."""
-
-
-def job(key: str, name: str, notebook: int, seed: int = 0, finetune: bool = True, config: dict | None = None,
-        settings: dict | None = None, checkpoint: bool = False, tokenizer: str = helpers.TOKENIZER_VERSION,
-        refit_of: str | None = None) -> dict:
-    """One training run, with its complete config overrides, training settings and inputs spelled out.
-    `refit_of`: train on train + validation for the best epoch of that job's record instead."""
-    base_config, base_settings = helpers.recipe(name, finetune)
-    settings = {**base_settings, **(settings or {})}
-    return {"key": key, "kind": "run", "name": name, "seed": seed, "notebook": notebook, "checkpoint": checkpoint,
-            "finetune": finetune, "config": {**base_config, **(config or {})}, "settings": settings,
-            "tokenizer": tokenizer, "refit_of": refit_of, "cost": COST[name] * min(settings["epochs"], 15)}
-
-
-def searched_size(out: Path, cell: str) -> int | None:
-    """The hidden size notebook 03's search found for `cell` (its record in <out>/runs), if it has run."""
-    path = helpers.record_path(out, f"search/{cell}")
-    record = helpers.load_json(path, f"the {cell} search record", "rerun notebook 03") if path.exists() else {}
-    return record.get("best_size")  # None: not run yet (or a record from before the search stored it)
-
-
-def experiment_plan(smoke: bool = False, out: Path = helpers.CHECKPOINT_DIR) -> list[dict]:
-    """The jobs behind notebooks 03 and 04. `smoke`: seed 0 of each group only, one epoch each."""
-    jobs = []
-    settings = (("trainable", True), ("frozen", False))
-    for name in helpers.MODEL_NAMES:
-        notebook = 3 if name in ("rnn", "gru") else 4
-        for setting, finetune in settings:
-            jobs += [job(f"{name}/{setting}/seed{seed}", name, notebook, seed, finetune, checkpoint=seed == 0)
-                     for seed in SEEDS]
-            if name in ("rnn", "gru"):  # notebook 03's question: does 128 over-fit where 64 does not?
-                jobs += [job(f"{name}-64/{setting}/seed{seed}", name, 3, seed, finetune, {"hidden": 64})
-                         for seed in SEEDS]
-    for label, (config, settings_) in RNN_ABLATION.items():
-        jobs += [job(f"rnn-ablation/{label}/seed{seed}", "rnn", 3, seed, config.get("finetune", True), config,
-                     settings_) for seed in SEEDS3]
-    for name, config in LAYOUT_VARIANTS.items():
-        jobs += [job(f"{name}-variant/trainable/seed{seed}", name, 4, seed, config=config) for seed in SEEDS]
-        jobs += [job(f"{name}-variant/frozen/seed{seed}", name, 4, seed, False, config=config) for seed in SEEDS3]
-    for key, (name, config, settings_, seeds) in RECIPE_VARIANTS.items():
-        jobs += [job(f"{key}/trainable/seed{seed}", name, 4, seed, config=config, settings=settings_)
-                 for seed in seeds]
-    for cell, size in WRITE_UP_SIZES.items():
-        for hidden in sorted({size, searched_size(out, cell)} - {None, 64, 128}):
-            jobs += [job(f"{cell}-{hidden}/trainable/seed{seed}", cell, 3, seed, config={"hidden": hidden})
-                     for seed in SEEDS3]
-    other = [version for version in helpers.TOKENIZERS if version != helpers.TOKENIZER_VERSION]
-    for version in other:
-        for name in TOKENIZER_CHECK:
-            for setting, finetune in settings:
-                jobs += [job(f"tokens-{version}/{name}/{setting}/seed{seed}", name, 3, seed, finetune,
-                             tokenizer=version) for seed in SEEDS3]
-    for key, (name, config) in VOCAB_CHECK.items():
-        jobs += [job(f"{key}/trainable/seed{seed}", name, 3, seed, config=config) for seed in SEEDS3]
-    for name in REFIT:
-        notebook = 3 if name == "gru" else 4
-        jobs += [job(f"{name}-refit/trainable/seed{seed}", name, notebook, seed, refit_of=f"{name}/trainable/seed{seed}")
-                 for seed in SEEDS3]
-    jobs += [{"key": "tfidf", "kind": "tfidf", "notebook": 3, "cost": 20, "tokenizer": helpers.TOKENIZER_VERSION}]
-    jobs += [{"key": f"tokens-{v}/tfidf", "kind": "tfidf", "notebook": 3, "cost": 20, "tokenizer": v} for v in other]
-    if smoke:
-        jobs = [j for j in jobs if j.get("seed", 0) == 0]
-        for j in jobs:
-            if j["kind"] == "run":
-                j["settings"]["epochs"] = 1
-    return jobs
-
-
-TFIDF_C = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-"""The inverse regularisation strengths `tfidf_baseline` tries; validation accuracy picks one."""
-
-
-def tfidf_baseline(data: helpers.Imdb) -> dict:
-    """TF-IDF (1-2-grams) + logistic regression on the same first-`max_len`-token inputs: the non-neural
-    anchor the models are compared with. C is the value of TFIDF_C with the best validation accuracy;
-    test is scored once, for that C."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-
-    def as_text(split: helpers.Split) -> list[str]:
-        return [" ".join(helpers.token_words(row[:n])) for row, n in zip(split.ids.tolist(), split.lengths.tolist())]
-
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True,
-                                 token_pattern=r"\S+", lowercase=False)
-    x_train, x_val = vectorizer.fit_transform(as_text(data.train)), vectorizer.transform(as_text(data.val))
-    y_train, y_val = data.train.labels.numpy(), data.val.labels.numpy()
-    fitted = {c: LogisticRegression(C=c, max_iter=2000).fit(x_train, y_train) for c in TFIDF_C}
-    val_by_c = {c: clf.score(x_val, y_val) for c, clf in fitted.items()}
-    best = max(TFIDF_C, key=lambda c: (val_by_c[c], -c))  # ties go to the stronger regularisation
-    clf = fitted[best]
-    return {"C": best, "val_by_C": {str(c): v for c, v in val_by_c.items()}, "val_acc": val_by_c[best],
-            "test_acc": clf.score(vectorizer.transform(as_text(data.test)), data.test.labels.numpy()),
-            "tokenizer": data.tokenizer, "split": data.split}
-
-
-def train_and_validation(data: helpers.Imdb) -> helpers.Imdb:
-    """The refit's data: train = train + validation (validation is then no longer held out)."""
-    both = helpers.Split(data.train.texts + data.val.texts, torch.cat([data.train.labels, data.val.labels]),
-                         torch.cat([data.train.ids, data.val.ids]), torch.cat([data.train.lengths, data.val.lengths]),
-                         torch.cat([data.train.ratings, data.val.ratings]))
-    return dataclasses.replace(data, train=both)
-
 
 def run_job(job: dict, data: helpers.Imdb, out: Path) -> tuple[dict, helpers.SentimentModel | None]:
     """Run one job; returns (record, trained model or None). One line per epoch, prefixed with the key."""
     if job["kind"] == "tfidf":
-        return tfidf_baseline(data), None
+        return experiments.tfidf_baseline(data), None
     settings = dict(job["settings"])
     if job["refit_of"]:
-        parent = helpers.record_path(out, job["refit_of"])
+        parent = experiments.record_path(out, job["refit_of"])
         if not parent.exists():
             raise RuntimeError(f"{job['key']} refits {job['refit_of']}, which has no record in {out}: run it first")
         best = helpers.load_json(parent, "the refit's parent record", "rerun tools/train_results.py")["best_epoch"]
-        data, settings = train_and_validation(data), {**settings, "epochs": best, "patience": None}
+        data = dataclasses.replace(data, train=data.train.concat(data.val))  # validation is no longer held out
+        settings = {**settings, "epochs": best, "patience": None}
     model, history = helpers.train_model(
         job["name"], data, seed=job["seed"], config=job["config"], progress=False, verbose=False,
         callback=lambda epoch, h: print(f"{job['key']} | {h.line(epoch)}", flush=True), **settings)
@@ -209,10 +64,10 @@ UNIMPLEMENTED = 3
 
 
 def code_fingerprint() -> str:
-    """What trained a record: a digest of helpers.py (the models, the data, the training loop) and of this file
-    (the plan). A quick run (`--smoke`) reuses a record only when it was made by the same code."""
+    """What trained a record: a digest of helpers.py (the models, the data, the training loop), experiments.py (the
+    plan) and this file (the workers). A quick run (`--smoke`) reuses a record only when it was made by the same code."""
     digest = hashlib.sha256()
-    for path in (Path(helpers.__file__), Path(__file__)):
+    for path in (Path(helpers.__file__), Path(experiments.__file__), Path(__file__)):
         digest.update(path.resolve().read_bytes())
     return digest.hexdigest()[:16]
 
@@ -222,26 +77,33 @@ def _as_recorded(job: dict) -> dict:
 
 
 def reusable(job: dict, out: Path, smoke: bool) -> bool:
-    """Whether `job`'s record in `out` stands: any record in a full run (a rerun continues with the missing jobs);
-    in a quick run, only one made by the same code for the same job (`code_fingerprint`), so that a quick run after
-    an edit of helpers.py trains the edited code again."""
-    path = helpers.record_path(out, job["key"])
+    """Whether `job`'s record in `out` stands: one made for the same job (the same model and complete config, as
+    DEFAULT_CONFIGS and the job's overrides give it, the same settings, seed and inputs; a change of a recipe or of
+    DEFAULT_CONFIGS makes the jobs it touches due again, and a rerun continues with the missing ones); in a quick run, also made by the same code (`code_fingerprint`), so that a quick run
+    after an edit of helpers.py trains the edited code again."""
+    path = experiments.record_path(out, job["key"])
     if not path.exists():
         return False
-    if not smoke:
-        return True
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return record.get("code") == code_fingerprint() and record.get("job") == _as_recorded(job)
+    recorded, wanted = dict(record.get("job") or {}), _as_recorded(job)
+    if job["kind"] == "run":  # the model it trained, whether the plan spells a setting out or takes the default
+        recorded.pop("config", None)
+        made = helpers.full_config(job["name"], record.get("config"), named=False)
+        if made != helpers.full_config(job["name"], wanted.pop("config")):
+            return False
+    if recorded != wanted:
+        return False
+    return not smoke or record.get("code") == code_fingerprint()
 
 
 def worker(keys: list[str], out: Path, smoke: bool) -> None:
     torch.set_num_threads(1)
     code = code_fingerprint()
     datasets: dict[str, helpers.Imdb] = {}
-    jobs = {j["key"]: j for j in experiment_plan(smoke, out)}
+    jobs = {j["key"]: j for j in experiments.experiment_plan(smoke, out)}
     for key in keys:
         start = time.perf_counter()
         version = jobs[key]["tokenizer"]
@@ -258,7 +120,7 @@ def worker(keys: list[str], out: Path, smoke: bool) -> None:
         record["code"] = code
         record["wall_seconds"] = time.perf_counter() - start
         record["created"] = time.strftime("%Y-%m-%d")
-        helpers.save_json(record, helpers.record_path(out, key))
+        helpers.save_json(record, experiments.record_path(out, key))
         summary = {k: round(record[k], 4) for k in ("val_acc", "test_acc") if record.get(k) is not None}
         print(f"done {key} {json.dumps(summary)} in {record['wall_seconds']:.0f} s", flush=True)
 
@@ -303,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker_keys is not None:
         worker(args.worker_keys, out, args.smoke)
         return 0
-    jobs = [j for j in experiment_plan(args.smoke, out) if (not args.only or any(s in j["key"] for s in args.only))
+    jobs = [j for j in experiments.experiment_plan(args.smoke, out) if (not args.only or any(s in j["key"] for s in args.only))
             and (args.notebook is None or j["notebook"] == args.notebook or j["kind"] == "tfidf")]
     done = {j["key"] for j in jobs if reusable(j, out, args.smoke)}
     if args.list:

@@ -1,0 +1,233 @@
+"""Figures and display for the notebooks: `show_source` (the real code that trains, shown where it is taught), the
+one-review explanations and their figures, learning curves, attention heatmaps, the sub-score figures and the model
+comparison. Imports `helpers`; `helpers` never imports this module.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from torch import nn
+
+import helpers
+
+
+def show_source(*objects):
+    """The real source of functions / classes / methods from this module, syntax-highlighted in a
+    notebook (so the lesson shows the code that runs, never a copy)."""
+    import inspect
+
+    from IPython.display import Code
+
+    return Code("\n\n".join(inspect.getsource(obj) for obj in objects), language="python")
+
+
+def try_review(model: nn.Module, text: str) -> None:
+    """Classify one review, draw what the model did with it (`show_explanation`) and print one line with the verdict;
+    bad input (empty, only spaces, not text) prints the reason instead of raising.
+    Shown in notebook 04, section 8 (behind its text-box explorer)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        fig, info = show_explanation(model, text)
+    except ValueError as exc:
+        print(f"cannot classify this review: {exc}")
+        return
+    plt.show()
+    verdict = "positive" if info["prob"] > 0.5 else "negative"
+    unknown = len(info["known"]) - sum(info["known"])
+    print(f"{model.info.name}: P(positive) = {info['prob']:.3f} -> {verdict}"
+          f" | {len(info['tokens'])} tokens read" + (f", {unknown} of them unknown to GloVe (<unk>)" if unknown else ""))
+
+
+def plot_history(histories: dict, reference: dict | None = None, title: str = "Learning curves",
+                 overlay: bool = False, reference_label: str = "reference"):
+    """Loss and accuracy per epoch of one or more runs ({label: History or its dict}), train dashed (measured
+    in eval mode at the epoch's end, as validation), validation solid. `overlay=True`: two panels, one colour
+    per run (to compare runs); otherwise one column per run with its best epoch marked and `reference` runs
+    ({label: history}) in grey."""
+    def as_dict(h):
+        return h if h is None or isinstance(h, dict) else h.as_dict()
+
+    histories = {k: as_dict(h) for k, h in histories.items()}
+    if overlay:
+        return _plot_overlay(histories, title)
+    return _plot_columns(histories, {k: as_dict(h) for k, h in (reference or {}).items()}, title, reference_label)
+
+
+def _plot_overlay(histories: dict, title: str):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, h) in enumerate(histories.items()):
+        epochs, color = range(1, len(h["val_acc"]) + 1), colors[i % len(colors)]
+        for ax, key in zip(axes, ("loss", "acc")):
+            ax.plot(epochs, h[f"train_{key}"], "--", color=color, label=f"{label} train (eval mode)")
+            ax.plot(epochs, h[f"val_{key}"], "-o", color=color, markersize=3, label=f"{label} validation")
+    for ax, name in zip(axes, ("BCE loss", "accuracy")):
+        ax.set(xlabel="epoch", ylabel=name, title=name)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    handles, names = axes[1].get_legend_handles_labels()  # below the panels: no curve hidden
+    fig.legend(handles, names, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.045 * math.ceil(len(names) / 4) + 0.02, 1, 1))
+    return fig
+
+
+def _plot_columns(histories: dict, reference: dict, title: str, reference_label: str):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(histories), figsize=(4.0 * len(histories), 6.2), sharey="row", squeeze=False)
+    for col, (label, h) in enumerate(histories.items()):
+        ref, best = reference.get(label), int(np.argmax(h["val_acc"])) + 1
+        for row, key in enumerate(("loss", "acc")):
+            ax = axes[row, col]
+            if ref is not None:
+                epochs = range(1, len(ref["val_acc"]) + 1)
+                ax.plot(epochs, ref[f"train_{key}"], "--", color="grey", lw=1, label=f"{reference_label} train")
+                ax.plot(epochs, ref[f"val_{key}"], "-", color="grey", lw=1, label=f"{reference_label} validation")
+            epochs = range(1, len(h["val_acc"]) + 1)
+            ax.plot(epochs, h[f"train_{key}"], "--", color="tab:blue", label="train (eval mode)")
+            ax.plot(epochs, h[f"val_{key}"], "-o", color="tab:orange", markersize=3, label="validation")
+            ax.axvline(best, color="black", ls=":", lw=1, label="best epoch (kept)")
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+        axes[0, col].set_title(f"{label}\nbest val acc {h['val_acc'][best - 1]:.3f} at epoch {best}", fontsize=10)
+    axes[0, 0].set_ylabel("BCE loss")
+    axes[1, 0].set_ylabel("accuracy")
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def show_explanation(model: nn.Module, text: str, title: str | None = None):
+    """Draw what `explain` finds for one review: for token-score models the sub-scores, weights and
+    attention (as `show_reviews`), for an RNN / GRU the running P(positive) after each token.
+    Returns the figure and the explanation."""
+    import matplotlib.pyplot as plt
+
+    if isinstance(model, helpers.TokenScoreClassifier):
+        fig, (info,) = show_reviews(model, [text])
+    else:
+        info = helpers.explain(model, text)
+        x = np.arange(len(info["tokens"]))
+        fig, ax = plt.subplots(figsize=(max(7.0, 0.45 * len(x) + 2), 3.4))
+        ax.plot(x, info["prefix_probs"], "-o")
+        ax.axhline(0.5, color="grey", lw=0.8)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("P(positive) so far")
+        ax.set_xticks(x, info["tokens"], rotation=60, ha="right")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+    fig.axes[0].set_title(title or f"{model.info.name}: P(positive) = {info['prob']:.3f}", fontsize=10)
+    return fig, info
+
+
+def show_attention(attention: np.ndarray, tokens: Sequence[str], ax=None, title: str = "self-attention",
+                   vmax: float | None = None):
+    """Seaborn heatmap of an attention matrix (row i = query, column j = key); keys a query may not see
+    (padding, outside the window) are blank; values are printed for up to 16 tokens."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    n = len(tokens)
+    if ax is None:
+        size = max(4.0, 0.42 * n + 1.5)
+        _, ax = plt.subplots(figsize=(size + 1, size))
+    sns.heatmap(attention, mask=attention <= 0, xticklabels=tokens, yticklabels=tokens, cmap="viridis",
+                vmin=0, vmax=vmax or max(float(attention.max()), 1e-6), square=True, ax=ax,
+                annot=n <= 16, fmt=".2f", annot_kws={"fontsize": 6.5},
+                cbar_kws={"label": "attention weight", "shrink": 0.8})
+    ax.set_facecolor("#eeeeee")
+    ax.set_xlabel("attended-to word (key $j$)")
+    ax.set_ylabel("word (query $i$)")
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(axis="x", rotation=90)
+    ax.tick_params(axis="y", rotation=0)
+    return ax
+
+
+def show_reviews(model: nn.Module, texts: Sequence[str]):
+    """One column per review: a token-score model's sub-scores, weights and attention; returns (fig, infos)."""
+    import matplotlib.pyplot as plt
+
+    infos = [helpers.explain(model, text) for text in texts]
+    if infos[0]["scores"] is None:
+        raise ValueError("show_reviews draws token-score models; use `show_explanation` for an RNN / GRU")
+    name = model.info.name
+    has_w, has_a = infos[0]["weights"] is not None, infos[0]["attention"] is not None
+    longest = max(len(info["tokens"]) for info in infos)
+    heights = [2.6] + [2.0] * has_w + [max(3.0, 0.42 * longest + 1.2)] * has_a
+    widths = [max(len(info["tokens"]), 4) for info in infos]
+    fig, axes = plt.subplots(len(heights), len(texts), squeeze=False,
+                             figsize=(max(8.0, 0.5 * sum(widths) + 2.5 * len(texts)), sum(heights) + 1.2),
+                             gridspec_kw={"height_ratios": heights, "width_ratios": widths})
+    limit = 1.1 * max(float(np.abs(info["scores"]).max()) for info in infos)
+    wmax = 1.15 * max(float(info["weights"].max()) for info in infos) if has_w else None
+    amax = max(float(info["attention"].max()) for info in infos) if has_a else None  # one colour scale
+    for col, info in enumerate(infos):
+        tokens, x = info["tokens"], np.arange(len(info["tokens"]))
+        ax = axes[0, col]
+        scores = info["scores"]
+        ax.bar(x, scores, color=np.where(scores >= 0, "tab:green", "tab:red"))
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_ylim(-limit, limit)
+        ax.set_ylabel("sub-score $s_i$")
+        ax.set_title(f"{name}: P(positive) = {info['prob']:.3f}  (logit {info['logit']:+.2f})", fontsize=10)
+        ax.set_xticks(x, tokens, rotation=55, ha="right")
+        if has_w:
+            ax = axes[1, col]
+            ax.bar(x, info["weights"], color="tab:blue")
+            ax.set_ylim(0, wmax)
+            ax.set_ylabel("weight $w_i$")
+            ax.set_xticks(x, tokens, rotation=55, ha="right")
+        if has_a:
+            show_attention(info["attention"], tokens, axes[-1, col], "attention $A_{ij}$ (each row sums to 1)",
+                           vmax=amax)
+    fig.tight_layout()
+    return fig, infos
+
+
+def plot_model_comparison(table, anchor: float | None = None, title: str = "Model comparison on the IMDB test set"):
+    """Test accuracy per row of a `results_table`: bars from 0.5 (chance on the balanced test set)
+    to the mean over seeds, whiskers the t-based 95 % interval of that mean; `anchor` (an accuracy, e.g. the
+    TF-IDF anchor) a dashed line named in the legend. Beside it, trainable parameters (log scale). One colour
+    per row."""
+    import matplotlib.pyplot as plt
+    from scipy import stats
+
+    baseline = 0.5
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1.6, 1]})
+    x = np.arange(len(table))
+    cmap = plt.get_cmap("tab10" if len(table) <= 10 else "tab20")
+    color = [cmap(i) for i in range(len(table))]
+    mean, std = table["test mean"].to_numpy(dtype=float), table["test std"].to_numpy(dtype=float)
+    n = table["seeds"].to_numpy(dtype=int)
+    half = np.array([stats.t.ppf(0.975, k - 1) * s / math.sqrt(k) if k > 1 else 0.0 for k, s in zip(n, std)])
+    bars = axes[0].bar(x, mean - baseline, bottom=baseline, yerr=half, capsize=4, color=color)
+    axes[0].bar_label(bars, [f"{m:.3f}" for m in mean], fontsize=8, label_type="center", color="white",
+                      fontweight="bold")  # inside the bar: clear of the whiskers and the anchor line
+    if anchor is not None:
+        axes[0].axhline(anchor, color="black", ls="--", lw=1, label=f"TF-IDF + LR anchor: {anchor:.3f}")
+        axes[0].legend(loc="lower right", fontsize=8)
+    axes[0].set_ylim(baseline, min(1.0, max((mean + half).max(), anchor or 0) + 0.04))
+    axes[0].set(ylabel=f"test accuracy (axis from {baseline:g} = chance)",
+                title=f"test accuracy: mean of {'/'.join(map(str, sorted(set(n))))} seeds, 95 % interval of the mean")
+    params = table["parameters"].to_numpy(dtype=float)
+    bars = axes[1].bar(x, params, color=color)
+    axes[1].bar_label(bars, [f"{p:,.0f}" for p in params], fontsize=8, padding=2)
+    axes[1].set_yscale("log")
+    axes[1].set_ylim(top=params.max() * 4)
+    axes[1].set(ylabel="parameters (log scale)", title="trainable parameters (word-vector corrections included)")
+    for ax in axes:
+        ax.set_xticks(x, table.index, rotation=40 if len(table) > 8 else 30, ha="right")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
