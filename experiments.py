@@ -450,6 +450,10 @@ def experiment_plan(smoke: bool = False, out: Path = helpers.CHECKPOINT_DIR) -> 
     for name, config in LAYOUT_VARIANTS.items():
         jobs += [job(f"{name}-variant/trainable/seed{seed}", name, 4, seed, config=config) for seed in SEEDS]
         jobs += [job(f"{name}-variant/frozen/seed{seed}", name, 4, seed, False, config=config) for seed in SEEDS3]
+    for name, variants in ATTN_ABLATION.items():
+        for label, (config, settings_) in variants.items():
+            jobs += [job(f"ablation/{name}/{label}/frozen/seed{seed}", name, 4, seed, False, config, settings_)
+                     for seed in SEEDS3]
     for key, (name, config, settings_, seeds) in RECIPE_VARIANTS.items():
         jobs += [job(f"{key}/trainable/seed{seed}", name, 4, seed, config=config, settings=settings_)
                  for seed in seeds]

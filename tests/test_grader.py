@@ -95,6 +95,8 @@ def test_the_rnn_bypass_may_be_none_zero_or_zeros(tmp_path, bypass):
 
 @pytest.mark.parametrize("question, old, new, message", [
     ("attention", "/ math.sqrt(x.shape[-1])", "", "attention weights of the real queries"),
+    ("attention", "scores = (q @ k.transpose(1, 2) + rel)", "scores = (q @ k.transpose(1, 2))",
+     "relative positions (the term R)"),  # the relative term left out: only the relative case fails
     ("attention", "allowed = mask[:, None, :] & mask[:, :, None]", "allowed = mask[:, :, None].expand(-1, -1, T)",
      "attention weights of the real queries"),  # padding keys attended
     ("bptt", "return d_pre, d_pre, 0.0", "return d_pre, d_pre, torch.ones_like(h)", "bypasses gh"),

@@ -269,9 +269,10 @@ def test_the_plan_has_one_checkpoint_per_named_model_and_a_smoke_version(train_r
             "rnn-ablation/frozen GloVe, default W_hh/seed0", "weighted-decay/trainable/seed4", "sum-batch128/trainable/seed2",
             "gru-107/trainable/seed2", "rnn-86/trainable/seed0", "tokens-glove6b-v1/attn_weighted/frozen/seed2",
             "gru-vocab2/trainable/seed1", "attn_weighted-refit/trainable/seed2", "tfidf", "tokens-glove6b-v1/tfidf",
-            } <= set(keys)
+            "ablation/attn_sum/published, sum/frozen/seed2", "ablation/attn_weighted/published, residual layout/frozen/seed0",
+            "ablation/attn_sum/earlier design, our recipe/frozen/seed1"} <= set(keys)
     families = {"named": 6 * 2 * 5, "64 units": 2 * 2 * 5, "rnn ablation": 4 * 3, "layouts": 2 * (5 + 3),
-                "recipe variants": 5 + 5 + 3, "tokenizer": 2 * 2 * 3 + 1,
+                "attention ablation": 2 * 6 * 3, "recipe variants": 5 + 5 + 3, "tokenizer": 2 * 2 * 3 + 1,
                 "vocabulary": 3, "refit": 2 * 3, "tfidf": 1}
     searched = [k for k in keys if k.split("/")[0] in ("rnn-86", "gru-107") or
                 (k.split("/")[0].split("-")[0] in ("rnn", "gru") and k.split("/")[0].split("-")[-1].isdigit()
@@ -507,7 +508,8 @@ def test_committed_records_cover_the_plan(train_results_tool):
                 settings = {**settings, "epochs": runs[job["refit_of"]]["best_epoch"], "patience": None}
                 assert record["val_acc"] is None and record["n_train"] == runs[job["refit_of"]]["n_train"] + 5000
             assert record["seed"] == job["seed"] and record["settings"] == settings
-            assert record["config"] == {**helpers.DEFAULT_CONFIGS[job["name"]], **job["config"]}
+            assert helpers.full_config(job["name"], record["config"], named=False) == helpers.full_config(
+                job["name"], job["config"]), job["key"]  # the same model, whether a default is spelt out or not
             assert (record["tokenizer"], record["split"]) == (job["tokenizer"], helpers.SPLIT_VERSION)
             if not job["refit_of"] and job["settings"]["patience"] is not None:  # patience, not a cap, ended it
                 assert record["epochs_run"] < job["settings"]["epochs"], job["key"]

@@ -145,12 +145,15 @@ def run_call(call: dict, module, torch):
 
 def attention(module, call, args, torch, dtype):
     """A SelfAttention of the submission's class with the grader's weights, applied to (x, mask)."""
+    extra = {"relative": True} if call.get("relative") else {}
     layer = module.SelfAttention(call["dim"], window=call["window"], residual=call["residual"],
-                                 positions=call["positions"]).to(dtype)
+                                 positions=call["positions"], **extra).to(dtype)
     x, mask, weights = args
     for name in ("q", "k", "v"):
         getattr(layer, name).weight.copy_(weights[name + "_weight"])
         getattr(layer, name).bias.copy_(weights[name + "_bias"])
+    if extra:
+        layer.relative.code.copy_(weights["relative_code"])
     return layer(x, mask.bool())
 
 

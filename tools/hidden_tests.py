@@ -370,37 +370,47 @@ def case_pooling(gen, ref, source=None):
     return _helpers_request("pooling", calls), check
 
 
-def _attention_reference(ref, dim, window, residual, weights, x, mask):
-    """Weights A and output of the restricted attention, by explicit loops over the real queries."""
-    layer = ref.SelfAttention(dim, window=window, residual=residual).double()
+def _attention_reference(ref, dim, window, residual, weights, x, mask, relative=False):
+    """Weights A and output of the restricted attention, by explicit loops over the real queries and their keys
+    (with `relative`, the learned code r_{j-i} added to each neighbour's key and value input)."""
+    layer = ref.SelfAttention(dim, window=window, residual=residual, positions=not relative,
+                              relative=relative).double()
     with torch.no_grad():
         for name in ("q", "k", "v"):
             getattr(layer, name).weight.copy_(weights[f"{name}_weight"])
             getattr(layer, name).bias.copy_(weights[f"{name}_bias"])
-        xp = layer.positions(x)
-        scores = layer.q(xp) @ layer.k(xp).transpose(1, 2) / math.sqrt(dim)
-        attn = torch.zeros_like(scores)
+        xp = x if relative else layer.positions(x)
         T = x.shape[1]
+        code = weights["relative_code"] if relative else None
+        attn, av = torch.zeros(x.shape[0], T, T, dtype=x.dtype), torch.zeros_like(x)
         for b in range(x.shape[0]):
-            for q in range(T):
-                keys = mask[b] & ((torch.arange(T) - q).abs() <= (window if window is not None else T))
-                if mask[b, q] and keys.any():
-                    attn[b, q, keys] = torch.softmax(scores[b, q, keys], dim=0)
-        av = attn @ layer.v(x)
+            for i in range(T):
+                keys = [j for j in range(T) if mask[b, j] and abs(j - i) <= (window if window is not None else T)]
+                if not mask[b, i] or not keys:
+                    continue
+                shift = [code[j - i + window] if relative else 0.0 for j in keys]
+                scores = torch.stack([layer.q(xp[b, i]) @ layer.k(xp[b, j] + r) for j, r in zip(keys, shift)])
+                a = torch.softmax(scores / math.sqrt(dim), dim=0)
+                attn[b, i, keys] = a
+                av[b, i] = sum(a_j * layer.v(x[b, j] + r) for a_j, j, r in zip(a, keys, shift))
     return attn, (x + av if residual else av)
 
 
 def case_attention(gen, ref, source=None):
     mask = torch.arange(7)[None] < torch.tensor([7, 4, 1, 0])[:, None]
     calls, wants = [], []
-    for dim, window, residual in ((4, 2, True), (6, None, False), (3, 0, True), (5, 1, False)):
+    for dim, window, residual, relative in ((4, 2, True, False), (6, None, False, False), (3, 0, True, False),
+                                            (5, 1, False, False), (4, 2, False, True)):
         weights = {f"{n}_{p}": _rand(gen, *((dim, dim) if p == "weight" else (dim,)), scale=0.7)
                    for n in "qkv" for p in ("weight", "bias")}
+        if relative:
+            weights["relative_code"] = _rand(gen, 2 * window + 1, dim, scale=0.7)
         x = _rand(gen, 4, 7, dim)
-        calls.append({"op": "attention", "dim": dim, "window": window, "residual": residual, "positions": True,
-                      "dtype": "float64", "args": [x, mask, weights]})
-        wants.append((f"dim {dim}, window {window}, residual={residual}",
-                      *_attention_reference(ref, dim, window, residual, weights, x, mask)))
+        calls.append({"op": "attention", "dim": dim, "window": window, "residual": residual, "positions": not relative,
+                      "relative": relative, "dtype": "float64", "args": [x, mask, weights]})
+        wants.append((f"dim {dim}, window {window}, residual={residual}"
+                      + (", relative positions (the term R)" if relative else ""),
+                      *_attention_reference(ref, dim, window, residual, weights, x, mask, relative)))
 
     def check(values):
         for (what, attn, out), got in zip(wants, _items("SelfAttention", values, len(wants))):
