@@ -1113,17 +1113,17 @@ DEFAULT_CONFIGS = {
     "sum": {"weighted": False, "attention": False, "hidden": 64, "finetune": True, "emb_dropout": 0.3},
     "weighted": {"weighted": True, "attention": False, "hidden": 64, "finetune": True, "emb_dropout": 0.3},
     "attn_sum": {"weighted": False, "attention": True, "hidden": 64, "window": 5, "layout": "exercise",
-                 "finetune": True, "emb_dropout": 0.3},
-    "attn_weighted": {"weighted": True, "attention": True, "hidden": 64, "window": 5, "layout": "residual",
-                      "finetune": True, "emb_dropout": 0.3},
+                 "positions": "relative", "head_layers": 1, "mean": True, "finetune": True, "emb_dropout": 0.3},
+    "attn_weighted": {"weighted": True, "attention": True, "hidden": 64, "window": 5, "layout": "exercise",
+                      "positions": "relative", "head_layers": 1, "finetune": True, "emb_dropout": 0.3},
 }
 """Architecture of each named model: trainable word vectors (the rows of words seen >= 5 times in
 the training split) with dropout 0.3 on the embeddings; RNN / GRU with 128 units (the top of the
-write-up's range; notebook 03's search checks the sizes in between); attention over ±5 neighbours
-in the layout that won on the validation split (notebook 04, section 3): for attn_sum the exercise's
-(token layer -> attention in its 64-d space -> output layer), for attn_weighted the residual one
-(attention on the word vectors, x + AV -> token MLP). `make_model("gru", hidden=107)` or
-`make_model("attn_weighted", layout="exercise")` build variants."""
+write-up's range; notebook 03's search checks the sizes in between); both attention models in the design the
+frozen-vector ablation chose on the validation split (notebook 04, section 3): the exercise's layout (token layer
+-> attention over ±5 neighbours in its 64-d space -> a 64 -> 64 -> output network), a learned code per offset
+(relative positions) instead of the sinusoidal code of absolute positions, and for attn_sum the mean sub-score.
+`make_model("gru", hidden=107)` or `make_model("attn_weighted", layout="residual")` build variants."""
 
 
 def check_name(name: str) -> str:
