@@ -978,6 +978,11 @@ class RelativePositions(nn.Module):
         return per_offset @ (self.code @ value.weight.T)
 
 
+RELATIVE_CLIP = 5
+"""With full attention (window=None), relative positions learn a code for each offset in ±5 and share the code of ±5
+beyond (the clipping of Shaw et al. 2018)."""
+
+
 class SelfAttention(nn.Module):
     """Single-head scaled dot-product self-attention with learned Q/K/V, restricted to a window:
 
@@ -998,14 +1003,13 @@ class SelfAttention(nn.Module):
         super().__init__()
         if window is not None and window < 0:
             raise ValueError(f"window must be None or >= 0, got {window}")
-        if relative and window is None:
-            raise ValueError("relative positions need a window (window=k learns a code for each offset in ±k)")
         self.window, self.residual = window, residual
         self.q = nn.Linear(dim, dim)
         self.k = nn.Linear(dim, dim)
         self.v = nn.Linear(dim, dim)
         self.positions = PositionCode(dim) if positions else None
-        self.relative = RelativePositions(dim, window) if relative else None
+        # a code per offset in the window (full attention: offsets beyond ±RELATIVE_CLIP share the code of ±that)
+        self.relative = RelativePositions(dim, RELATIVE_CLIP if window is None else window) if relative else None
 
     @exercise("SelfAttention.forward (scores, the padding and window mask, softmax)", "notebook 04, section 1")
     def forward(self, x: torch.Tensor, mask: torch.Tensor):

@@ -225,15 +225,16 @@ def test_exercise_layout_attends_in_the_hidden_space_without_residual():
     model = helpers.make_model("attn_sum", seed=0).eval()
     assert model.info.config["layout"] == "exercise"
     x, z = _attention_input(model, ids, lengths)
-    with torch.no_grad():  # the attention reads the token layer u = ReLU(W (x + p) + b), not the word vectors
-        u = model.token(model.positions(model.embed(ids)))
+    with torch.no_grad():  # the attention reads the token layer u = ReLU(W x + b), not the word vectors
+        assert model.positions is None and model.attention.relative is not None  # positions: a code per offset
+        u = model.token(model.embed(ids))
         torch.testing.assert_close(x, u)
         assert (x >= 0).all() and x.shape[-1] == model.info.config["hidden"]
         model.attention.v.weight.zero_()
         model.attention.v.bias.zero_()
         assert (_attention_input(model, ids, lengths)[1] == 0).all()  # no residual: z = A V = 0 when V = 0
 
-    variant = helpers.make_model("attn_weighted", seed=0).eval()  # the residual layout won for attn_weighted
+    variant = helpers.make_model("attn_weighted", seed=0, layout="residual").eval()  # the residual variant
     assert variant.info.config["layout"] == "residual"
     x, _ = _attention_input(variant, ids, lengths)
     with torch.no_grad():
@@ -272,7 +273,8 @@ def test_model_info_is_the_one_record_of_what_a_model_is():
 
 def test_full_config_says_when_two_configs_build_the_same_model():
     # spelling a default out, or the constructor's own default, is the same model
-    assert helpers.full_config("attn_sum", {"mean": False}) == helpers.full_config("attn_sum")
+    assert helpers.full_config("attn_sum", {"mean": True}) == helpers.full_config("attn_sum")
+    assert helpers.full_config("weighted", {"mean": False}) == helpers.full_config("weighted")
     assert helpers.full_config("gru", {"hh_init": "default"}) == helpers.full_config("gru")
     assert helpers.full_config("gru", {"hidden": 64}) != helpers.full_config("gru")
     # a record keeps the merged config it was built with: read without merging today's DEFAULT_CONFIGS again

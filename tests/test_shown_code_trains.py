@@ -58,37 +58,47 @@ def reference_recurrent_loss(name: str) -> float:
         return summed_bce(model.out(last).squeeze(-1), labels)
 
 
-def reference_attention(att, x, mask):
-    """softmax(Q Kᵀ / √d) V over the allowed keys (real tokens within the window), residual if asked."""
+def reference_attention(att, x, mask, window="layer"):
+    """softmax(Q Kᵀ / √d) V over the allowed keys (real tokens within the window), residual if asked; with relative
+    positions each neighbour's key and value input is x_j + r_{j−i}, built out as a (B, T, T, d) tensor."""
     T, d = x.shape[1], x.shape[2]
     xp = x + helpers.sinusoidal_positions(T, d) if att.positions is not None else x
-    scores = att.q(xp) @ att.k(xp).transpose(1, 2) / math.sqrt(d)
     i, j = torch.meshgrid(torch.arange(T), torch.arange(T), indexing="ij")
-    allowed = mask[:, None, :] & ((i - j).abs() <= (att.window if att.window is not None else T))
+    if att.relative is not None:
+        k = att.relative.max_offset
+        code = att.relative.code[(j - i).clamp(-k, k) + k]  # (T, T, d)
+        neighbours = xp[:, None, :, :] + code  # the key / value input of key j for query i
+        scores = (att.q(xp)[:, :, None, :] * att.k(neighbours)).sum(-1) / math.sqrt(d)
+        values = att.v(x[:, None, :, :] + code)
+    else:
+        scores = att.q(xp) @ att.k(xp).transpose(1, 2) / math.sqrt(d)
+        values = att.v(x)[:, None, :, :].expand(-1, T, -1, -1)
+    window = att.window if window == "layer" else window
+    allowed = mask[:, None, :] & ((i - j).abs() <= (window if window is not None else T))
     weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0)
-    z = weights @ att.v(x)
+    z = (weights[..., None] * values).sum(2)
     return x + z if att.residual else z
 
 
-def reference_token_loss(name: str, **config) -> float:
+def reference_token_loss(name: str, attention_window="layer", **config) -> float:
     model = helpers.make_model(name, seed=0, **{**SMALL, **config})
     ids, lengths, labels = toy_batch()
     mask = torch.arange(ids.shape[1])[None, :] < lengths[:, None]
     with torch.no_grad():
         x = model.embed(ids)
         if model.head is not None:  # the exercise's layout: token layer, attention in its space, output layer
-            u = model.token(x + helpers.sinusoidal_positions(x.shape[1], x.shape[2]))
-            out = model.head(reference_attention(model.attention, u, mask))
+            u = model.token(x if model.positions is None else x + helpers.sinusoidal_positions(x.shape[1], x.shape[2]))
+            out = model.head(reference_attention(model.attention, u, mask, attention_window))
         else:
             if model.attention is not None:
-                x = reference_attention(model.attention, x, mask)
+                x = reference_attention(model.attention, x, mask, attention_window)
             out = model.mlp(x)
         s = torch.where(mask, out[..., 0], 0.0)
         if model.weighted:
             w = torch.softmax(out[..., 1].masked_fill(~mask, float("-inf")), dim=-1)
             logits = (w * s).sum(-1)
         else:
-            logits = s.sum(-1)
+            logits = s.sum(-1) / (mask.sum(-1).clamp(min=1) if model.mean else 1)  # attn_sum: the mean sub-score
     return summed_bce(logits, labels)
 
 
@@ -218,7 +228,7 @@ def test_the_shown_attention_is_what_trains(name, monkeypatch):
     wrong_loss, wrong_params = one_step(name, **config)
     assert wrong_loss != pytest.approx(loss, rel=1e-4)
     assert not torch.allclose(wrong_params, params)
-    assert wrong_loss == pytest.approx(reference_token_loss(name, window=None), rel=1e-5)  # it ran the variant
+    assert wrong_loss == pytest.approx(reference_token_loss(name, attention_window=None, **config), rel=1e-5)  # the variant ran
 
 
 @pytest.mark.parametrize("name", ["sum", "weighted", "attn_sum", "attn_weighted"])
@@ -228,7 +238,9 @@ def test_the_shown_pooling_is_what_trains(name, monkeypatch):
     model = helpers.make_model(name, seed=0, **SMALL)
     monkeypatch.setattr(helpers, "pool_token_scores", mean_pool)
     wrong_loss, wrong_params = one_step(name)
-    assert wrong_loss != pytest.approx(loss, rel=1e-4)
+    # at initialisation softmax(a) is close to uniform (attn_weighted: losses 2.873264 vs 2.873257), so the first loss
+    # differs only slightly; the step it takes differs clearly (the parameters below)
+    assert wrong_loss != pytest.approx(loss, rel=1e-6)
     assert not torch.allclose(wrong_params, params)
     info = helpers.explain(model, "a great film , not bad at all")  # explain and the figures read the same pooling
     assert info["weights"] == pytest.approx([1 / len(info["tokens"])] * len(info["tokens"]))
