@@ -168,8 +168,9 @@ def test_predict_and_explain_on_odd_input(name):
         if "weighted" in name:
             assert info["weights"].sum() == pytest.approx(1.0, abs=1e-5)
             assert info["logit"] == pytest.approx(float((info["weights"] * info["scores"]).sum()), abs=1e-5)
-        else:
-            assert info["logit"] == pytest.approx(float(info["scores"].sum()), abs=1e-5)
+        else:  # SUM, or its mean for attn_sum (`mean`)
+            pooled = info["scores"].mean() if model.mean else info["scores"].sum()
+            assert info["logit"] == pytest.approx(float(pooled), abs=1e-5)
     long = helpers.explain(model, "word " * 10_000)
     assert len(long["tokens"]) == 100
 
