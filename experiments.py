@@ -477,9 +477,9 @@ def experiment_plan(smoke: bool = False, out: Path = helpers.CHECKPOINT_DIR) -> 
         notebook = 3 if name == "gru" else 4
         jobs += [job(f"{name}-refit/trainable/seed{seed}", name, notebook, seed, refit_of=f"{name}/trainable/seed{seed}")
                  for seed in SEEDS3]
-    for name in FROZEN_REFIT:
-        jobs += [job(f"{name}-refit/frozen/seed{seed}", name, 4, seed, False, refit_of=f"{name}/frozen/seed{seed}")
-                 for seed in SEEDS3]
+    for name in FROZEN_REFIT:  # each in the notebook that trains its parent
+        jobs += [job(f"{name}-refit/frozen/seed{seed}", name, 3 if name == "gru" else 4, seed, False,
+                     refit_of=f"{name}/frozen/seed{seed}") for seed in SEEDS3]
     jobs += [{"key": "tfidf", "kind": "tfidf", "notebook": 3, "cost": 20, "tokenizer": helpers.TOKENIZER_VERSION}]
     jobs += [{"key": f"tokens-{v}/tfidf", "kind": "tfidf", "notebook": 3, "cost": 20, "tokenizer": v} for v in other]
     if smoke:

@@ -89,6 +89,7 @@ def reusable(job: dict, out: Path, smoke: bool) -> bool:
     except (OSError, ValueError):
         return False
     recorded, wanted = dict(record.get("job") or {}), _as_recorded(job)
+    recorded.pop("notebook", None), wanted.pop("notebook", None)  # which notebook shows a run does not change it
     if job["kind"] == "run":  # the model it trained, whether the plan spells a setting out or takes the default
         recorded.pop("config", None)
         made = helpers.full_config(job["name"], record.get("config"), named=False)
