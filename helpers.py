@@ -1358,7 +1358,8 @@ def predict(model: nn.Module, texts) -> np.ndarray:
 def explain(model: nn.Module, text: str) -> dict:
     """What a model did with one review: its tokens (as seen, first `max_len`), whether each is in
     GloVe, P(positive), and per model kind the sub-scores s_i (token models), the weights w_i
-    (weighted models), the attention matrix (attention models, rows = queries) or the running
+    (weighted models), each token's share of the logit (`contributions`: s_i, s_i / n for a mean, w_i s_i; they
+    add up to the logit), the attention matrix (attention models, rows = queries) or the running
     P(positive) after each prefix (RNN / GRU). Same input rules as `predict`."""
     if not isinstance(text, str):
         raise ValueError(f"explain takes one review (str), got {type(text).__name__}")
@@ -1370,13 +1371,15 @@ def explain(model: nn.Module, text: str) -> dict:
     logit, parts = logit.cpu(), {k: v.cpu() if torch.is_tensor(v) else v for k, v in parts.items()}
     out = {"tokens": token_words(ids[0, :n].tolist()), "known": (ids[0, :n] != UNK).tolist(),
            "prob": float(torch.sigmoid(logit[0])), "logit": float(logit[0]),
-           "scores": None, "weights": None, "attention": None, "prefix_probs": None}
+           "scores": None, "weights": None, "contributions": None, "attention": None, "prefix_probs": None}
     if "prefix_logits" in parts:
         out["prefix_probs"] = torch.sigmoid(parts["prefix_logits"][0, :n]).numpy()
     else:
         out["scores"] = parts["scores"][0, :n].numpy()
         if parts["weights"] is not None:
             out["weights"] = parts["weights"][0, :n].numpy()
+        out["contributions"] = (out["scores"] if out["weights"] is None else out["weights"] * out["scores"]) / (
+            max(n, 1) if getattr(model, "mean", False) else 1)
         if parts["attention"] is not None:
             out["attention"] = parts["attention"][0, :n, :n].numpy()
     return out

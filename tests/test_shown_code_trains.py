@@ -1,7 +1,7 @@
 """The code the notebooks show is the code that trains (issue 15, item 1).
 
 For each shown computation - the RNN and GRU updates (`RNNCell.update`, `GRUCell.update`), the hand-written
-BPTT (`update_backward` and the recurrence in `RecurrentBPTT.backward`), self-attention (`SelfAttention.forward`) and the token heads' pooling
+BPTT (`update_backward` and the recurrence in `RecurrentBPTT.backward`), self-attention (`SelfAttention.forward`, its per-offset code `RelativePositions.scores` / `.values`) and the token heads' pooling
 (`pool_token_scores`) - a wrong variant is monkeypatched in and one `helpers.train_step` must compute something
 else. As a control, the unpatched code gives the numbers of an independent reference (torch.nn.RNN / GRU,
 autograd, the formulas written out here)."""
@@ -244,3 +244,18 @@ def test_the_shown_pooling_is_what_trains(name, monkeypatch):
     assert not torch.allclose(wrong_params, params)
     info = helpers.explain(model, "a great film , not bad at all")  # explain and the figures read the same pooling
     assert info["weights"] == pytest.approx([1 / len(info["tokens"])] * len(info["tokens"]))
+
+
+@pytest.mark.parametrize("name", ["attn_sum", "attn_weighted"])
+@pytest.mark.parametrize("part", ["scores", "values"])
+def test_the_shown_relative_positions_are_what_trains(name, part, monkeypatch):
+    """Notebook 04 shows `RelativePositions.scores` (the term R of the scores) and `.values` (the W_v r term of the
+    values): leaving either out must change what one training step computes."""
+    config = {"window": 2}
+    loss, params = one_step(name, **config)
+    assert loss == pytest.approx(reference_token_loss(name, **config), rel=1e-5)  # control: keys of x_j + r_{j−i}
+    original = getattr(helpers.RelativePositions, part)
+    monkeypatch.setattr(helpers.RelativePositions, part, lambda self, a, linear: 0 * original(self, a, linear))
+    wrong_loss, wrong_params = one_step(name, **config)
+    assert wrong_loss != pytest.approx(loss, rel=1e-7)  # the codes start small (0.02 · N(0, 1)): a small change ...
+    assert not torch.allclose(wrong_params, params, rtol=1e-4, atol=1e-6)  # ... and another step

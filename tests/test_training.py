@@ -171,6 +171,7 @@ def test_predict_and_explain_on_odd_input(name):
         else:  # SUM, or its mean for attn_sum (`mean`)
             pooled = info["scores"].mean() if model.mean else info["scores"].sum()
             assert info["logit"] == pytest.approx(float(pooled), abs=1e-5)
+        assert info["logit"] == pytest.approx(float(info["contributions"].sum()), abs=1e-5)  # each token's share
     long = helpers.explain(model, "word " * 10_000)
     assert len(long["tokens"]) == 100
 
