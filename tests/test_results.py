@@ -247,6 +247,33 @@ def test_compare_with_reviews_matches_the_formula_and_takes_an_anchor_record():
     flags = helpers.unpack_bits(helpers.pack_bits([True, False, True]))
     assert flags.tolist() == [True, False, True]
 
+
+def test_unpaired_compare_is_welchs_test():
+    ours, theirs = [0.807, 0.812, 0.803, 0.809], [0.8057, 0.8024, 0.8202]
+    c = experiments.unpaired_compare(ours, theirs)
+    welch = stats.ttest_ind(ours, theirs, equal_var=False)
+    assert c["diff"] == pytest.approx(np.mean(ours) - np.mean(theirs)) and c["p"] == pytest.approx(welch.pvalue)
+    assert c["lo"] < c["diff"] < c["hi"] and c["verdict"] == "tie" and c["noise"] == "seeds"
+    assert experiments.unpaired_compare([0.90, 0.91, 0.92], [0.80, 0.81, 0.80])["verdict"] == "better"
+    assert experiments.unpaired_compare([0.9], theirs)["verdict"] == "one seed: no interval"
+
+
+def test_compare_group_means_tests_the_groups_not_the_pooled_runs():
+    # four groups whose effects disagree (+0.1, +0.1, +0.9, +1.7 points) but whose seeds agree within each group:
+    # pooled as independent runs the twelve differences look precise; over the four groups they do not
+    pairs = []
+    for effect in (0.001, 0.001, 0.009, 0.017):
+        b = [{"seed": s, "val_acc": 0.80 + 0.001 * s} for s in range(3)]
+        pairs.append(([{**r, "val_acc": r["val_acc"] + effect} for r in b], b))
+    c = experiments.compare_group_means(pairs)
+    one_sample = stats.ttest_1samp([0.001, 0.001, 0.009, 0.017], 0.0)
+    assert c["n"] == 4 and c["diff"] == pytest.approx(0.007) and c["p"] == pytest.approx(one_sample.pvalue)
+    assert c["lo"] < 0 < c["hi"] and c["verdict"] == "suggestive" and c["noise"] == "groups"
+    pooled = experiments.paired_compare([{**r, "seed": (k, r["seed"])} for k, (a, _) in enumerate(pairs) for r in a],
+                                        [{**r, "seed": (k, r["seed"])} for k, (_, b) in enumerate(pairs) for r in b], "val_acc")
+    assert pooled["lo"] > 0  # the pooled test calls it better: what the group-level test is there to prevent
+    assert "(over groups)" in experiments.format_comparison(c)
+
 # --- tools/train_results.py: the plan, the workers, resuming ---
 
 def test_the_plan_has_one_checkpoint_per_named_model_and_a_smoke_version(train_results_tool):
