@@ -96,10 +96,10 @@ def recompute(notebook: int, out: str | Path, smoke: bool = False) -> None:
     import sys
 
     check_exercises(NOTEBOOK_MODELS.get(notebook, helpers.MODEL_NAMES))
-    command = [sys.executable, str(helpers.ROOT / "tools" / "train_results.py"), "--notebook", str(notebook),
-               "--out", str(out), *(["--smoke"] if smoke else [])]
+    command = [sys.executable, "-m", "tools.train_results", "--notebook", str(notebook),
+               "--out", str(Path(out).resolve()), *(["--smoke"] if smoke else [])]
     unimplemented = None
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=helpers.ROOT,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
         first = proc.stdout.readline().replace(f"{helpers.ROOT}{os.sep}", "")
         print(first, end="")

@@ -1472,7 +1472,7 @@ def run_record(model: SentimentModel, history: History, data: Imdb, seed: int) -
 # --- checkpoints: small files (the frozen GloVe table is not stored) with their ModelInfo ---
 
 _RESTORE = ("restore the committed file with `git checkout -- {path}`, or retrain it: "
-            "`python tools/train_results.py` (or RETRAIN=1 in the notebook)")
+            "`python -m tools.train_results` (or RETRAIN=1 in the notebook)")
 
 
 def save_checkpoint(model: SentimentModel, path: str | Path) -> Path:

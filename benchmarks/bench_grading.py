@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-import make_assignment  # noqa: E402
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the repository root holds the tools package
+from tools import make_assignment  # noqa: E402
 import nbformat  # noqa: E402
 
 

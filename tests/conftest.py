@@ -2,7 +2,6 @@
 imdb_fixtures.TOY_REVIEWS; a test that starts another process hands it the archive's path (IMDB_PATH is set
 while `toy_data` is in use, and the path can go on the command line). The real IMDB is used only where
 present (`imdb_source`, `imdb_small`, `real_imdb`), otherwise those tests are skipped with the how-to."""
-import importlib.util
 
 import pytest
 import torch
@@ -86,9 +85,7 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def train_results_tool():
-    """tools/train_results.py imported as a module (it is a script, not a package)."""
-    path = helpers.ROOT / "tools" / "train_results.py"
-    spec = importlib.util.spec_from_file_location("train_results", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """tools/train_results.py, the recompute tool (tools/ is a package: `python -m tools.train_results`)."""
+    from tools import train_results
+
+    return train_results

@@ -13,8 +13,7 @@ import pytest
 import helpers
 
 ROOT = helpers.ROOT
-sys.path.insert(0, str(ROOT / "tools"))
-import make_assignment  # noqa: E402
+from tools import make_assignment
 from hidden_tests import QUESTIONS  # noqa: E402
 from test_ci_workflow import actionlint  # noqa: E402
 

@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +20,8 @@ import torch
 import helpers
 
 ROOT = helpers.ROOT
-sys.path.insert(0, str(ROOT / "tools"))
-import grade  # noqa: E402
-import harness  # noqa: E402
-import hidden_tests  # noqa: E402
-import make_assignment  # noqa: E402
-import make_autograder  # noqa: E402
-import sandbox  # noqa: E402
-from questions import QUESTIONS  # noqa: E402
+from tools import grade, harness, hidden_tests, make_assignment, sandbox
+from tools.questions import QUESTIONS
 
 HELPERS_QUESTIONS = [q for q, spec in QUESTIONS.items() if "replace" in spec]
 
@@ -207,8 +200,8 @@ def test_the_child_sees_neither_the_reference_nor_the_network(box, tmp_path):
 def test_without_a_sandbox_the_grader_refuses_and_names_the_fix(tmp_path):
     """`--sandbox user` cannot work here (this machine's Python is not readable by another user, or the grader is
     not root): the grader refuses rather than run the submission unprotected."""
-    done = subprocess.run([sys.executable, str(ROOT / "tools" / "grade.py"), str(tmp_path), "--out", str(tmp_path / "g"),
-                           "--sandbox", "user"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "tools.grade", str(tmp_path), "--out", str(tmp_path / "g"),
+                           "--sandbox", "user"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     if done.returncode == 0:
         pytest.skip("this machine can run the 'user' sandbox")
     assert done.returncode == 2 and "bubblewrap" in done.stderr and "--no-sandbox" in done.stderr, done.stderr
@@ -219,17 +212,17 @@ def test_without_a_sandbox_the_grader_refuses_and_names_the_fix(tmp_path):
 def test_two_graders_at_once_never_share_a_sandbox_user():
     """Each grader holds its sandbox users by a lock until it ends, so one grader's clean-up (kill every process of
     its user) cannot kill another's children; a grader that ends gives its users back."""
-    hold = ("import sys, time; sys.path.insert(0, sys.argv[1]); import sandbox\n"
+    hold = ("import sys, time; sys.path.insert(0, sys.argv[1]); from tools import sandbox\n"
             "print(*sandbox.reserve_slots(int(sys.argv[2])), flush=True); time.sleep(30)\n")
-    first = subprocess.Popen([sys.executable, "-c", hold, str(ROOT / "tools"), "2"], stdout=subprocess.PIPE, text=True)
+    first = subprocess.Popen([sys.executable, "-c", hold, str(ROOT), "2"], stdout=subprocess.PIPE, text=True)
     try:
         taken = set(map(int, first.stdout.readline().split()))
-        second = subprocess.run([sys.executable, "-c", hold.replace("time.sleep(30)", "pass"), str(ROOT / "tools"), "3"],
+        second = subprocess.run([sys.executable, "-c", hold.replace("time.sleep(30)", "pass"), str(ROOT), "3"],
                                 capture_output=True, text=True, timeout=60)
         assert len(taken) == 2 and not taken & set(map(int, second.stdout.split())), (taken, second.stdout)
     finally:
         first.kill()
         first.wait()
-    again = subprocess.run([sys.executable, "-c", hold.replace("time.sleep(30)", "pass"), str(ROOT / "tools"), "2"],
+    again = subprocess.run([sys.executable, "-c", hold.replace("time.sleep(30)", "pass"), str(ROOT), "2"],
                            capture_output=True, text=True, timeout=60)
     assert taken & set(map(int, again.stdout.split())), "the users of a grader that ended are free again"

@@ -23,11 +23,8 @@ import pytest
 import helpers
 
 ROOT = helpers.ROOT
-sys.path.insert(0, str(ROOT / "tools"))
-import make_assignment  # noqa: E402
-import make_autograder  # noqa: E402
-import sandbox  # noqa: E402
-from questions import QUESTIONS  # noqa: E402
+from tools import make_assignment, make_autograder, sandbox
+from tools.questions import QUESTIONS
 
 pytestmark = pytest.mark.slow
 FULL = {q: spec["points"] for q, spec in QUESTIONS.items()}
@@ -149,9 +146,9 @@ def reference_with(folder: Path, rel: str = "helpers.py", old: str = "", new: st
 
 
 def grade(*folders: Path, out: Path, limit: float = 60, extra: tuple = ()) -> dict:
-    done = subprocess.run([sys.executable, str(ROOT / "tools" / "grade.py"), *map(str, folders), "--out", str(out),
+    done = subprocess.run([sys.executable, "-m", "tools.grade", *map(str, folders), "--out", str(out),
                            "--time-limit", str(limit), "--notebooks", "none", "--jobs", "2", *extra],
-                          capture_output=True, text=True, timeout=900)
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     if len(folders) == 1:
         return {folders[0].name: json.loads((out / "grades.json").read_text())}
@@ -404,9 +401,9 @@ def test_gradescope_autograder_as_gradescope_runs_it(tmp_path, request, python_f
 
     subs = [release_like(tmp_path / "release"),
             release_like(tmp_path / "thief", CHEATS["reference_on_disk"].format(root=str(source)))]
-    done = subprocess.run([sys.executable, str(source / "tools" / "grade.py"), *map(str, subs), "--out",
+    done = subprocess.run([sys.executable, "-m", "tools.grade", *map(str, subs), "--out",
                            str(tmp_path / "grades"), "--notebooks", "02", "--sandbox", "user", "--jobs", "2"],
-                          capture_output=True, text=True, timeout=600)
+                          cwd=source, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     points = {s.name: json.loads((tmp_path / "grades" / s.name / "grades.json").read_text()) for s in subs}
     assert points["release"]["auto_points"] == points["thief"]["auto_points"] == 0

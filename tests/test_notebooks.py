@@ -1,6 +1,5 @@
 """Running the notebooks: tools/execute_notebooks.py (how a maintainer re-executes and saves them) and the
 collection of notebooks/ under nbval (never downloads IMDB)."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import pytest
 
 import helpers
 
-TOOL = helpers.ROOT / "tools" / "execute_notebooks.py"
+ROOT = helpers.ROOT
 
 
 def test_execute_notebooks_saves_outputs_and_keeps_the_file_on_failure(tmp_path):
@@ -25,18 +24,19 @@ def test_execute_notebooks_saves_outputs_and_keeps_the_file_on_failure(tmp_path)
         nbformat.write(nb, path)
     before = bad.read_text()
     env = {**os.environ, "SMOKE_TEST": "1"}
-    ok = subprocess.run([sys.executable, str(TOOL), str(good)], env=env, capture_output=True, text=True, timeout=300)
+    ok = subprocess.run([sys.executable, "-m", "tools.execute_notebooks", str(good)], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr
     nb = nbformat.read(good, as_version=4)
     assert nb.cells[0].outputs[0]["text"] == "full run\n"  # SMOKE_TEST is unset for a full run
     assert "widgets" not in nb.metadata
-    failed = subprocess.run([sys.executable, str(TOOL), str(bad)], capture_output=True, text=True, timeout=300)
+    failed = subprocess.run([sys.executable, "-m", "tools.execute_notebooks", str(bad)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
     assert failed.returncode != 0 and "boom" in failed.stderr
     assert bad.read_text() == before  # never a half-written notebook
     assert not list(tmp_path.glob("*.part"))
-    spec = importlib.util.spec_from_file_location("execute_notebooks", TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from tools import execute_notebooks as tool
+
     with pytest.raises(SystemExit):
         tool.main([str(tmp_path / "missing.ipynb")])  # a clear usage error, nothing executed
 

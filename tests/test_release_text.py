@@ -3,7 +3,6 @@ answer and no line of solution code in a cell students see, no cited path the re
 package in its requirements; and notebook 02's own Q3(b) check compares the attention's values."""
 import copy
 import re
-import sys
 
 import nbformat
 import pytest
@@ -12,8 +11,7 @@ import torch
 import helpers
 
 ROOT = helpers.ROOT
-sys.path.insert(0, str(ROOT / "tools"))
-import make_assignment  # noqa: E402
+from tools import make_assignment
 
 NB01 = "notebooks/01_derivatives_backprop_skip_connections.ipynb"
 NB02 = "notebooks/02_architectures_and_text_to_image.ipynb"
@@ -113,7 +111,7 @@ def test_a_cited_path_the_release_lacks_is_found(tmp_path):
     (tmp_path / "tools").mkdir()
     (tmp_path / "tools" / "train_results.py").write_text("")
     texts = {
-        "notebooks/x.ipynb": ["Run `python tools/train_results.py`, see figures/plot.svg and README.md.",
+        "notebooks/x.ipynb": ["Run `python -m tools.train_results`, see figures/plot.svg and README.md.",
                               "The checks live in `tests/test_models.py`.",
                               "Caches go to data/imdb/tokens.json and runs to checkpoints/runs/*.json; "
                               "https://github.com/owner/repo/blob/main/docs/guide.md is a link."],

@@ -2,7 +2,6 @@
 the per-job records and the tables made from them, tools/train_results.py (plan, workers, resuming),
 `experiments.recompute`, and the committed results in checkpoints/."""
 import json
-import sys
 from functools import lru_cache
 
 import numpy as np
@@ -53,7 +52,7 @@ def test_a_truncated_checkpoint_names_the_file_and_the_way_back(tmp_path):
     with pytest.raises(ValueError) as info:
         helpers.load_checkpoint(cut)
     message = str(info.value)
-    assert str(cut) in message and "git checkout" in message and "tools/train_results.py" in message
+    assert str(cut) in message and "git checkout" in message and "python -m tools.train_results" in message
     old = tmp_path / "old.pt"  # a readable torch file that is not a checkpoint of today's format
     torch.save({"meta": {"seed": 0}, "state_dict": {}}, old)
     with pytest.raises(ValueError, match="old.pt is not a readable checkpoint"):
@@ -484,6 +483,7 @@ def test_the_jobs_are_shared_evenly_longest_first(tmp_path, monkeypatch, train_r
 def test_recompute_relays_the_tool_and_says_how_to_continue(tmp_path, monkeypatch, capsys):
     fake = tmp_path / "root" / "tools" / "train_results.py"
     fake.parent.mkdir(parents=True)
+    (fake.parent / "__init__.py").write_text("")  # run as `python -m tools.train_results` from the root
     fake.write_text("import sys\nprint('2 of 2 jobs to run on 1 workers')\nprint('args', *sys.argv[1:])\n"
                     "print('done a')\nprint('done b')\nsys.exit(sys.argv[-1] == '--smoke')\n")
     monkeypatch.setattr(helpers, "ROOT", tmp_path / "root")
@@ -561,7 +561,7 @@ def test_every_committed_checkpoint_is_a_named_model():
 @pytest.mark.parametrize("name", helpers.MODEL_NAMES)
 def test_committed_checkpoints_load_and_match_their_records(name, finetune):
     path = helpers.checkpoint_path(name, finetune)
-    assert path.exists(), f"{path} is missing: python tools/train_results.py --only {name}/"
+    assert path.exists(), f"{path} is missing: python -m tools.train_results --only {name}/"
     assert path.stat().st_size <= 2_000_000
     model = helpers.load_checkpoint(path)
     record = committed()[f"{name}/{'trainable' if finetune else 'frozen'}/seed0"]
@@ -585,10 +585,7 @@ def test_the_committed_checkpoint_reproduces_its_test_accuracy(real_imdb, one_th
 
 
 def test_the_readme_table_is_the_committed_records():
-    import importlib.util
+    from tools import readme_table as tool
 
-    spec = importlib.util.spec_from_file_location("readme_table", helpers.ROOT / "tools" / "readme_table.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     table = tool.markdown_table(experiments.load_results())
-    assert table in (helpers.ROOT / "README.md").read_text(), "README.md's table is stale: python tools/readme_table.py"
+    assert table in (helpers.ROOT / "README.md").read_text(), "README.md's table is stale: python -m tools.readme_table"

@@ -110,7 +110,7 @@ def test_recompute_checks_the_parts_of_every_model_its_plan_trains():
 
 
 def test_a_worker_that_meets_a_stub_reports_only_that_line(monkeypatch, capsys):
-    tool = load(ROOT / "tools" / "train_results.py", "train_results_for_test")
+    from tools import train_results as tool
     monkeypatch.setattr(tool.helpers, "load_imdb", lambda **kwargs: None)
 
     def meets_a_stub(job, data, out):
@@ -143,7 +143,7 @@ def self_checks():
 
 def test_the_summary_parts_are_the_graders_and_every_part_has_self_checks():
     summary = load(STUDENT / "tools" / "self_check_summary.py", "summary_for_test")
-    questions = load(ROOT / "tools" / "questions.py", "questions_for_test").QUESTIONS
+    from tools.questions import QUESTIONS as questions
     assert list(summary.PARTS) == [q for q, spec in questions.items() if "replace" in spec]
     assert [p for _, p in summary.PARTS.values()] == [questions[q]["points"] for q in summary.PARTS]
     tests = [name for name in vars(self_checks()) if name.startswith("test_")]
@@ -293,8 +293,7 @@ needs_imdb = pytest.mark.skipif(_imdb_missing(), reason="needs the IMDB dataset 
 def release(tmp_path_factory):
     """The release (it ships the course's full-run records under course_results/runs/), with this repository's
     tokenized-IMDB cache (so the notebooks do not tokenize again)."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    import make_assignment
+    from tools import make_assignment
 
     out = tmp_path_factory.mktemp("student") / "ex2"
     make_assignment.make_assignment(out)
@@ -320,8 +319,7 @@ def test_the_release_short_summary_gives_each_missing_part_in_full(release):
 
 
 def _run(release: Path, name: str, timeout: int = 900):
-    sys.path.insert(0, str(ROOT / "tools"))
-    import execute_notebooks
+    from tools import execute_notebooks
 
     env = {**os.environ, "PYTHONPATH": str(release)}
     env.pop("SMOKE_TEST", None)

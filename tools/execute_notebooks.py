@@ -1,9 +1,9 @@
 """Regenerate the committed outputs of the notebooks: a full run of each (SMOKE_TEST unset), saved in
 place, with widget state and progress bars stripped.
 
-    python tools/execute_notebooks.py                       # every notebooks/0*.ipynb
-    python tools/execute_notebooks.py notebooks/03_*.ipynb  # some of them
-    RETRAIN=1 python tools/execute_notebooks.py notebooks/04_token_scores_and_attention.ipynb
+    python -m tools.execute_notebooks                       # every notebooks/0*.ipynb
+    python -m tools.execute_notebooks notebooks/03_*.ipynb  # some of them
+    RETRAIN=1 python -m tools.execute_notebooks notebooks/04_token_scores_and_attention.ipynb
 
 The notebook is written to a temporary file first and moved into place only when every cell ran,
 so a failed run never destroys the committed outputs. `run_notebook` is the one function that executes a
@@ -84,7 +84,6 @@ def execute_notebook(path: str | Path, timeout: int | None = 7200) -> float:
     raises RuntimeError naming it, and the file on disk is left as it was."""
     import nbformat
 
-    sys.path.insert(0, str(ROOT))
     import helpers
 
     env = os.environ.pop("SMOKE_TEST", None)
@@ -109,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(p) for p in paths if not p.is_file() or p.suffix != ".ipynb"]
     if missing:
         parser.error(f"not a notebook: {', '.join(missing)}")
-    sys.path.insert(0, str(ROOT))
     import helpers
 
     timeout = None if helpers.should_recompute() else 7200  # a recompute cell may run for hours

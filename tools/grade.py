@@ -1,8 +1,8 @@
 """Grade student submissions of exercise 2: the submission's code runs sandboxed and sends back values; this process
 alone decides the points.
 
-    python tools/grade.py SUBMISSION --out DIR            # DIR/grades.json, feedback.md, instructor.md
-    python tools/grade.py sub1 sub2 ... --out DIR         # DIR/<name>/... for each, and DIR/gradebook.csv
+    python -m tools.grade SUBMISSION --out DIR            # DIR/grades.json, feedback.md, instructor.md
+    python -m tools.grade sub1 sub2 ... --out DIR         # DIR/<name>/... for each, and DIR/gradebook.csv
 
 A SUBMISSION is a student's copy of the release (a folder with helpers.py and notebooks/). For each question
 (tools/questions.py) the hidden tests (tools/hidden_tests.py) choose inputs (random, from a seed drawn per
@@ -34,14 +34,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = Path(__file__).resolve().parent
-sys.path[:0] = [str(TOOLS), str(ROOT)]
-import harness  # noqa: E402  (the wire format's decoder; the parent never runs the harness itself)
-import helpers as reference  # noqa: E402  (the reference: expected values)
-import hidden_tests  # noqa: E402
-import reports  # noqa: E402
-import sandbox  # noqa: E402
-import torch  # noqa: E402
-from questions import QUESTIONS  # noqa: E402
+import torch
+
+import helpers as reference  # the reference: expected values
+from tools import harness  # the wire format's decoder; the parent never runs the harness itself
+from tools import hidden_tests, reports, sandbox
+from tools.questions import QUESTIONS
 
 TIME_LIMIT = 90.0
 """Seconds one question may run (loading the modules included)."""
@@ -377,7 +375,32 @@ def run_notebook(sb: sandbox.Sandbox, submission: Path, name: str, workdir: Path
     return {"status": status, "message": message[:reports.MAX_MESSAGE], "seconds": seconds}
 
 
-def main(argv=None) -> int:
+def grade_many(subs: list[Path], out: Path, sb, time_limit: float, selection: tuple, seed: int | None,
+               jobs: int) -> list[dict]:
+    """Grade several submissions, `jobs` at once (each in its own sandbox slot, into out/<name>/); the gradebook
+    rows, in the order given."""
+    slots: queue.Queue = queue.Queue()
+    for slot in sandbox.reserve_slots(max(jobs, 1)):
+        slots.put(slot)
+
+    def one(sub: Path) -> dict:
+        slot = slots.get()
+        try:
+            return grade(sub, out / sub.name, sb, time_limit, selection, seed, slot)
+        finally:
+            slots.put(slot)
+
+    rows = []
+    with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:  # each grade runs its own sandboxed children
+        for sub, grades in zip(subs, pool.map(one, subs)):
+            print(f"{sub}: {grades['auto_points']} / {grades['auto_max']}", flush=True)
+            rows.append({"submission": sub.name, **{q: e["points"] for q, e in grades["questions"].items()},
+                         "auto_points": grades["auto_points"], "auto_max": grades["auto_max"]})
+    return rows
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The command line of grade.py."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("submissions", nargs="+", help="submission folders")
     parser.add_argument("--out", type=Path, required=True, help="where grades.json / feedback.md (and gradebook.csv) go")
@@ -394,6 +417,11 @@ def main(argv=None) -> int:
                         "tests' messages (hidden, after_due_date, after_published, visible)")
     parser.add_argument("--no-sandbox", action="store_true", help="run submission code WITHOUT a sandbox (trusted "
                         "code only; every report says so)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = make_parser()
     args = parser.parse_args(argv)
     try:
         sb = sandbox.find(unsafe=args.no_sandbox, prefer=args.sandbox)
@@ -418,23 +446,7 @@ def main(argv=None) -> int:
         return 0
     if len({sub.name for sub in subs}) < len(subs):
         parser.error("two submissions have the same folder name; their grades would share DIR/<name>/")
-    slots: queue.Queue = queue.Queue()
-    for slot in sandbox.reserve_slots(max(args.jobs, 1)):
-        slots.put(slot)
-
-    def one(sub: Path) -> dict:
-        slot = slots.get()
-        try:
-            return grade(sub, args.out / sub.name, sb, args.time_limit, selection, args.seed, slot)
-        finally:
-            slots.put(slot)
-
-    rows = []
-    with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:  # each grade runs its own sandboxed children
-        for sub, grades in zip(subs, pool.map(one, subs)):
-            print(f"{sub}: {grades['auto_points']} / {grades['auto_max']}", flush=True)
-            rows.append({"submission": sub.name, **{q: e["points"] for q, e in grades["questions"].items()},
-                         "auto_points": grades["auto_points"], "auto_max": grades["auto_max"]})
+    rows = grade_many(subs, args.out, sb, args.time_limit, selection, args.seed, args.jobs)
     reports.write_gradebook(args.out / "gradebook.csv", rows)
     print(f"gradebook: {args.out / 'gradebook.csv'}")
     return 0

@@ -19,15 +19,13 @@ from __future__ import annotations
 import functools
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from questions import QUESTIONS  # noqa: E402
+from tools.questions import QUESTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = [(1, 1), (3, 2), (5, 7)]  # (input size, hidden size): the notebooks' checks use others

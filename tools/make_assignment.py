@@ -1,6 +1,6 @@
 """Write the student release of exercise 2: a complete repository in which the marked solutions are stubs.
 
-    python tools/make_assignment.py OUT            # OUT must not exist (or use --force to replace it)
+    python -m tools.make_assignment OUT            # OUT must not exist (or use --force to replace it)
 
 What it does, from the files git tracks here:
 - helpers.py: every region between `### BEGIN SOLUTION` and `### END SOLUTION` becomes nbgrader's stub,
@@ -120,20 +120,13 @@ def course_records() -> list[str]:
     return sorted(p for p in listing.decode().split("\0") if p.endswith(".json"))
 
 
-def make_assignment(out: Path, force: bool = False) -> dict:
-    """Write the release to `out`; returns {"files": n, "regions": [removed lines per region]}."""
+def write_stubbed(files: list[str], staging: Path) -> tuple[list[list[str]], dict]:
+    """Copy the tracked `files` into `staging`, with every solution region stubbed (Python) or cleared (notebooks);
+    returns (the removed lines of each region, {release path: the reference notebook})."""
     import nbformat
 
-    out = Path(out)
-    if out.exists():
-        if not force:
-            raise SystemExit(f"{out} exists: choose a new folder or pass --force to replace it")
-        shutil.rmtree(out)
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
     regions: list[list[str]] = []
     reference = {}  # release path -> the reference notebook
-    files = tracked_files()
     for rel in files:
         src, dst = ROOT / rel, staging / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +142,36 @@ def make_assignment(out: Path, force: bool = False) -> dict:
             nbformat.write(student_notebook(nb), dst)
         else:
             shutil.copy2(src, dst)
+    return regions, reference
+
+
+def release_problems(staging: Path, regions: list[list[str]], reference: dict, texts: dict) -> list[str]:
+    """Why the release in `staging` must not be written: a solution line in its text, a leak of a graded answer
+    (`release_leaks`), or a cited path it does not contain. Empty when it may."""
+    released = "\n".join(texts.values())
+    problems = [f"a solution line: {line.strip()!r}" for region in regions for line in region
+                if distinctive(line) and line.strip() in released][:1]
+    problems += [str(leak) for leak in release_leaks(reference, {k: v for k, v in texts.items()
+                                                                 if not k.endswith(".ipynb")})]
+    cells = {rel: [c["source"] if isinstance(c["source"], str) else "".join(c["source"])
+                   for c in json.loads((staging / rel).read_text(encoding="utf-8"))["cells"]]
+             for rel in texts if rel.endswith(".ipynb")}
+    problems += [f"{where}: cites `{path}`, which the release does not contain"
+                 for where, path in missing_paths({**texts, **cells}, staging)]
+    return problems
+
+
+def make_assignment(out: Path, force: bool = False) -> dict:
+    """Write the release to `out`; returns {"files": n, "regions": [removed lines per region]}."""
+    out = Path(out)
+    if out.exists():
+        if not force:
+            raise SystemExit(f"{out} exists: choose a new folder or pass --force to replace it")
+        shutil.rmtree(out)
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    files = tracked_files()
+    regions, reference = write_stubbed(files, staging)
     shutil.copytree(STUDENT, staging, dirs_exist_ok=True)
     for rel in course_records():  # the course's full run, records only: a quick run's tables over seeds use them
         dst = staging / COURSE_RESULTS / Path(rel).relative_to(COURSE_RECORDS)
@@ -160,16 +183,7 @@ def make_assignment(out: Path, force: bool = False) -> dict:
         reqs = staging / "requirements.txt"
         reqs.write_text(student_requirements(reqs.read_text(encoding="utf-8"), "\n".join(texts.values())),
                         encoding="utf-8")
-    released = "\n".join(texts.values())
-    problems = [f"a solution line: {line.strip()!r}" for region in regions for line in region
-                if distinctive(line) and line.strip() in released][:1]
-    problems += [str(leak) for leak in release_leaks(reference, {k: v for k, v in texts.items()
-                                                                 if not k.endswith(".ipynb")})]
-    cells = {rel: [c["source"] if isinstance(c["source"], str) else "".join(c["source"])
-                   for c in json.loads((staging / rel).read_text(encoding="utf-8"))["cells"]]
-             for rel in texts if rel.endswith(".ipynb")}
-    problems += [f"{where}: cites `{path}`, which the release does not contain"
-                 for where, path in missing_paths({**texts, **cells}, staging)]
+    problems = release_problems(staging, regions, reference, texts)
     if problems:
         shutil.rmtree(staging)
         raise SystemExit("make_assignment: refusing to write the release, it would give answers away or cite "

@@ -1,7 +1,7 @@
 """Write a Gradescope autograder for exercise 2: the same hidden tests and sandbox as tools/grade.py.
 
-    python tools/make_autograder.py autograder.zip                     # hidden tests' messages after the due date
-    python tools/make_autograder.py autograder.zip --visibility visible
+    python -m tools.make_autograder autograder.zip                     # hidden tests' messages after the due date
+    python -m tools.make_autograder autograder.zip --visibility visible
 
 The zip follows Gradescope's autograder specification: `setup.sh` (run once, as root, when Gradescope builds the
 image: Debian/Ubuntu packages, the pinned Python packages, the IMDB archive) and `run_autograder` (run for each
@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ["helpers.py", "experiments.py", "plots.py", "pyproject.toml", "checkpoints/gru.pt", *sorted(
     str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb"))] + [
-    f"tools/{name}" for name in ("grade.py", "hidden_tests.py", "harness.py", "sandbox.py", "reports.py",
+    f"tools/{name}" for name in ("__init__.py", "grade.py", "hidden_tests.py", "harness.py", "sandbox.py", "reports.py",
                                  "questions.py", "execute_notebooks.py")]
 """The grader's files, relative to the repository root (they land in /autograder/source)."""
 
@@ -54,7 +54,7 @@ AG="${{AUTOGRADER_ROOT:-/autograder}}"
 PYTHON="${{GRADER_PYTHON:-/opt/grader/bin/python}}"
 mkdir -p "$AG/results" && chmod 700 "$AG/results"
 export IMDB_PATH="${{IMDB_PATH:-$(ls -d "$AG"/data/aclImdb* 2>/dev/null | head -n 1)}}"
-cd "$AG/source" && "$PYTHON" tools/grade.py "$AG/submission" --out "$AG/results/grades" \\
+cd "$AG/source" && "$PYTHON" -m tools.grade "$AG/submission" --out "$AG/results/grades" \\
   --gradescope "$AG/results/results.json" --visibility {visibility} --notebooks {notebooks} --jobs 1 \\
   ${{GRADER_SANDBOX_KIND:+--sandbox "$GRADER_SANDBOX_KIND"}}
 """

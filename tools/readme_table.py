@@ -1,7 +1,7 @@
 """Print README.md's results table from the run records (checkpoints/runs/ by default).
 
-    python tools/readme_table.py                 # the table, to paste into README.md's "Results"
-    python tools/readme_table.py --out data/retrain
+    python -m tools.readme_table                 # the table, to paste into README.md's "Results"
+    python -m tools.readme_table --out data/retrain
 
 tests/test_results.py checks that README.md holds exactly this table for the committed records, so the
 README can never quote a number the records do not hold.
@@ -12,11 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import experiments  # noqa: E402
-import helpers  # noqa: E402
+import experiments
+import helpers
 
 LABELS = {
     "rnn": "RNN (hand-written cell)",
@@ -43,7 +40,7 @@ def markdown_table(results: dict) -> str:
     for name in helpers.MODEL_NAMES:
         trainable, frozen = (experiments.group_records(results, f"{name}/{s}") for s in ("trainable", "frozen"))
         if not trainable or not frozen:
-            raise SystemExit(f"no records of {name} (trainable and frozen) yet: python tools/train_results.py")
+            raise SystemExit(f"no records of {name} (trainable and frozen) yet: python -m tools.train_results")
         own = helpers.count_parameters(helpers.make_model(name, seed=None), embeddings=False)
         c = experiments.paired_compare(trainable, frozen)
         gap = [experiments.mean_std([r["val_acc"] - r["test_acc"] for r in g])[0] * 100 for g in (trainable, frozen)]

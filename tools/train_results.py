@@ -1,10 +1,10 @@
 """Retrain everything notebooks 03 and 04 report: the one recompute path.
 
-    python tools/train_results.py                   # every job, one worker process per core (one torch thread each)
-    python tools/train_results.py --list            # the jobs, their estimated cost, which are done
-    python tools/train_results.py --only gru        # jobs whose key contains "gru"
-    python tools/train_results.py --notebook 4      # the jobs behind one notebook (what RETRAIN=1 runs)
-    python tools/train_results.py --smoke --out data/retrain-smoke   # tiny end-to-end check (1,000 reviews, 1 epoch)
+    python -m tools.train_results                   # every job, one worker process per core (one torch thread each)
+    python -m tools.train_results --list            # the jobs, their estimated cost, which are done
+    python -m tools.train_results --only gru        # jobs whose key contains "gru"
+    python -m tools.train_results --notebook 4      # the jobs behind one notebook (what RETRAIN=1 runs)
+    python -m tools.train_results --smoke --out data/retrain-smoke   # tiny end-to-end check (1,000 reviews, 1 epoch)
 
 Each job is one seeded training run (or the TF-IDF anchor). Its record is written to
 <out>/runs/<key>.json as soon as it finishes (default out: checkpoints/), so an interrupted recompute
@@ -30,13 +30,12 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+import experiments
+import helpers
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-import experiments  # noqa: E402
-import helpers  # noqa: E402
 
 def run_job(job: dict, data: helpers.Imdb, out: Path) -> tuple[dict, helpers.SentimentModel | None]:
     """Run one job; returns (record, trained model or None). One line per epoch, prefixed with the key."""
@@ -129,8 +128,8 @@ def worker(keys: list[str], out: Path, smoke: bool) -> None:
 def launch(shares: list[list[str]], out: Path, smoke: bool) -> list[int]:
     """Start one worker per share and relay their lines (the notebooks show them); returns the exit codes."""
     env = {**os.environ, "HELPERS_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
-    procs = [subprocess.Popen([sys.executable, __file__, "--out", str(out), *(["--smoke"] if smoke else []),
-                               "--worker-keys", *keys], env=env, stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, "-m", "tools.train_results", "--out", str(out),
+                               *(["--smoke"] if smoke else []), "--worker-keys", *keys], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for keys in shares if keys]
     selector = selectors.DefaultSelector()
     for proc in procs:
