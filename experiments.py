@@ -159,10 +159,10 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def format_mean_std(values: Sequence[float]) -> str:
-    """'mean ± sample std' of per-seed values, as the tables print it."""
+def format_mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 3, unit: str = "") -> str:
+    """'mean ± sample std' of per-seed values, as the tables print it (`scale=100, digits=1, unit=" %"`: in %)."""
     mean, sd = mean_std(values)
-    return f"{mean:.3f} ± {sd:.3f}"
+    return f"{scale * mean:.{digits}f} ± {scale * sd:.{digits}f}{unit}"
 
 
 def results_table(groups: dict) -> "pd.DataFrame":
@@ -198,10 +198,10 @@ def unpaired_compare(a: Sequence[float], b: Sequence[float], level: float = 0.95
     from scipy import stats
 
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    out = {"n": min(len(a), len(b)), "diff": float(a.mean() - b.mean()) if len(a) and len(b) else float("nan"),
+    out = {"n": len(a), "n_b": len(b), "diff": float(a.mean() - b.mean()) if len(a) and len(b) else float("nan"),
            "lo": float("nan"), "hi": float("nan"), "p": float("nan"), "noise": "seeds", "verdict": "tie"}
     if len(a) < 2 or len(b) < 2:
-        out["verdict"] = "one seed: no interval"
+        out["verdict"], out["n"] = "one seed: no interval", min(len(a), len(b))
         return out
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     se = math.sqrt(va + vb)
@@ -308,7 +308,8 @@ def format_comparison(c: dict, scale: float = 100.0, unit: str = "pts", digits: 
     if c["n"] < 2:
         return f"{f(c['diff'])}{unit}, {c['verdict']}"
     seeds_only = {"seeds": " (seeds only)", "groups": " (over groups)"}.get(c.get("noise"), "")
-    return (f"{f(c['diff'])}{unit}, 95 % CI [{f(c['lo'])}, {f(c['hi'])}]{seeds_only}, n = {c['n']}, "
+    n = f"{c['n']} vs {c['n_b']}" if "n_b" in c else c["n"]  # unpaired: the two samples' sizes
+    return (f"{f(c['diff'])}{unit}, 95 % CI [{f(c['lo'])}, {f(c['hi'])}]{seeds_only}, n = {n}, "
             f"p = {c['p']:.3f}: {c['verdict']}")
 
 

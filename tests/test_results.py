@@ -587,5 +587,12 @@ def test_the_committed_checkpoint_reproduces_its_test_accuracy(real_imdb, one_th
 def test_the_readme_table_is_the_committed_records():
     from tools import readme_table as tool
 
-    table = tool.markdown_table(experiments.load_results())
+    results = experiments.load_results()
+    assert tool.peer_table(results) in (helpers.ROOT / "README.md").read_text(), "README.md's table is stale"
+    table = tool.markdown_table(results)
     assert table in (helpers.ROOT / "README.md").read_text(), "README.md's table is stale: python -m tools.readme_table"
+    for name in helpers.MODEL_NAMES:  # each row's test accuracies, recomputed here from the raw records
+        row = next(line for line in table.splitlines() if line.startswith(f"| {tool.LABELS[name]} |"))
+        for setting in ("trainable", "frozen"):
+            acc = np.array([r["test_acc"] for key, r in results["runs"].items() if key.startswith(f"{name}/{setting}/seed")])
+            assert len(acc) == 5 and f"{100 * acc.mean():.1f} ± {100 * acc.std(ddof=1):.1f} %" in row, (name, setting, row)

@@ -20,14 +20,15 @@ LABELS = {
     "gru": "GRU (hand-written cell)",
     "sum": "SUM",
     "weighted": "WEIGHTED",
-    "attn_sum": "ATTN_SUM (±5 window, exercise layout)",
-    "attn_weighted": "ATTN_WEIGHTED (±5 window, residual layout)",
+    "attn_sum": "ATTN_SUM (±5 window, relative positions, mean sub-score)",
+    "attn_weighted": "ATTN_WEIGHTED (±5 window, relative positions)",
 }
+PEERS = {"gru": "GRU-64", "attn_sum": "attention (±5)", "attn_weighted": "attention (±5)"}
+"""Which published model (experiments.PUBLISHED_SOLUTIONS) each frozen-vector refit is set beside."""
 
 
 def pct(values: list[float]) -> str:
-    mean, sd = experiments.mean_std(values)
-    return f"{100 * mean:.1f} ± {100 * sd:.1f} %"
+    return experiments.format_mean_std(values, scale=100, digits=1, unit=" %")
 
 
 def markdown_table(results: dict) -> str:
@@ -54,11 +55,29 @@ def markdown_table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def peer_table(results: dict) -> str:
+    """The published solution's setting: frozen vectors, all 25,000 training reviews. Each of our models refit on
+    all of them for its seed's best validation epoch (`experiments.FROZEN_REFIT`) beside the published model's three
+    seeds, and the difference of the means with Welch's 95 % interval (other code, other seeds: not paired)."""
+    rows = ["| frozen GloVe 50-d, trained on all 25,000 reviews | ours: refit at the epoch validation chose | seeds | "
+            "published solution (10 epochs, last kept) | ours − published, 95 % CI (Welch) |", "|---|---|---|---|---|"]
+    for name in experiments.FROZEN_REFIT:
+        refit = [r["test_acc"] for r in experiments.group_records(results, f"{name}-refit/frozen")]
+        if not refit:
+            raise SystemExit(f"no records of {name}-refit/frozen yet: python -m tools.train_results --only refit/frozen")
+        peer = experiments.PUBLISHED_SOLUTIONS[PEERS[name]]
+        c = experiments.unpaired_compare(refit, peer)
+        rows.append(f"| {LABELS[name]} vs published {PEERS[name]} | {pct(refit)} | {len(refit)} | {pct(peer)} | "
+                    f"{100 * c['diff']:+.1f} [{100 * c['lo']:+.1f}, {100 * c['hi']:+.1f}] pts: {c['verdict']} |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=helpers.CHECKPOINT_DIR, help="the folder with runs/")
     args = parser.parse_args(argv)
-    print(markdown_table(experiments.load_results(args.out)))
+    results = experiments.load_results(args.out)
+    print(markdown_table(results), peer_table(results), sep="\n\n")
     return 0
 
 
