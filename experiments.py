@@ -45,8 +45,8 @@ def load_results(folder: str | Path | None = None) -> dict:
     folder = Path(folder or helpers.CHECKPOINT_DIR)
     paths = sorted((folder / "runs").glob("*.json"))
     if not paths:
-        raise FileNotFoundError(f"no results in {folder / 'runs'}: " + helpers._RESTORE.format(path=folder / "runs"))
-    records = [helpers.load_json(path, "one job's record", helpers._RESTORE.format(path=path)) for path in paths]
+        raise FileNotFoundError(f"no results in {folder / 'runs'}: " + helpers.RESTORE_HINT.format(path=folder / "runs"))
+    records = [helpers.load_json(path, "one job's record", helpers.RESTORE_HINT.format(path=path)) for path in paths]
     return {"runs": {record["job"]["key"]: record for record in records}}
 
 
@@ -104,7 +104,7 @@ def recompute(notebook: int, out: str | Path, smoke: bool = False) -> None:
         first = proc.stdout.readline().replace(f"{helpers.ROOT}{os.sep}", "")
         print(first, end="")
         total = int(first.split()[0]) if first[:1].isdigit() else None
-        with helpers._progress(total=total, desc="jobs", unit="job") as bar:
+        with helpers.progress_bar(total=total, desc="jobs", unit="job") as bar:
             for line in proc.stdout:
                 if line.startswith(f"{helpers.Unimplemented.__name__}: "):  # a worker met a stub: that line alone
                     unimplemented = line.split(": ", 1)[1].strip()
@@ -491,6 +491,17 @@ def searched_size(out: Path, cell: str) -> int | None:
     return record.get("best_size")  # None: not run yet (or a record from before the search stored it)
 
 
+def refit_jobs() -> list[dict]:
+    """The refits on all 25,000 training reviews for each seed's best epoch: `REFIT` with trainable vectors,
+    `FROZEN_REFIT` with frozen ones, each in the notebook that trains its parent (the GRU's in 03)."""
+    jobs = []
+    for names, setting, finetune in ((REFIT, "trainable", True), (FROZEN_REFIT, "frozen", False)):
+        for name in names:
+            jobs += [job(f"{name}-refit/{setting}/seed{seed}", name, 3 if name == "gru" else 4, seed, finetune,
+                         refit_of=f"{name}/{setting}/seed{seed}") for seed in SEEDS3]
+    return jobs
+
+
 def experiment_plan(smoke: bool = False, out: Path = helpers.CHECKPOINT_DIR) -> list[dict]:
     """The jobs behind notebooks 03 and 04. `smoke`: seed 0 of each group only, one epoch each."""
     jobs = []
@@ -528,13 +539,7 @@ def experiment_plan(smoke: bool = False, out: Path = helpers.CHECKPOINT_DIR) -> 
                              tokenizer=version) for seed in SEEDS3]
     for key, (name, config) in VOCAB_CHECK.items():
         jobs += [job(f"{key}/trainable/seed{seed}", name, 3, seed, config=config) for seed in SEEDS3]
-    for name in REFIT:
-        notebook = 3 if name == "gru" else 4
-        jobs += [job(f"{name}-refit/trainable/seed{seed}", name, notebook, seed, refit_of=f"{name}/trainable/seed{seed}")
-                 for seed in SEEDS3]
-    for name in FROZEN_REFIT:  # each in the notebook that trains its parent
-        jobs += [job(f"{name}-refit/frozen/seed{seed}", name, 3 if name == "gru" else 4, seed, False,
-                     refit_of=f"{name}/frozen/seed{seed}") for seed in SEEDS3]
+    jobs += refit_jobs()
     jobs += [{"key": "tfidf", "kind": "tfidf", "notebook": 3, "cost": 20, "tokenizer": helpers.TOKENIZER_VERSION}]
     jobs += [{"key": f"tokens-{v}/tfidf", "kind": "tfidf", "notebook": 3, "cost": 20, "tokenizer": v} for v in other]
     if smoke:

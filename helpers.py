@@ -122,7 +122,7 @@ def load_json(path: str | Path, what: str, remedy: str):
         raise ValueError(f"{path} is damaged ({what}: {exc}). {remedy}") from exc
 
 
-def _progress(iterable=None, **kwargs):
+def progress_bar(iterable=None, **kwargs):
     """A tqdm bar: a widget in JupyterLab, text on a terminal, silent in non-interactive logs."""
     from tqdm.auto import tqdm
 
@@ -269,7 +269,7 @@ def download_imdb(md5: str = IMDB_MD5, dest: Path | None = None) -> Path:
     with atomic_path(dest) as tmp:
         with open(tmp, "wb") as out, urllib.request.urlopen(IMDB_URL, timeout=30) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with _progress(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}") as bar:
+            with progress_bar(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}") as bar:
                 for block in iter(lambda: response.read(1 << 16), b""):
                     out.write(block)
                     bar.update(len(block))
@@ -1255,7 +1255,7 @@ def train_epoch(model: nn.Module, split: Split, optimizer, batch_size: int, gene
     of the training batches as they went (dropout on)."""
     model.train()
     loss_sum, correct = 0.0, 0
-    bar = _progress(batches(split, batch_size, shuffle=True, generator=generator, device=model_device(model)),
+    bar = progress_bar(batches(split, batch_size, shuffle=True, generator=generator, device=model_device(model)),
                     total=math.ceil(len(split) / batch_size), desc=desc, leave=False, disable=not progress or None)
     for ids, lengths, labels in bar:
         loss, right = train_step(model, optimizer, ids, lengths, labels)
@@ -1445,9 +1445,14 @@ def unpack_bits(packed: dict) -> np.ndarray:
     return np.unpackbits(np.frombuffer(base64.b64decode(packed["bits"]), dtype=np.uint8))[: packed["n"]].astype(bool)
 
 
-def correct_flags(model: nn.Module, split: Split) -> np.ndarray:
-    """Whether `model` classifies each review of `split` right (P(positive) > 0.5 against the label), in order."""
-    return (predict_split(model, split) > 0.5) == split.labels.numpy().astype(bool)
+@torch.no_grad()
+def correct_flags(model: nn.Module, split: Split, batch_size: int = 512) -> np.ndarray:
+    """Whether `model` classifies each review of `split` right (logit > 0 against the label, as `evaluate` counts),
+    in order: its mean is the accuracy."""
+    model.eval()
+    flags = [((model(ids, lengths) > 0).float() == labels).cpu()
+             for ids, lengths, labels in batches(split, batch_size, device=model_device(model))]
+    return torch.cat(flags).numpy() if flags else np.zeros(0, dtype=bool)
 
 
 def run_record(model: SentimentModel, history: History, data: Imdb, seed: int) -> dict:
@@ -1456,12 +1461,13 @@ def run_record(model: SentimentModel, history: History, data: Imdb, seed: int) -
     was classified right (`correct`, packed by `pack_bits`: what `experiments.paired_compare` needs to count the evaluation set's own
     noise), P(positive) of the write-up's two reviews. Stored as `model.info.record`."""
     history = history.as_dict()
+    correct = {"val": correct_flags(model, data.val), "test": correct_flags(model, data.test)}  # one pass each
     model.info.record = {
         "name": model.info.name, "config": model.info.config, "seed": seed,
         "settings": model.info.record.get("settings", {}), "history": history,
         "best_epoch": history["best_epoch"], "epochs_run": len(history["val_acc"]),
-        "val_acc": evaluate(model, data.val)["acc"], "test_acc": evaluate(model, data.test)["acc"],
-        "correct": {"val": pack_bits(correct_flags(model, data.val)), "test": pack_bits(correct_flags(model, data.test))},
+        "val_acc": float(correct["val"].mean()) if len(data.val) else 0.0, "test_acc": float(correct["test"].mean()),
+        "correct": {split: pack_bits(flags) for split, flags in correct.items()},
         "writeup_probs": [round(float(p), 4) for p in predict(model, list(WRITEUP_REVIEWS))],
         "parameters": count_parameters(model), "n_train": len(data.train), "tokenizer": data.tokenizer,
         "split": data.split,
@@ -1471,7 +1477,7 @@ def run_record(model: SentimentModel, history: History, data: Imdb, seed: int) -
 
 # --- checkpoints: small files (the frozen GloVe table is not stored) with their ModelInfo ---
 
-_RESTORE = ("restore the committed file with `git checkout -- {path}`, or retrain it: "
+RESTORE_HINT = ("restore the committed file with `git checkout -- {path}`, or retrain it: "
             "`python -m tools.train_results` (or RETRAIN=1 in the notebook)")
 
 
@@ -1490,13 +1496,13 @@ def load_checkpoint(path: str | Path) -> SentimentModel:
     A missing or damaged file raises an error that names it and how to get it back."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}: " + _RESTORE.format(path=path))
+        raise FileNotFoundError(f"no checkpoint at {path}: " + RESTORE_HINT.format(path=path))
     try:
         payload = torch.load(path, weights_only=True, map_location="cpu")
         info = ModelInfo(**payload["info"])
     except Exception as exc:  # torch's zip reader, unpickling and missing keys all mean a damaged file
         raise ValueError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc}); "
-                         + _RESTORE.format(path=path)) from exc
+                         + RESTORE_HINT.format(path=path)) from exc
     model = make_model(info.name, seed=None, **info.config)
     state = payload["state_dict"]
     if "adapted_ids" in state:

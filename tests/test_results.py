@@ -71,13 +71,13 @@ def test_a_checkpoint_reads_reviews_with_its_own_tokenizer(tmp_path):
 
 def test_load_or_train_trains_once_prints_its_epochs_and_then_loads(toy_data, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("SMOKE_TEST", raising=False)
-    bars, progress = [], helpers._progress
+    bars, progress = [], helpers.progress_bar
 
     def recorded(*args, **kwargs):
         bars.append((kwargs.get("desc"), kwargs.get("disable")))
         return progress(*args, **kwargs)
 
-    monkeypatch.setattr(helpers, "_progress", recorded)
+    monkeypatch.setattr(helpers, "progress_bar", recorded)
     model = helpers.load_or_train("weighted", toy_data, folder=tmp_path)
     record = model.info.record
     history = helpers.History(**record["history"])
@@ -296,10 +296,11 @@ def test_the_plan_has_one_checkpoint_per_named_model_and_a_smoke_version(train_r
             "gru-107/trainable/seed2", "rnn-86/trainable/seed0", "tokens-glove6b-v1/attn_weighted/frozen/seed2",
             "gru-vocab2/trainable/seed1", "attn_weighted-refit/trainable/seed2", "tfidf", "tokens-glove6b-v1/tfidf",
             "ablation/attn_sum/published, sum/frozen/seed2", "ablation/attn_weighted/published, residual layout/frozen/seed0",
-            "ablation/attn_sum/earlier design, our recipe/frozen/seed1"} <= set(keys)
+            "ablation/attn_sum/earlier design, our recipe/frozen/seed1", "gru-refit/frozen/seed2",
+            "attn_sum-refit/frozen/seed0", "attn_weighted-refit/frozen/seed1"} <= set(keys)
     families = {"named": 6 * 2 * 5, "64 units": 2 * 2 * 5, "rnn ablation": 4 * 3, "layouts": 2 * (5 + 3),
                 "attention ablation": 2 * 6 * 3, "recipe variants": 5 + 5 + 3, "tokenizer": 2 * 2 * 3 + 1,
-                "vocabulary": 3, "refit": 2 * 3, "tfidf": 1}
+                "vocabulary": 3, "refit": 2 * 3, "frozen refit": 3 * 3, "tfidf": 1}
     searched = [k for k in keys if k.split("/")[0] in ("rnn-86", "gru-107") or
                 (k.split("/")[0].split("-")[0] in ("rnn", "gru") and k.split("/")[0].split("-")[-1].isdigit()
                  and k.split("/")[0].split("-")[-1] != "64")]
@@ -321,7 +322,8 @@ def test_the_plan_has_one_checkpoint_per_named_model_and_a_smoke_version(train_r
     assert other and {job["tokenizer"] for job in tokens} == set(other)
     assert {(job["name"], job["finetune"]) for job in tokens} == {(n, f) for n in experiments.TOKENIZER_CHECK for f in (True, False)}
     refits = [job for job in runs if job["refit_of"]]
-    assert {job["refit_of"] for job in refits} == {f"{n}/trainable/seed{s}" for n in experiments.REFIT for s in experiments.SEEDS3}
+    assert {job["refit_of"] for job in refits} == {f"{n}/{setting}/seed{s}" for names, setting in (
+        (experiments.REFIT, "trainable"), (experiments.FROZEN_REFIT, "frozen")) for n in names for s in experiments.SEEDS3}
     assert all(job["refit_of"] in keys and not job["checkpoint"] for job in refits)
     smoke = experiments.experiment_plan(smoke=True)
     assert [job["key"] for job in smoke] == [job["key"] for job in plan if job.get("seed", 0) == 0]
