@@ -598,3 +598,13 @@ def test_the_readme_table_is_the_committed_records():
         for setting in ("trainable", "frozen"):
             acc = np.array([r["test_acc"] for key, r in results["runs"].items() if key.startswith(f"{name}/{setting}/seed")])
             assert len(acc) == 5 and f"{100 * acc.mean():.1f} ± {100 * acc.std(ddof=1):.1f} %" in row, (name, setting, row)
+
+
+def test_add_correctness_redoes_only_the_runs_whose_records_lack_it(tmp_path, train_results_tool):
+    job = experiments.job("gru/frozen/seed0", "gru", 3, 0, False)
+    assert not train_results_tool.lacks_correctness(job, tmp_path)  # no record: due anyway, not for this reason
+    helpers.save_json({"val_acc": 0.8}, experiments.record_path(tmp_path, job["key"]))
+    assert train_results_tool.lacks_correctness(job, tmp_path)
+    helpers.save_json({"val_acc": 0.8, "correct": {}}, experiments.record_path(tmp_path, job["key"]))
+    assert not train_results_tool.lacks_correctness(job, tmp_path)
+    assert not train_results_tool.lacks_correctness({"key": "tfidf", "kind": "tfidf"}, tmp_path)

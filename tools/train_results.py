@@ -2,6 +2,7 @@
 
     python -m tools.train_results                   # every job, one worker process per core (one torch thread each)
     python -m tools.train_results --list            # the jobs, their estimated cost, which are done
+    python -m tools.train_results --add-correctness # redo the records that keep no per-review correctness
     python -m tools.train_results --only gru        # jobs whose key contains "gru"
     python -m tools.train_results --notebook 4      # the jobs behind one notebook (what RETRAIN=1 runs)
     python -m tools.train_results --smoke --out data/retrain-smoke   # tiny end-to-end check (1,000 reviews, 1 epoch)
@@ -99,6 +100,12 @@ def reusable(job: dict, out: Path, smoke: bool) -> bool:
     return not smoke or record.get("code") == code_fingerprint()
 
 
+def lacks_correctness(job: dict, out: Path) -> bool:
+    """Whether `job` is a training run whose record in `out` keeps no per-review correctness (`correct`)."""
+    path = experiments.record_path(out, job["key"])
+    return job["kind"] == "run" and path.exists() and "correct" not in json.loads(path.read_text(encoding="utf-8"))
+
+
 def worker(keys: list[str], out: Path, smoke: bool) -> None:
     torch.set_num_threads(1)
     code = code_fingerprint()
@@ -157,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=helpers.CHECKPOINT_DIR, help="where records and checkpoints go")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--force", action="store_true", help="redo jobs that already have a record")
+    parser.add_argument("--add-correctness", action="store_true", help="redo the run records that keep no per-review "
+                        "correctness (written before it was kept), so that their comparisons count the reviews' noise")
     parser.add_argument("--list", action="store_true", help="print the jobs and exit")
     parser.add_argument("--smoke", action="store_true", help="1,000 reviews, seed 0, 1 epoch: checks the pipeline")
     parser.add_argument("--worker-keys", nargs="*", help=argparse.SUPPRESS)
@@ -167,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     jobs = [j for j in experiments.experiment_plan(args.smoke, out) if (not args.only or any(s in j["key"] for s in args.only))
             and (args.notebook is None or j["notebook"] == args.notebook or j["kind"] == "tfidf")]
-    done = {j["key"] for j in jobs if reusable(j, out, args.smoke)}
+    done = {j["key"] for j in jobs if reusable(j, out, args.smoke) and not (args.add_correctness and lacks_correctness(j, out))}
     if args.list:
         for j in jobs:
             print(f"{j['key']:45s} cost {j['cost']:5.0f}  {'done' if j['key'] in done else ''}")
