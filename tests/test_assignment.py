@@ -12,10 +12,11 @@ import pytest
 
 import helpers
 
-ROOT = helpers.ROOT
+from test_ci_workflow import actionlint
 from tools import make_assignment
-from hidden_tests import QUESTIONS  # noqa: E402
-from test_ci_workflow import actionlint  # noqa: E402
+from tools.hidden_tests import QUESTIONS
+
+ROOT = helpers.ROOT
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
