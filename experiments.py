@@ -195,8 +195,6 @@ def unpaired_compare(a: Sequence[float], b: Sequence[float], level: float = 0.95
     published solution's, which share no seed): the difference of the means, its t-based `level` interval with
     Welch-Satterthwaite degrees of freedom, the p-value and the verdict of `paired_compare` (seeds only: the
     published runs keep no per-review predictions). The result prints with `format_comparison`."""
-    from scipy import stats
-
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     out = {"n": len(a), "n_b": len(b), "diff": float(a.mean() - b.mean()) if len(a) and len(b) else float("nan"),
            "lo": float("nan"), "hi": float("nan"), "p": float("nan"), "noise": "seeds", "verdict": "tie"}
@@ -204,14 +202,8 @@ def unpaired_compare(a: Sequence[float], b: Sequence[float], level: float = 0.95
         out["verdict"], out["n"] = "one seed: no interval", min(len(a), len(b))
         return out
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0:
-        out.update(lo=out["diff"], hi=out["diff"], p=0.0 if out["diff"] else 1.0)
-    else:
-        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-        half = stats.t.ppf(0.5 + level / 2, df) * se
-        out.update(lo=out["diff"] - half, hi=out["diff"] + half, p=float(2 * stats.t.sf(abs(out["diff"]) / se, df)))
-    return _verdict(out)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if va + vb > 0 else 1.0
+    return _t_verdict(out, math.sqrt(va + vb), df, level)
 
 
 def compare_group_means(pairs: Sequence[tuple[Sequence[dict], Sequence[dict]]], metric: str = "val_acc",
@@ -220,23 +212,26 @@ def compare_group_means(pairs: Sequence[tuple[Sequence[dict], Sequence[dict]]], 
     seeds): the mean over the groups of each group's mean paired difference, with a t-based `level` interval
     over the groups (n = the number of groups). Unlike pooling every seed of every group as if independent, this
     counts the groups' disagreement, so it is the honest interval when the seeds of one group share its model."""
-    from scipy import stats
-
     means = np.array([paired_compare(a, b, metric)["diff"] for a, b in pairs], dtype=float)
     out = {"n": len(means), "diff": float(means.mean()) if len(means) else float("nan"), "lo": float("nan"),
            "hi": float("nan"), "p": float("nan"), "noise": "groups", "verdict": "tie"}
     if len(means) < 2:
         out["verdict"] = "one group: no interval"
         return out
-    se = means.std(ddof=1) / math.sqrt(len(means))
-    half = stats.t.ppf(0.5 + level / 2, len(means) - 1) * se
-    p_value = float(2 * stats.t.sf(abs(out["diff"]) / se, len(means) - 1)) if se else float(out["diff"] == 0)
-    out.update(lo=out["diff"] - half, hi=out["diff"] + half, p=p_value)
-    return _verdict(out)
+    return _t_verdict(out, means.std(ddof=1) / math.sqrt(len(means)), len(means) - 1, level)
 
 
-def _verdict(out: dict) -> dict:
-    """"better" / "worse" where the interval excludes 0, "suggestive" where p < 0.2, otherwise "tie"."""
+def _t_verdict(out: dict, se: float, df: float, level: float) -> dict:
+    """Fill `out` (with its mean difference `diff`) with the t-based `level` interval for standard error `se` and `df`
+    degrees of freedom, the two-sided p-value and the verdict: "better" / "worse" where the interval excludes 0,
+    "suggestive" where p < 0.2, otherwise "tie". The one rule of every comparison in the notebooks."""
+    from scipy import stats
+
+    if se == 0:
+        out.update(lo=out["diff"], hi=out["diff"], p=0.0 if out["diff"] else 1.0)
+    else:
+        half = stats.t.ppf(0.5 + level / 2, df) * se
+        out.update(lo=out["diff"] - half, hi=out["diff"] + half, p=float(2 * stats.t.sf(abs(out["diff"]) / se, df)))
     if out["lo"] > 0 or out["hi"] < 0:
         out["verdict"] = "better" if out["diff"] > 0 else "worse"
     elif out["p"] < 0.2:
@@ -269,8 +264,6 @@ def paired_compare(a: Sequence[dict], b: Sequence[dict] | dict | float, metric: 
     Returns n (paired seeds), the mean difference, its interval (lo, hi), the two-sided p-value, `noise`
     ("seeds and reviews" or "seeds") and a verdict: "better" / "worse" where the interval excludes 0,
     "suggestive" where only the 80 % interval does (p < 0.2), otherwise "tie"."""
-    from scipy import stats
-
     if isinstance(b, dict):
         b = [{**b, "seed": r["seed"]} for r in a]
     by_seed = {r["seed"]: {metric: b} for r in a} if isinstance(b, (int, float)) else {r["seed"]: r for r in b}
@@ -292,12 +285,7 @@ def paired_compare(a: Sequence[dict], b: Sequence[dict] | dict | float, metric: 
             df = total**2 / (var_seeds**2 / (len(diff) - 1) + var_reviews**2 / (len(delta) - 1))
         var_seeds, out["noise"] = total, "seeds and reviews"
     se = math.sqrt(var_seeds)
-    if se == 0:
-        out.update(lo=out["diff"], hi=out["diff"], p=0.0 if out["diff"] else 1.0)
-    else:
-        half = stats.t.ppf(0.5 + level / 2, df) * se
-        out.update(lo=out["diff"] - half, hi=out["diff"] + half, p=float(2 * stats.t.sf(abs(out["diff"]) / se, df)))
-    return _verdict(out)
+    return _t_verdict(out, se, df, level)
 
 
 def format_comparison(c: dict, scale: float = 100.0, unit: str = "pts", digits: int = 2) -> str:
