@@ -6,7 +6,9 @@ tools/train_results.py) and the hyper-parameter search's storage and resumable s
 """
 from __future__ import annotations
 
+import base64
 import contextlib
+import inspect
 import io
 import math
 import os
@@ -48,6 +50,71 @@ def load_results(folder: str | Path | None = None) -> dict:
         raise FileNotFoundError(f"no results in {folder / 'runs'}: " + helpers.RESTORE_HINT.format(path=folder / "runs"))
     records = [helpers.load_json(path, "one job's record", helpers.RESTORE_HINT.format(path=path)) for path in paths]
     return {"runs": {record["job"]["key"]: record for record in records}}
+
+
+def pack_bits(flags) -> dict:
+    """A split's per-review 0/1 flags (e.g. whether each prediction was right), in the split's order, as
+    {"n": count, "bits": base64 of the packed bits} (25,000 reviews: 4,168 characters)."""
+    flags = np.asarray(flags, dtype=bool)
+    return {"n": len(flags), "bits": base64.b64encode(np.packbits(flags).tobytes()).decode("ascii")}
+
+
+def unpack_bits(packed: dict) -> np.ndarray:
+    """The flags `pack_bits` stored, as a bool array."""
+    return np.unpackbits(np.frombuffer(base64.b64decode(packed["bits"]), dtype=np.uint8))[: packed["n"]].astype(bool)
+
+
+def correct_flags(model: torch.nn.Module, split: helpers.Split) -> np.ndarray:
+    """Whether `model` classifies each review of `split` right (`helpers.is_correct`, as `helpers.evaluate` counts),
+    in order: its mean is the accuracy."""
+    return helpers.is_correct(helpers.split_logits(model, split), split.labels).numpy()
+
+
+def run_record(model: helpers.SentimentModel, history: helpers.History, data: helpers.Imdb, seed: int) -> dict:
+    """Everything the notebooks report about one trained model, as plain JSON-able values: recipe, curves,
+    validation and test accuracy (the test split is read here, once per run), whether each review of both was
+    classified right (`correct`, packed by `pack_bits`: what `paired_compare` needs to count the evaluation set's
+    own noise), P(positive) of the write-up's two reviews. Stored as `model.info.record`."""
+    history = history.as_dict()
+    correct = {"val": correct_flags(model, data.val), "test": correct_flags(model, data.test)}  # one pass each
+    model.info.record = {
+        "name": model.info.name, "config": model.info.config, "seed": seed,
+        "settings": model.info.record.get("settings", {}), "history": history,
+        "best_epoch": history["best_epoch"], "epochs_run": len(history["val_acc"]),
+        "val_acc": float(correct["val"].mean()) if len(data.val) else 0.0, "test_acc": float(correct["test"].mean()),
+        "correct": {split: pack_bits(flags) for split, flags in correct.items()},
+        "writeup_probs": [round(float(p), 4) for p in helpers.predict(model, list(helpers.WRITEUP_REVIEWS))],
+        "parameters": helpers.count_parameters(model), "n_train": len(data.train), "tokenizer": data.tokenizer,
+        "split": data.split,
+        "s_per_epoch": float(np.mean(history["epoch_seconds"])) if history["epoch_seconds"] else None}
+    return model.info.record
+
+
+def full_config(name: str, config: dict | None = None, named: bool = True) -> dict:
+    """Every constructor argument of model `name`: `config` applied to `helpers.DEFAULT_CONFIGS[name]` (`named`; or,
+    for a config that is already complete such as a record's `model.info.config`, `named=False`) and the rest at the
+    constructors' defaults. Two configs build the same model exactly when their full configs are equal: how a record
+    is matched to the job that should have made it."""
+    cls = helpers.RecurrentClassifier if helpers.check_name(name) in ("rnn", "gru") else helpers.TokenScoreClassifier
+    defaults = {k: p.default for c in (helpers.SentimentModel, cls)
+                for k, p in inspect.signature(c.__init__).parameters.items() if p.default is not inspect.Parameter.empty}
+    return {**defaults, **(helpers.DEFAULT_CONFIGS[name] if named else {}), **(config or {})}
+
+
+def load_or_train(name: str, data: helpers.Imdb, finetune: bool = True,
+                  folder: str | Path | None = None) -> helpers.SentimentModel:
+    """Train-or-load: the checkpoint in `folder` (default checkpoints/) when there is one, else train `name` with its
+    recipe (`helpers.recipe(name, finetune)`, seed 0, with a progress bar and a line per epoch) and save it there (not
+    in a quick run). `model.info.record` holds its `run_record`."""
+    path = helpers.checkpoint_path(name, finetune, folder)
+    if path.exists():
+        return helpers.load_checkpoint(path)
+    config, settings = helpers.recipe(name, finetune)
+    model, history = helpers.train_model(name, data, seed=0, config=config, **settings)
+    run_record(model, history, data, seed=0)
+    if not helpers.quick_run():  # a quick run's model is never saved
+        helpers.save_checkpoint(model, path)
+    return model
 
 
 def check_exercises(names: Iterable[str]) -> None:
@@ -245,7 +312,7 @@ def _review_flags(records: Sequence[dict], metric: str) -> np.ndarray | None:
     packed = [r.get("correct", {}).get(split) for r in records]
     if split is None or not records or any(p is None for p in packed) or len({p["n"] for p in packed}) > 1:
         return None
-    return np.stack([helpers.unpack_bits(p) for p in packed]).astype(float)
+    return np.stack([unpack_bits(p) for p in packed]).astype(float)
 
 
 def paired_compare(a: Sequence[dict], b: Sequence[dict] | dict | float, metric: str = "test_acc",
@@ -563,6 +630,6 @@ def tfidf_baseline(data: helpers.Imdb) -> dict:
     x_test, y_test = vectorizer.transform(as_text(data.test)), data.test.labels.numpy()
     return {"C": best, "val_by_C": {str(c): v for c, v in val_by_c.items()}, "val_acc": val_by_c[best],
             "test_acc": clf.score(x_test, y_test),
-            "correct": {"val": helpers.pack_bits(clf.predict(x_val) == y_val),
-                        "test": helpers.pack_bits(clf.predict(x_test) == y_test)},
+            "correct": {"val": pack_bits(clf.predict(x_val) == y_val),
+                        "test": pack_bits(clf.predict(x_test) == y_test)},
             "tokenizer": data.tokenizer, "split": data.split}

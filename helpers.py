@@ -8,7 +8,6 @@ Maintainer commands live in tools/. Importing this module has no side effects.
 """
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -138,44 +137,11 @@ class Unimplemented(NotImplementedError):
     and where, and a notebook shows just that line, not a traceback."""
 
     def _render_traceback_(self):  # IPython's hook for how an exception is displayed: one line, in red
-        return [f"{_RED}{type(self).__name__}: {self}{_PLAIN}"]
+        return [f"{RED}{type(self).__name__}: {self}{PLAIN}"]
 
 
-_RED, _PLAIN = "\x1b[31m", "\x1b[0m"
+RED, PLAIN = "\x1b[31m", "\x1b[0m"
 """ANSI colours of the one-line errors in a notebook (JupyterLab renders them in a traceback)."""
-
-
-def name_stubs(notebook: int) -> None:
-    """Called in a notebook's first code cell: from then on a bare NotImplementedError (nbgrader's stub,
-    `raise NotImplementedError()`) shows as one red line naming the function that raised it and where it is, e.g.
-    `NotImplementedError: vjp is not written yet (notebook 01, cell In[4], line 7)`, instead of a traceback. Every
-    other exception, `Unimplemented` included, shows as before. Outside IPython it does nothing."""
-    import traceback
-
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell = get_ipython()
-    if shell is None:
-        return
-
-    def one_line(shell, etype, value, tb, tb_offset=None):  # IPython leaves the display to the handler
-        if value.args or not tb:  # a message of its own (Unimplemented's included): shown as usual
-            shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
-            return None
-        last = tb
-        while last.tb_next is not None:
-            last = last.tb_next
-        code, line = last.tb_frame.f_code, traceback.extract_tb(tb)[-1].lineno
-        name = code.co_qualname.replace(".<locals>", "") if code.co_name != "<module>" else "this cell's code"
-        cell = getattr(shell.compile, "_filename_map", {}).get(code.co_filename)
-        where = f"cell In[{cell}], line {line}" if cell is not None else f"{Path(code.co_filename).name}, line {line}"
-        value.args = (f"{name} is not written yet (notebook {notebook:02d}, {where})",)  # the error's text too
-        shell._showtraceback(etype, value, [f"{_RED}{etype.__name__}: {value}{_PLAIN}"])
-        return None
-
-    shell.set_custom_exc((NotImplementedError,), one_line)
 
 
 def relative(path: str | Path) -> str:
@@ -1090,9 +1056,14 @@ class TokenScoreClassifier(SentimentModel):
         mask = lengths_to_mask(lengths, ids.shape[1])
         out, attn = self.token_outputs(self.embed(ids), mask)
         logit, scores, weights = pool_token_scores(out, mask, self.weighted)
+        length = mask.sum(-1).clamp(min=1) if self.mean else None
         if self.mean:  # the mean sub-score instead of the sum: the logit no longer grows with the review's length
-            logit = logit / mask.sum(-1).clamp(min=1)
-        return (logit, {"scores": scores, "weights": weights, "attention": attn}) if details else logit
+            logit = logit / length
+        if not details:
+            return logit
+        share = scores if weights is None else weights * scores  # each token's part of the logit; they add up to it
+        share = share if length is None else share / length[:, None]
+        return logit, {"scores": scores, "weights": weights, "contributions": share, "attention": attn}
 
 
 @exercise("pool_token_scores (the SUM and WEIGHTED logits)", "notebook 04, section 1")
@@ -1149,18 +1120,6 @@ def make_model(name: str, seed: int | None = 0, **overrides) -> SentimentModel:
     return model
 
 
-def full_config(name: str, config: dict | None = None, named: bool = True) -> dict:
-    """Every constructor argument of model `name`: `config` applied to DEFAULT_CONFIGS[name] (`named`; or, for a
-    config that is already complete such as a record's `model.info.config`, `named=False`) and the rest at the
-    constructors' defaults. Two configs build the same model exactly when their full configs are equal."""
-    import inspect
-
-    cls = RecurrentClassifier if check_name(name) in ("rnn", "gru") else TokenScoreClassifier
-    defaults = {k: p.default for c in (SentimentModel, cls) for k, p in inspect.signature(c.__init__).parameters.items()
-                if p.default is not inspect.Parameter.empty}
-    return {**defaults, **(DEFAULT_CONFIGS[name] if named else {}), **(config or {})}
-
-
 def count_parameters(model: SentimentModel, embeddings: bool = True) -> int:
     """Trainable parameters. The frozen GloVe table is never counted; the word-vector corrections Δ
     (all rows but the fixed zero row) are, unless `embeddings=False`."""
@@ -1208,18 +1167,27 @@ TRAIN_PROBE = 5000
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int = 512) -> dict:
-    """Accuracy and mean BCE loss of `model` on a split."""
+def split_logits(model: nn.Module, split: Split, batch_size: int = 512) -> torch.Tensor:
+    """The logit of every review of a split (N,), in order, in eval mode, on the CPU: what `evaluate`,
+    `predict_split` and the run records' per-review correctness all read."""
     was_training = model.training
     model.eval()
-    loss_sum, correct = 0.0, 0
-    for ids, lengths, labels in batches(split, batch_size, device=model_device(model)):
-        logits = model(ids, lengths)
-        loss_sum += F.binary_cross_entropy_with_logits(logits, labels, reduction="sum").item()
-        correct += ((logits > 0).float() == labels).sum().item()
+    logits = [model(ids, lengths).cpu() for ids, lengths, _ in batches(split, batch_size, device=model_device(model))]
     model.train(was_training)
-    n = max(len(split), 1)
-    return {"acc": correct / n, "loss": loss_sum / n}
+    return torch.cat(logits) if logits else torch.zeros(0)
+
+
+def is_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Which predictions are right: logit > 0 means positive (label 1). The one definition, used by training,
+    `evaluate` and the run records."""
+    return (logits > 0).float() == labels
+
+
+def evaluate(model: nn.Module, split: Split, batch_size: int = 512) -> dict:
+    """Accuracy and mean BCE loss of `model` on a split."""
+    logits, n = split_logits(model, split, batch_size), max(len(split), 1)
+    loss = F.binary_cross_entropy_with_logits(logits, split.labels, reduction="sum")
+    return {"acc": int(is_correct(logits, split.labels).sum()) / n, "loss": float(loss) / n}
 
 
 CLIP_NORM = 1.0
@@ -1246,7 +1214,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, ids, lengths,
     loss.backward()
     nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], CLIP_NORM)
     optimizer.step()
-    return loss.item() * len(labels), int(((logits.detach() > 0).float() == labels).sum())
+    return loss.item() * len(labels), int(is_correct(logits.detach(), labels).sum())
 
 
 def train_epoch(model: nn.Module, split: Split, optimizer, batch_size: int, generator: torch.Generator,
@@ -1311,12 +1279,9 @@ def train(model: nn.Module, data: Imdb, epochs: int = 10, lr: float = 1e-3, batc
     return history
 
 
-@torch.no_grad()
 def predict_split(model: nn.Module, split: Split, batch_size: int = 512) -> np.ndarray:
     """P(positive) for every review of a split, in order (for error analysis)."""
-    model.eval()
-    return torch.cat([torch.sigmoid(model(ids, lengths)).cpu()
-                      for ids, lengths, _ in batches(split, batch_size, device=model_device(model))]).numpy()
+    return torch.sigmoid(split_logits(model, split, batch_size)).numpy()
 
 
 def encode_reviews(model: nn.Module, texts) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1376,10 +1341,9 @@ def explain(model: nn.Module, text: str) -> dict:
         out["prefix_probs"] = torch.sigmoid(parts["prefix_logits"][0, :n]).numpy()
     else:
         out["scores"] = parts["scores"][0, :n].numpy()
+        out["contributions"] = parts["contributions"][0, :n].numpy()
         if parts["weights"] is not None:
             out["weights"] = parts["weights"][0, :n].numpy()
-        out["contributions"] = (out["scores"] if out["weights"] is None else out["weights"] * out["scores"]) / (
-            max(n, 1) if getattr(model, "mean", False) else 1)
         if parts["attention"] is not None:
             out["attention"] = parts["attention"][0, :n, :n].numpy()
     return out
@@ -1433,48 +1397,6 @@ WRITEUP_REVIEWS = ("i absolutely loved every aspect of this movie",
 """The two reviews the write-up classified with each token model (notebook 04, section 4)."""
 
 
-def pack_bits(flags) -> dict:
-    """A split's per-review 0/1 flags (e.g. whether each prediction was right), in the split's order, as
-    {"n": count, "bits": base64 of the packed bits} (25,000 reviews: 4,168 characters)."""
-    flags = np.asarray(flags, dtype=bool)
-    return {"n": len(flags), "bits": base64.b64encode(np.packbits(flags).tobytes()).decode("ascii")}
-
-
-def unpack_bits(packed: dict) -> np.ndarray:
-    """The flags `pack_bits` stored, as a bool array."""
-    return np.unpackbits(np.frombuffer(base64.b64decode(packed["bits"]), dtype=np.uint8))[: packed["n"]].astype(bool)
-
-
-@torch.no_grad()
-def correct_flags(model: nn.Module, split: Split, batch_size: int = 512) -> np.ndarray:
-    """Whether `model` classifies each review of `split` right (logit > 0 against the label, as `evaluate` counts),
-    in order: its mean is the accuracy."""
-    model.eval()
-    flags = [((model(ids, lengths) > 0).float() == labels).cpu()
-             for ids, lengths, labels in batches(split, batch_size, device=model_device(model))]
-    return torch.cat(flags).numpy() if flags else np.zeros(0, dtype=bool)
-
-
-def run_record(model: SentimentModel, history: History, data: Imdb, seed: int) -> dict:
-    """Everything the notebooks report about one trained model, as plain JSON-able values: recipe,
-    curves, validation and test accuracy (the test split is read here, once per run), whether each review of both
-    was classified right (`correct`, packed by `pack_bits`: what `experiments.paired_compare` needs to count the evaluation set's own
-    noise), P(positive) of the write-up's two reviews. Stored as `model.info.record`."""
-    history = history.as_dict()
-    correct = {"val": correct_flags(model, data.val), "test": correct_flags(model, data.test)}  # one pass each
-    model.info.record = {
-        "name": model.info.name, "config": model.info.config, "seed": seed,
-        "settings": model.info.record.get("settings", {}), "history": history,
-        "best_epoch": history["best_epoch"], "epochs_run": len(history["val_acc"]),
-        "val_acc": float(correct["val"].mean()) if len(data.val) else 0.0, "test_acc": float(correct["test"].mean()),
-        "correct": {split: pack_bits(flags) for split, flags in correct.items()},
-        "writeup_probs": [round(float(p), 4) for p in predict(model, list(WRITEUP_REVIEWS))],
-        "parameters": count_parameters(model), "n_train": len(data.train), "tokenizer": data.tokenizer,
-        "split": data.split,
-        "s_per_epoch": float(np.mean(history["epoch_seconds"])) if history["epoch_seconds"] else None}
-    return model.info.record
-
-
 # --- checkpoints: small files (the frozen GloVe table is not stored) with their ModelInfo ---
 
 RESTORE_HINT = ("restore the committed file with `git checkout -- {path}`, or retrain it: "
@@ -1518,18 +1440,3 @@ def checkpoint_path(name: str, finetune: bool = True, folder: str | Path | None 
     """<folder>/<name>.pt (trainable word vectors, the named model) or <name>_frozen.pt (frozen GloVe);
     the folder defaults to checkpoints/."""
     return Path(folder or CHECKPOINT_DIR) / f"{check_name(name)}{'' if finetune else '_frozen'}.pt"
-
-
-def load_or_train(name: str, data: Imdb, finetune: bool = True, folder: str | Path | None = None) -> SentimentModel:
-    """Train-or-load: the checkpoint in `folder` (default checkpoints/) when there is one, else train
-    `name` with its recipe (`recipe(name, finetune)`, seed 0, with a progress bar and a line per epoch)
-    and save it there (not in a SMOKE_TEST run). `model.info.record` holds its `run_record`."""
-    path = checkpoint_path(name, finetune, folder)
-    if path.exists():
-        return load_checkpoint(path)
-    config, settings = recipe(name, finetune)
-    model, history = train_model(name, data, seed=0, config=config, **settings)
-    run_record(model, history, data, seed=0)
-    if not quick_run():  # a smoke run's model is never saved
-        save_checkpoint(model, path)
-    return model

@@ -1,10 +1,11 @@
-"""Figures and display for the notebooks: `show_source` (the real code that trains, shown where it is taught), the
-one-review explanations and their figures, learning curves, attention heatmaps, the sub-score figures and the model
-comparison. Imports `helpers`; `helpers` never imports this module.
+"""Figures and display for the notebooks: `show_source` (the real code that trains, shown where it is taught),
+`name_stubs` (an unwritten stub shows as one line), the one-review explanations and their figures, learning curves,
+attention heatmaps, the sub-score figures and the model comparison. Imports `helpers`; `helpers` never imports this module.
 """
 from __future__ import annotations
 
 import math
+import os
 from typing import Sequence
 
 import numpy as np
@@ -21,6 +22,39 @@ def show_source(*objects):
     from IPython.display import Code
 
     return Code("\n\n".join(inspect.getsource(obj) for obj in objects), language="python")
+
+
+def name_stubs(notebook: int) -> None:
+    """Called in a notebook's first code cell: from then on a bare NotImplementedError (nbgrader's stub,
+    `raise NotImplementedError()`) shows as one red line naming the function that raised it and where it is, e.g.
+    `NotImplementedError: vjp is not written yet (notebook 01, cell In[4], line 7)`, instead of a traceback. Every
+    other exception, `Unimplemented` included, shows as before. Outside IPython it does nothing."""
+    import traceback
+
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+
+    def one_line(shell, etype, value, tb, tb_offset=None):  # IPython leaves the display to the handler
+        if value.args or not tb:  # a message of its own (Unimplemented's included): shown as usual
+            shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+            return None
+        last = tb
+        while last.tb_next is not None:
+            last = last.tb_next
+        code, line = last.tb_frame.f_code, traceback.extract_tb(tb)[-1].lineno
+        name = code.co_qualname.replace(".<locals>", "") if code.co_name != "<module>" else "this cell's code"
+        cell = getattr(shell.compile, "_filename_map", {}).get(code.co_filename)
+        where = f"cell In[{cell}], line {line}" if cell is not None else f"{os.path.basename(code.co_filename)}, line {line}"
+        value.args = (f"{name} is not written yet (notebook {notebook:02d}, {where})",)  # the error's text too
+        shell._showtraceback(etype, value, [f"{helpers.RED}{etype.__name__}: {value}{helpers.PLAIN}"])
+        return None
+
+    shell.set_custom_exc((NotImplementedError,), one_line)
 
 
 def try_review(model: nn.Module, text: str) -> None:

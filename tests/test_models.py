@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import experiments
 import helpers
 
 
@@ -91,6 +92,21 @@ def test_sum_and_weighted_heads_follow_their_formulas():
         torch.testing.assert_close(parts["scores"][i, :n], out[i, :n, 0])
     assert (parts["weights"][1, 3:] == 0).all()
     torch.testing.assert_close(logit, (parts["weights"] * parts["scores"]).sum(-1))
+
+
+def test_the_mean_sub_score_divides_by_each_reviews_own_length():
+    """attn_sum's mean pooling: the logit is Σ s_i / n over the n real tokens (not over the padded width T), and the
+    contributions `explain` shows are s_i / n, adding up to it."""
+    model = helpers.make_model("sum", seed=0, mean=True).eval()
+    ids, lengths = torch.randint(2, 5000, (2, 8)), torch.tensor([8, 3])
+    with torch.no_grad():
+        logit, parts = model(ids, lengths, details=True)
+        total = helpers.make_model("sum", seed=0).eval()(ids, lengths)  # the same network, summing
+    torch.testing.assert_close(logit, total / torch.tensor([8.0, 3.0]))  # dividing by T = 8 would fail review 2
+    torch.testing.assert_close(parts["contributions"], parts["scores"] / torch.tensor([[8.0], [3.0]]))
+    torch.testing.assert_close(parts["contributions"].sum(-1), logit)
+    with torch.no_grad():  # and a review with no real token gets logit 0, not NaN
+        assert model(ids[:1], torch.tensor([0])).item() == 0.0
 
 
 @pytest.mark.parametrize("window", [None, 0, 2])
@@ -273,11 +289,11 @@ def test_model_info_is_the_one_record_of_what_a_model_is():
 
 def test_full_config_says_when_two_configs_build_the_same_model():
     # spelling a default out, or the constructor's own default, is the same model
-    assert helpers.full_config("attn_sum", {"mean": True}) == helpers.full_config("attn_sum")
-    assert helpers.full_config("weighted", {"mean": False}) == helpers.full_config("weighted")
-    assert helpers.full_config("gru", {"hh_init": "default"}) == helpers.full_config("gru")
-    assert helpers.full_config("gru", {"hidden": 64}) != helpers.full_config("gru")
+    assert experiments.full_config("attn_sum", {"mean": True}) == experiments.full_config("attn_sum")
+    assert experiments.full_config("weighted", {"mean": False}) == experiments.full_config("weighted")
+    assert experiments.full_config("gru", {"hh_init": "default"}) == experiments.full_config("gru")
+    assert experiments.full_config("gru", {"hidden": 64}) != experiments.full_config("gru")
     # a record keeps the merged config it was built with: read without merging today's DEFAULT_CONFIGS again
     made = helpers.make_model("attn_weighted", seed=0, positions="relative").info.config
-    assert helpers.full_config("attn_weighted", made, named=False) == helpers.full_config("attn_weighted", {"positions": "relative"})
-    assert helpers.full_config("attn_weighted", {"layout": "residual"}, named=False)["positions"] == "absolute"
+    assert experiments.full_config("attn_weighted", made, named=False) == experiments.full_config("attn_weighted", {"positions": "relative"})
+    assert experiments.full_config("attn_weighted", {"layout": "residual"}, named=False)["positions"] == "absolute"

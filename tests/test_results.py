@@ -18,7 +18,7 @@ import helpers
 def test_checkpoint_roundtrip_keeps_the_model_and_its_record(tmp_path, toy_data):
     model, history = helpers.train_model("attn_weighted", toy_data, epochs=1, batch_size=4, progress=False,
                                          verbose=False, config={"window": 3})
-    record = helpers.run_record(model, history, toy_data, seed=0)
+    record = experiments.run_record(model, history, toy_data, seed=0)
     assert record is model.info.record and json.loads(json.dumps(record)) == record  # plain JSON values
     assert record["writeup_probs"] == [round(helpers.explain(model, text)["prob"], 4) for text in helpers.WRITEUP_REVIEWS]
     assert record["history"] == history.as_dict() and record["epochs_run"] == 1 and record["n_train"] == 18
@@ -78,7 +78,7 @@ def test_load_or_train_trains_once_prints_its_epochs_and_then_loads(toy_data, tm
         return progress(*args, **kwargs)
 
     monkeypatch.setattr(helpers, "progress_bar", recorded)
-    model = helpers.load_or_train("weighted", toy_data, folder=tmp_path)
+    model = experiments.load_or_train("weighted", toy_data, folder=tmp_path)
     record = model.info.record
     history = helpers.History(**record["history"])
     epochs = range(1, record["epochs_run"] + 1)
@@ -95,14 +95,14 @@ def test_load_or_train_trains_once_prints_its_epochs_and_then_loads(toy_data, tm
         raise AssertionError("load_or_train trained although the checkpoint exists")
 
     monkeypatch.setattr(helpers, "train_model", no_training)
-    again = helpers.load_or_train("weighted", toy_data, folder=tmp_path)
+    again = experiments.load_or_train("weighted", toy_data, folder=tmp_path)
     assert again.info == model.info and capsys.readouterr().out == ""
 
 
 def test_load_or_train_never_saves_in_a_smoke_run(toy_data, tmp_path, monkeypatch):
     monkeypatch.setenv("SMOKE_TEST", "1")
     folder = tmp_path / "checkpoints"
-    model = helpers.load_or_train("sum", toy_data, finetune=False, folder=folder)
+    model = experiments.load_or_train("sum", toy_data, finetune=False, folder=folder)
     assert model.delta is None and model.info.record["config"]["finetune"] is False
     assert not folder.exists() or not list(folder.iterdir())
 
@@ -202,7 +202,7 @@ def _simulated_runs(rng, p_a, p_b, seeds: int, shared: float):
         for name, p in (("a", p_a), ("b", p_b)):
             u = np.where(rng.random(len(p)) < shared, common, rng.random(len(p)))
             flags = u < p
-            groups[name].append({"seed": seed, "test_acc": flags.mean(), "correct": {"test": helpers.pack_bits(flags)}})
+            groups[name].append({"seed": seed, "test_acc": flags.mean(), "correct": {"test": experiments.pack_bits(flags)}})
     return groups["a"], groups["b"]
 
 
@@ -233,8 +233,8 @@ def test_compare_with_reviews_matches_the_formula_and_takes_an_anchor_record():
     rng = np.random.default_rng(1)
     a, b = _simulated_runs(rng, np.full(500, 0.8), np.full(500, 0.75), seeds=3, shared=0.5)
     c = experiments.paired_compare(a, b)
-    fa = np.stack([helpers.unpack_bits(r["correct"]["test"]) for r in a]).astype(float)
-    fb = np.stack([helpers.unpack_bits(r["correct"]["test"]) for r in b]).astype(float)
+    fa = np.stack([experiments.unpack_bits(r["correct"]["test"]) for r in a]).astype(float)
+    fb = np.stack([experiments.unpack_bits(r["correct"]["test"]) for r in b]).astype(float)
     d = fa.mean(1) - fb.mean(1)
     v_seeds, v_reviews = d.var(ddof=1) / 3, (fa - fb).mean(0).var(ddof=1) / 500
     df = (v_seeds + v_reviews) ** 2 / (v_seeds**2 / 2 + v_reviews**2 / 499)
@@ -243,7 +243,7 @@ def test_compare_with_reviews_matches_the_formula_and_takes_an_anchor_record():
     anchor = b[0]  # one deterministic record (TF-IDF): the same for every seed of a
     assert experiments.paired_compare(a, anchor) == experiments.paired_compare(a, [{**anchor, "seed": r["seed"]} for r in a])
     assert experiments.paired_compare(a, anchor)["noise"] == "seeds and reviews"
-    flags = helpers.unpack_bits(helpers.pack_bits([True, False, True]))
+    flags = experiments.unpack_bits(experiments.pack_bits([True, False, True]))
     assert flags.tolist() == [True, False, True]
 
 
@@ -537,7 +537,7 @@ def test_committed_records_cover_the_plan(train_results_tool):
                 settings = {**settings, "epochs": runs[job["refit_of"]]["best_epoch"], "patience": None}
                 assert record["val_acc"] is None and record["n_train"] == runs[job["refit_of"]]["n_train"] + 5000
             assert record["seed"] == job["seed"] and record["settings"] == settings
-            assert helpers.full_config(job["name"], record["config"], named=False) == helpers.full_config(
+            assert experiments.full_config(job["name"], record["config"], named=False) == experiments.full_config(
                 job["name"], job["config"]), job["key"]  # the same model, whether a default is spelt out or not
             assert (record["tokenizer"], record["split"]) == (job["tokenizer"], helpers.SPLIT_VERSION)
             if not job["refit_of"] and job["settings"]["patience"] is not None:  # patience, not a cap, ended it

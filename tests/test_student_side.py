@@ -20,6 +20,7 @@ import torch
 
 import experiments
 import helpers
+import plots
 
 ROOT = helpers.ROOT
 STUDENT = ROOT / "tools" / "student"
@@ -59,7 +60,7 @@ def run_cells(*sources: str) -> list:
 # --- one line where work is missing ---
 
 def test_a_bare_notebook_stub_shows_one_red_line_naming_its_function():
-    outputs = run_cells("import helpers\nhelpers.name_stubs(notebook=1)",
+    outputs = run_cells("import helpers\nimport plots\nplots.name_stubs(notebook=1)",
                         "def vjp(v):\n    # YOUR CODE HERE\n    raise NotImplementedError()",
                         "vjp(1)",
                         "raise helpers.Unimplemented('implement RNNCell.update (h\\'): notebook 03, section 1')",
@@ -74,7 +75,7 @@ def test_a_bare_notebook_stub_shows_one_red_line_naming_its_function():
         "Unimplemented: implement RNNCell.update (h'): notebook 03, section 1"]
     (other,) = [o for o in outputs[4] if o["output_type"] == "error"]
     assert other["evalue"] == "a message of its own" and len(other["traceback"]) > 1  # a real error keeps its traceback
-    assert helpers.name_stubs(notebook=1) is None  # outside IPython: nothing to do, no error
+    assert plots.name_stubs(notebook=1) is None  # outside IPython: nothing to do, no error
 
 
 def test_the_exercise_check_names_the_first_missing_part_in_the_readme_order(monkeypatch):

@@ -53,7 +53,7 @@ def run_job(job: dict, data: helpers.Imdb, out: Path) -> tuple[dict, helpers.Sen
     model, history = helpers.train_model(
         job["name"], data, seed=job["seed"], config=job["config"], progress=False, verbose=False,
         callback=lambda epoch, h: print(f"{job['key']} | {h.line(epoch)}", flush=True), **settings)
-    record = helpers.run_record(model, history, data, job["seed"])
+    record = experiments.run_record(model, history, data, job["seed"])
     if job["refit_of"]:
         record["val_acc"] = None  # validation was trained on: no held-out estimate
     return record, model
@@ -92,8 +92,8 @@ def reusable(job: dict, out: Path, smoke: bool) -> bool:
     recorded.pop("notebook", None), wanted.pop("notebook", None)  # which notebook shows a run does not change it
     if job["kind"] == "run":  # the model it trained, whether the plan spells a setting out or takes the default
         recorded.pop("config", None)
-        made = helpers.full_config(job["name"], record.get("config"), named=False)
-        if made != helpers.full_config(job["name"], wanted.pop("config")):
+        made = experiments.full_config(job["name"], record.get("config"), named=False)
+        if made != experiments.full_config(job["name"], wanted.pop("config")):
             return False
     if recorded != wanted:
         return False
