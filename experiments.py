@@ -1,8 +1,10 @@
-"""Experiment records and their statistics for notebooks 03 and 04: where each job's record lives and how the
-notebooks read them (`load_results`, `group_records`), the paired comparison that decides every "better"
-(`paired_compare`, over seeds and the evaluation reviews), the results tables, the recompute launcher (`recompute`, which runs
-tools/train_results.py) and the hyper-parameter search's storage and resumable studies (its objective is in notebook
-03, section 6). Imports `helpers` (the models and data); `helpers` never imports this module.
+"""Experiment records and their statistics for notebooks 03 and 04: what one trained model's record holds
+(`run_record`, with each review's correctness packed by `pack_bits`; `load_or_train` trains or loads a named model
+with it), where each job's record lives and how the notebooks read them (`load_results`, `group_records`), the
+paired comparison that decides every "better" (`paired_compare`, over seeds and the evaluation reviews), the results
+tables, the recompute launcher (`recompute`, which runs tools/train_results.py) and the hyper-parameter search's
+storage, resumable studies and trial records (its objective is in notebook 03, section 6). Imports `helpers` (the
+models and data); `helpers` never imports this module.
 """
 from __future__ import annotations
 
@@ -355,17 +357,27 @@ def paired_compare(a: Sequence[dict], b: Sequence[dict] | dict | float, metric: 
     return _t_verdict(out, se, df, level)
 
 
+def _signed(x: float, scale: float, digits: int) -> str:
+    return f"{x * scale:+.{digits}f}"
+
+
 def format_comparison(c: dict, scale: float = 100.0, unit: str = "pts", digits: int = 2) -> str:
     """One line for `paired_compare`'s result, e.g. '+1.23 pts, 95 % CI [+0.50, +1.96], n = 5, p = 0.012: better'
     (accuracies in points by default; `scale=1, unit="", digits=3` for losses)."""
     unit = f" {unit}" if unit else ""
-    f = lambda x: f"{x * scale:+.{digits}f}"  # noqa: E731
+    diff = _signed(c["diff"], scale, digits)
     if c["n"] < 2:
-        return f"{f(c['diff'])}{unit}, {c['verdict']}"
+        return f"{diff}{unit}, {c['verdict']}"
     seeds_only = {"seeds": " (seeds only)", "groups": " (over groups)"}.get(c.get("noise"), "")
     n = f"{c['n']} vs {c['n_b']}" if "n_b" in c else c["n"]  # unpaired: the two samples' sizes
-    return (f"{f(c['diff'])}{unit}, 95 % CI [{f(c['lo'])}, {f(c['hi'])}]{seeds_only}, n = {n}, "
-            f"p = {c['p']:.3f}: {c['verdict']}")
+    return (f"{diff}{unit}, 95 % CI [{_signed(c['lo'], scale, digits)}, {_signed(c['hi'], scale, digits)}]"
+            f"{seeds_only}, n = {n}, p = {c['p']:.3f}: {c['verdict']}")
+
+
+def format_interval(c: dict, scale: float = 100.0, unit: str = "pts", digits: int = 1) -> str:
+    """A comparison's difference and 95 % interval in short, e.g. '+1.2 [+0.5, +2.0] pts' (the README's tables)."""
+    interval = f"{_signed(c['diff'], scale, digits)} [{_signed(c['lo'], scale, digits)}, {_signed(c['hi'], scale, digits)}]"
+    return interval + (f" {unit}" if unit else "")
 
 
 def optuna_storage():
@@ -444,6 +456,51 @@ def run_study(study, objective: Callable, n_trials: int, verbose: bool = True):
         callbacks = [optuna.study.MaxTrialsCallback(n_trials, states=finished)] + ([log] if verbose else [])
         study.optimize(objective, n_trials=missing, callbacks=callbacks)
     return study
+
+
+def trial_records(study) -> list[dict]:
+    """A study's finished trials as plain records (number, hidden, state, score, per-seed scores, the
+    first seed's curves): what the results store and `trial_table` / `plot_search` read."""
+    from optuna.trial import TrialState
+
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        history = t.user_attrs.get("history") or {"val_acc": []}  # a repeat has none: see its original
+        pruned = t.state == TrialState.PRUNED
+        rows.append({"number": t.number, "hidden": t.params["hidden"], "state": t.state.name.lower(),
+                     "value": max(history["val_acc"], default=float("nan")) if pruned else t.value,
+                     "seed_values": t.user_attrs.get("seed_values") or [], "history": history,
+                     "repeat_of": t.user_attrs.get("repeat_of"),
+                     "seconds": t.duration.total_seconds() if t.duration is not None else None})
+    return rows
+
+
+def trial_table(trials: list[dict]) -> "pd.DataFrame":
+    """Trial records best first: hidden size, state, score and the per-seed scores. A completed trial's score is
+    the mean of its seeds' best validation accuracies; a pruned trial has only its first seed's partial curve, and a
+    repeated size no curve of its own ("–": nothing to show)."""
+    order = sorted(trials, key=lambda t: (t["state"] != "complete", -t["value"] if t["state"] == "complete" else 0,
+                                          t["number"]))
+    import pandas as pd
+
+    return pd.DataFrame([{"trial": t["number"], "hidden": t["hidden"], "state": t["state"],
+                          "score: mean of seeds (completed)": f"{t['value']:.3f}" if t["state"] == "complete" else "–",
+                          "first seed, best so far": (f"{max(t['history']['val_acc']):.3f}" if t["history"]["val_acc"]
+                                                      else "–"),
+                          "per seed": " ".join(f"{v:.3f}" for v in t["seed_values"]) or "–",
+                          "epochs run": len(t["history"]["val_acc"]) or "(repeat)",
+                          "repeat of": t["repeat_of"] if t["repeat_of"] is not None else ""} for t in order])
+
+
+def search_minutes(trials: list[dict]) -> tuple[float, str]:
+    """How long a search took: the trials' own durations where the records keep them, else the training time the
+    stored curves give (the first seed's epoch times x the seeds it trained; a repeat trains nothing), which leaves
+    out the evaluation after every epoch."""
+    if all(t.get("seconds") is not None for t in trials):
+        return sum(t["seconds"] for t in trials) / 60, "wall time of the trials"
+    seeds = lambda t: 0 if t["repeat_of"] is not None else max(1, len(t["seed_values"]))  # noqa: E731
+    return (sum(sum(t["history"].get("epoch_seconds", [])) * seeds(t) for t in trials) / 60,
+            "training time from the stored epoch times, evaluation not included")
 
 
 # --- the plan: every job behind notebooks 03 and 04 (tools/train_results.py runs them) ---

@@ -1,6 +1,7 @@
 """Figures and display for the notebooks: `show_source` (the real code that trains, shown where it is taught),
 `name_stubs` (an unwritten stub shows as one line), the one-review explanations and their figures, learning curves,
-attention heatmaps, the sub-score figures and the model comparison. Imports `helpers`; `helpers` never imports this module.
+attention heatmaps, the sub-score figures (alone and in context, the tokens behind an error), the search's figure and
+the model comparison. Imports `helpers`; `helpers` never imports this module.
 """
 from __future__ import annotations
 
@@ -265,3 +266,128 @@ def plot_model_comparison(table, anchor: float | None = None, title: str = "Mode
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_search(searches: dict, reference: dict | None = None):
+    """One row per search ({label: trial records}). Left: completed trials' scores (mean of seeds) by trial, and
+    the best so far. Middle: the same scores by hidden size, each seed a small dot. Right: what the pruner compares,
+    like with like: the first seed's validation accuracy after each epoch, completed trials solid, pruned dashed
+    (a pruned trial has no mean, so it appears only here)."""
+    import matplotlib.pyplot as plt
+
+    reference = reference or {}
+    fig, axes = plt.subplots(len(searches), 3, figsize=(17, 5.6 * len(searches)), squeeze=False)
+    for (label, trials), (ax_hist, ax_size, ax_curve) in zip(searches.items(), axes):
+        done = [t for t in trials if t["state"] == "complete"]
+        new = [t for t in done if t["repeat_of"] is None]
+        best, running = [], float("-inf")
+        for t in done:
+            running = max(running, t["value"])
+            best.append(running)
+        ax_hist.plot([t["number"] for t in new], [t["value"] for t in new], "o", color="tab:blue", label="completed trial")
+        ax_hist.plot([t["number"] for t in done if t not in new], [t["value"] for t in done if t not in new], "o",
+                     mfc="none", color="tab:blue", label="a size proposed again (result reused, not retrained)")
+        ax_hist.step([t["number"] for t in done], best, where="post", color="tab:red", label="best so far")
+        ax_hist.set(xlabel="trial", ylabel="score (mean of seeds' best val acc)", title=f"{label}: completed trials")
+        ax_hist.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        for t in new:
+            ax_size.plot([t["hidden"]] * len(t["seed_values"]), t["seed_values"], ".", color="tab:blue", alpha=0.4)
+        ax_size.plot([t["hidden"] for t in new], [t["value"] for t in new], "o", color="tab:blue",
+                     label="completed size (mean; dots: seeds)")
+        if done:
+            top = max(done, key=lambda t: t["value"])
+            ax_size.plot(top["hidden"], top["value"], "*", color="tab:red", markersize=14,
+                         label=f"best: {top['hidden']} units")
+        if label in reference:
+            ax_size.axvline(reference[label], color="tab:green", ls="--", label=f"write-up: {reference[label]}")
+        ax_size.set(xlabel="hidden units", ylabel="score (mean of seeds' best val acc)", title=f"{label}: hidden size")
+        colors = plt.get_cmap("tab10")
+        for k, t in enumerate(t for t in trials if t["history"]["val_acc"]):  # a repeat has no curve of its own
+            acc = t["history"]["val_acc"]
+            ax_curve.plot(range(1, len(acc) + 1), acc, "-o" if t["state"] == "complete" else "--x",
+                          color=colors(k % 10), markersize=4, label=f"{t['hidden']} units ({t['state']})")
+        ax_curve.set(xlabel="epoch", ylabel="first seed's val acc", title=f"{label}: what the pruner compares")
+        ax_curve.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        for ax, columns in ((ax_hist, 1), (ax_size, 1), (ax_curve, 2)):  # legends below the panels: no point hidden
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=columns, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def _find_tokens(needle: list[str], haystack: list[str]) -> int:
+    """Position of `needle` as a contiguous run inside `haystack`; ValueError if absent."""
+    for start in range(len(haystack) - len(needle) + 1):
+        if list(haystack[start:start + len(needle)]) == list(needle):
+            return start
+    raise ValueError(f"{' '.join(needle)!r} does not occur inside {' '.join(haystack)!r}")
+
+
+def _shared_tail(needle: list[str], haystack: list[str]) -> tuple[int, int]:
+    """(cut, start): the longest tail needle[cut:] that occurs contiguously in `haystack`, and where. The tail,
+    not the whole: course-v1 drops a one-letter word between two others, so "reviews i absolutely" loses its "i"
+    while "i absolutely" at the start of a review keeps it."""
+    for cut in range(len(needle)):
+        try:
+            return cut, _find_tokens(needle[cut:], haystack)
+        except ValueError:
+            continue
+    raise ValueError(f"no word of {' '.join(needle)!r} occurs inside {' '.join(haystack)!r}")
+
+
+def plot_context_effect(models: dict, text: str, longer_text: str):
+    """Sub-scores of `text`'s words alone vs inside `longer_text`, one panel per model; returns (fig, table)."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    # each panel its own y scale: averaging models (weighted) learn far larger s_i than summing ones
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.8), squeeze=False)
+    columns = {}
+    for ax, (label, model) in zip(axes[0], models.items()):
+        alone, inside = helpers.explain(model, text), helpers.explain(model, longer_text)
+        cut, start = _shared_tail(alone["tokens"], inside["tokens"])
+        words = alone["tokens"][cut:]
+        a = alone["scores"][cut:]
+        b = inside["scores"][start:start + len(a)]
+        x = np.arange(len(a))
+        ax.bar(x - 0.2, a, 0.4, color="tab:blue", label="alone")
+        ax.bar(x + 0.2, b, 0.4, color="tab:orange", label="inside the longer review")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_xticks(x, words, rotation=55, ha="right")
+        ax.set_title(f"{label}\nP(positive) {alone['prob']:.3f} alone, {inside['prob']:.3f} inside", fontsize=10)
+        ax.set_ylabel("sub-score $s_i$")
+        columns[(label, "alone")], columns[(label, "in context")] = a, b
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=2, fontsize=9)
+    fig.suptitle(f"The same words with and without context: “{text}”", fontsize=11)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    if cut:
+        print(f"compared: the last {len(words)} words; {' '.join(alone['tokens'][:cut])!r} is not among the longer "
+              f"review's tokens")
+    return fig, pd.DataFrame(columns, index=words)
+
+
+def show_top_tokens(model: helpers.SentimentModel, text: str, k: int = 12, ax=None, title: str | None = None):
+    """Bars of the k tokens that move a token-score model's logit most (s_i, s_i / n or w_i s_i); returns (ax, info)."""
+    import matplotlib.pyplot as plt
+
+    info = helpers.explain(model, text)
+    if info["contributions"] is None:
+        raise ValueError("token contributions exist only for the token-score models (sum, weighted, attn_*)")
+    contrib = info["contributions"]
+    top = np.argsort(-np.abs(contrib))[:k][::-1]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 0.3 * len(top) + 1.2))
+    ax.barh(np.arange(len(top)), contrib[top], color=np.where(contrib[top] >= 0, "tab:green", "tab:red"))
+    ax.set_yticks(np.arange(len(top)), [f"{info['tokens'][i]}  (#{i + 1})" for i in top])
+    ax.axvline(0, color="grey", lw=0.8)
+    limit = 1.1 * float(np.abs(contrib[top]).max()) or 1.0
+    ax.set_xlim(-limit, limit)  # symmetric: the side of 0 is the sign of the push
+    ax.locator_params(axis="x", nbins=5)
+    ax.grid(axis="x", alpha=0.3)
+    kind = "$w_i s_i$" if info["weights"] is not None else "$s_i / n$" if model.mean else "$s_i$"
+    ax.set_xlabel(f"contribution to the logit ({kind})")
+    ax.set_title(title or f"{model.info.name}: P(positive) = {info['prob']:.3f}", fontsize=10)
+    ax.figure.tight_layout()
+    return ax, info

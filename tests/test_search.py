@@ -166,3 +166,35 @@ def test_two_workers_share_one_journal_study(tmp_path, monkeypatch):
     # the other worker at that moment still finishes, so one extra trial is possible.
     assert n_trials <= len(finished) <= n_trials + 1
     assert {t.user_attrs["pid"] for t in finished} == pids  # both workers ran trials
+
+
+def test_trial_records_the_table_and_the_search_minutes_read_what_the_study_holds():
+    """Three stored trials (a completed one with two seeds, a repeat of its size, a pruned one): the records keep each
+    trial's score and curve, the table lists the completed trial first, and the search's minutes are the trials' own
+    durations, or else the stored epoch times times the seeds trained (a repeat trains nothing)."""
+    import datetime
+
+    from optuna.distributions import IntDistribution
+
+    study = in_memory("records")
+    start = datetime.datetime(2026, 1, 1)
+    curve = {"val_acc": [0.6, 0.7], "epoch_seconds": [30.0, 30.0]}
+    for number, (state, hidden, value, attrs, seconds) in enumerate((
+            (TrialState.COMPLETE, 32, 0.75, {"history": curve, "seed_values": [0.74, 0.76]}, 120),
+            (TrialState.COMPLETE, 32, 0.75, {"seed_values": [0.74, 0.76], "repeat_of": 0}, 0),
+            (TrialState.PRUNED, 8, None, {"history": {"val_acc": [0.55], "epoch_seconds": [12.0]}}, 12))):
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=number, trial_id=number, state=state, value=value, params={"hidden": hidden},
+            distributions={"hidden": IntDistribution(4, 128)}, user_attrs=attrs, system_attrs={},
+            intermediate_values={}, datetime_start=start, datetime_complete=start + datetime.timedelta(seconds=seconds)))
+    trials = experiments.trial_records(study)
+    assert [(t["number"], t["state"], t["value"], t["repeat_of"]) for t in trials] == [
+        (0, "complete", 0.75, None), (1, "complete", 0.75, 0), (2, "pruned", 0.55, None)]
+    table = experiments.trial_table(trials)
+    assert table["trial"].tolist() == [0, 1, 2] and table.loc[2, "score: mean of seeds (completed)"] == "–"
+    assert table.loc[0, "per seed"] == "0.740 0.760" and table.loc[1, "epochs run"] == "(repeat)"
+    assert experiments.search_minutes(trials) == (132 / 60, "wall time of the trials")
+    for t in trials:
+        t["seconds"] = None  # a record from before trials kept their duration
+    minutes, what = experiments.search_minutes(trials)
+    assert minutes == (60.0 * 2 + 0 + 12.0 * 1) / 60 and what.startswith("training time")

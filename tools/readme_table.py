@@ -47,8 +47,8 @@ def markdown_table(results: dict) -> str:
         gap = [experiments.mean_std([r["val_acc"] - r["test_acc"] for r in g])[0] * 100 for g in (trainable, frozen)]
         rows.append(f"| {LABELS[name]} | {helpers.DEFAULT_CONFIGS[name]['hidden']} | "
                     f"{own:,} + {trainable[0]['parameters'] - own:,} | {len(trainable)} | **{pct([r['test_acc'] for r in trainable])}** | "
-                    f"{pct([r['test_acc'] for r in frozen])} | {100 * c['diff']:+.1f} [{100 * c['lo']:+.1f}, "
-                    f"{100 * c['hi']:+.1f}] pts | {gap[0]:+.1f} / {gap[1]:+.1f} pts |")
+                    f"{pct([r['test_acc'] for r in frozen])} | {experiments.format_interval(c)} | "
+                    f"{gap[0]:+.1f} / {gap[1]:+.1f} pts |")
     tfidf = results["runs"]["tfidf"]
     rows.append(f"| TF-IDF (1–2-grams) + logistic regression, C = {tfidf['C']:g} chosen on validation | – | – | – | "
                 f"{100 * tfidf['test_acc']:.1f} % | | | {100 * (tfidf['val_acc'] - tfidf['test_acc']):+.1f} pts |")
@@ -68,7 +68,7 @@ def peer_table(results: dict) -> str:
         peer = experiments.PUBLISHED_SOLUTIONS[PEERS[name]]
         c = experiments.unpaired_compare(refit, peer)
         rows.append(f"| {LABELS[name]} vs published {PEERS[name]} | {pct(refit)} | {len(refit)} | {pct(peer)} | "
-                    f"{100 * c['diff']:+.1f} [{100 * c['lo']:+.1f}, {100 * c['hi']:+.1f}] pts: {c['verdict']} |")
+                    f"{experiments.format_interval(c)}: {c['verdict']} |")
     return "\n".join(rows)
 
 
