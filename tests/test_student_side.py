@@ -348,18 +348,6 @@ def test_the_release_notebooks_stop_with_one_line_naming_the_missing_part(releas
         assert "Traceback" not in text and "RuntimeError" not in text
 
 
-@pytest.mark.slow  # the two theory notebooks on their stubs (about 10 s)
-def test_the_release_theory_notebooks_stop_with_one_line_naming_the_stub(release):
-    for name, where, what in (("01_derivatives_backprop_skip_connections.ipynb", "code cell 5", "dF_dx_formula"),
-                              ("02_architectures_and_text_to_image.ipynb", "code cell 14",
-                               "scaled_dot_product_attention")):
-        nb, _, stopped = _run(release, name)
-        assert stopped is not None and stopped.startswith(f"stopped at {where}"), stopped
-        ((_, error),) = _errors(nb)
-        assert error["evalue"].startswith(f"{what} is not written yet (notebook {name[:2]}, cell In["), error["evalue"]
-        assert len(error["traceback"]) == 1 and "\x1b[31m" in error["traceback"][0], error["traceback"]
-
-
 @pytest.fixture(scope="module")
 def solved_release(release, tmp_path_factory):
     """The release with the reference solutions: helpers.py and notebook 03's objective cell pasted in.
