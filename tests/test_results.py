@@ -526,6 +526,22 @@ def committed() -> dict:
     return experiments.load_results()["runs"]
 
 
+def test_every_committed_run_keeps_which_reviews_it_got_right_and_they_give_its_accuracy():
+    """`paired_compare` counts the reviews' noise only where both groups keep per-review flags: every training run
+    of the plan must (25,000 test reviews; 5,000 validation reviews unless validation was trained on), and the flags
+    must be the recorded accuracies' own."""
+    runs = [r for r in committed().values() if r.get("job", {}).get("kind") == "run"]
+    assert len(runs) == sum(j["kind"] == "run" for j in experiments.experiment_plan())
+    for record in runs:
+        test = experiments.unpack_bits(record["correct"]["test"])
+        assert len(test) == 25_000 and test.mean() == pytest.approx(record["test_acc"], abs=1e-12), record["job"]["key"]
+        if record["val_acc"] is None:  # a refit on training + validation: nothing held out to keep
+            assert "val" not in record["correct"], record["job"]["key"]
+        else:
+            val = experiments.unpack_bits(record["correct"]["val"])
+            assert len(val) == 5_000 and val.mean() == pytest.approx(record["val_acc"], abs=1e-12), record["job"]["key"]
+
+
 def test_committed_records_cover_the_plan(train_results_tool):
     runs = committed()
     for job in experiments.experiment_plan():

@@ -55,7 +55,8 @@ def run_job(job: dict, data: helpers.Imdb, out: Path) -> tuple[dict, helpers.Sen
         callback=lambda epoch, h: print(f"{job['key']} | {h.line(epoch)}", flush=True), **settings)
     record = experiments.run_record(model, history, data, job["seed"])
     if job["refit_of"]:
-        record["val_acc"] = None  # validation was trained on: no held-out estimate
+        record["val_acc"] = None  # validation was trained on: no held-out estimate, and no per-review flags for it
+        record.get("correct", {}).pop("val", None)
     return record, model
 
 
