@@ -290,6 +290,22 @@ def compare_group_means(pairs: Sequence[tuple[Sequence[dict], Sequence[dict]]], 
     return _t_verdict(out, means.std(ddof=1) / math.sqrt(len(means)), len(means) - 1, level)
 
 
+_VERDICTS: dict[tuple, str] = {}
+"""Every distinct comparison this process has made, keyed by what decides it (difference, standard error, degrees of
+freedom, n, level), with its verdict: `comparisons_made` counts them."""
+
+
+def comparisons_made() -> dict[str, int]:
+    """How many distinct comparisons (`paired_compare`, `unpaired_compare`, `compare_group_means`) this process has
+    made, by verdict. One computed again (a rerun cell, a table and a printout of the same pair) counts once. With
+    n comparisons that were all true ties, about 0.2 n would still read "suggestive" or stronger and 0.05 n
+    "better" / "worse": the count says how much chance alone explains."""
+    counts = dict.fromkeys(("better", "worse", "suggestive", "tie"), 0)
+    for verdict in _VERDICTS.values():
+        counts[verdict] = counts.get(verdict, 0) + 1
+    return counts
+
+
 def _t_verdict(out: dict, se: float, df: float, level: float) -> dict:
     """Fill `out` (with its mean difference `diff`) with the t-based `level` interval for standard error `se` and `df`
     degrees of freedom, the two-sided p-value and the verdict: "better" / "worse" where the interval excludes 0,
@@ -305,6 +321,7 @@ def _t_verdict(out: dict, se: float, df: float, level: float) -> dict:
         out["verdict"] = "better" if out["diff"] > 0 else "worse"
     elif out["p"] < 0.2:
         out["verdict"] = "suggestive"
+    _VERDICTS[(round(out["diff"], 12), round(se, 12), round(df, 6), out["n"], level)] = out["verdict"]
     return out
 
 

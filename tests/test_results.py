@@ -247,6 +247,18 @@ def test_compare_with_reviews_matches_the_formula_and_takes_an_anchor_record():
     assert flags.tolist() == [True, False, True]
 
 
+def test_comparisons_made_counts_each_distinct_comparison_once_by_verdict(monkeypatch):
+    monkeypatch.setattr(experiments, "_VERDICTS", {})
+    runs = lambda accs: [{"seed": s, "test_acc": a} for s, a in enumerate(accs)]
+    better = (runs([0.82, 0.83, 0.84, 0.83]), runs([0.80, 0.80, 0.81, 0.80]))
+    experiments.paired_compare(*better)
+    experiments.paired_compare(*better)  # the same pair again (a rerun cell): still one comparison
+    experiments.paired_compare(runs([0.80, 0.82, 0.78]), runs([0.81, 0.80, 0.80]))  # a tie
+    experiments.unpaired_compare([0.80, 0.81, 0.79], [0.90, 0.91, 0.92])  # worse
+    experiments.paired_compare(runs([0.8]), runs([0.7]))  # one seed: no interval, no verdict to count
+    assert experiments.comparisons_made() == {"better": 1, "worse": 1, "suggestive": 0, "tie": 1}
+
+
 def test_unpaired_compare_is_welchs_test():
     ours, theirs = [0.807, 0.812, 0.803, 0.809], [0.8057, 0.8024, 0.8202]
     c = experiments.unpaired_compare(ours, theirs)
