@@ -300,10 +300,8 @@ def comparisons_made() -> dict[str, int]:
     made, by verdict. One computed again (a rerun cell, a table and a printout of the same pair) counts once. With
     n comparisons that were all true ties, about 0.2 n would still read "suggestive" or stronger and 0.05 n
     "better" / "worse": the count says how much chance alone explains."""
-    counts = dict.fromkeys(("better", "worse", "suggestive", "tie"), 0)
-    for verdict in _VERDICTS.values():
-        counts[verdict] = counts.get(verdict, 0) + 1
-    return counts
+    verdicts = list(_VERDICTS.values())
+    return {verdict: verdicts.count(verdict) for verdict in ("better", "worse", "suggestive", "tie")}
 
 
 def _t_verdict(out: dict, se: float, df: float, level: float) -> dict:
