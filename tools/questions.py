@@ -36,3 +36,10 @@ QUESTIONS = {
 }
 """Question id -> points, title, where the student writes it, and what is graded: the helpers.py functions of the
 submission (`replace`), or a notebook's code cell (`notebook`, the cell's nbgrader `grade_id`)."""
+
+WRITTEN: dict[str, dict] = {}
+"""The written answers, graded by hand: grade_id (of the notebook's markdown answer cell) -> {"question": the question
+as the notebook asks it, "criteria": [(what a full answer contains, points), ...], "mistakes": [a common mistake,
+...]}. The criteria's points add up to the answer cell's nbgrader points; the markdown cell just above the answer
+cell asks the same question, lists the criteria and states the points ("(N points)"). The grader's instructor report
+prints each entry as the rubric beside the reference answer."""
