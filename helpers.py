@@ -974,8 +974,11 @@ class SelfAttention(nn.Module):
         self.k = nn.Linear(dim, dim)
         self.v = nn.Linear(dim, dim)
         self.positions = PositionCode(dim) if positions else None
-        # a code per offset in the window (full attention: offsets beyond ±RELATIVE_CLIP share the code of ±that)
-        self.relative = RelativePositions(dim, RELATIVE_CLIP if window is None else window) if relative else None
+        # a code per offset in the window (full attention: offsets beyond ±RELATIVE_CLIP share the code of ±that);
+        # window 0 (A = I, the same-capacity control of the ±5 model) keeps the ±RELATIVE_CLIP codes, unused but for
+        # offset 0, so that it has the ±5 model's parameters and, seed for seed, its initial weights
+        codes = RELATIVE_CLIP if window is None or window == 0 else window
+        self.relative = RelativePositions(dim, codes) if relative else None
 
     @exercise("SelfAttention.forward (scores, the padding and window mask, softmax)", "notebook 04, section 1")
     def forward(self, x: torch.Tensor, mask: torch.Tensor):

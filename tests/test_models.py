@@ -125,6 +125,19 @@ def test_attention_is_masked_and_windowed(window):
         torch.testing.assert_close(attn[0], torch.eye(8))
 
 
+@pytest.mark.parametrize("name", ["attn_sum", "attn_weighted"])
+def test_the_window_0_control_has_the_named_models_parameters_and_initial_weights(name):
+    """The same-capacity control of attention: with window=0 every token sees only itself (A = I, above), and the
+    model keeps every parameter of the ±5 model, seed for seed the same initial values, so that the paired difference
+    is attention's context alone."""
+    named, control = helpers.make_model(name, seed=3), helpers.make_model(name, seed=3, window=0)
+    assert control.attention.window == 0 and named.attention.window == 5
+    a, b = dict(named.named_parameters()), dict(control.named_parameters())
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
 def test_positions_make_attention_order_aware():
     model = helpers.make_model("attn_sum", seed=0, window=None).eval()
     ids = torch.randint(2, 5000, (1, 6))
