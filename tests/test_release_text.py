@@ -2,7 +2,10 @@
 answer and no line of solution code in a cell students see, no cited path the release lacks, no instructor-only
 package in its requirements; and notebook 02's own Q3(b) check compares the attention's values."""
 import copy
+import os
 import re
+import subprocess
+import sys
 
 import nbformat
 import pytest
@@ -132,6 +135,7 @@ def test_the_release_requirements_are_the_students(release):
     name = lambda line: re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", line).group(0)).lower()
     packages = {name(l): l for l in shipped if l.strip() and not l.startswith("#") and l != "-e ."}
     assert "nbgrader" not in packages and not any("nbgrader" in l for l in shipped), shipped
+    assert not {"psycopg", "optuna-dashboard"} & set(packages), "a student needs no PostgreSQL driver or dashboard"
     assert shipped[-1] == "-e ."
     released = "\n".join(make_assignment.readable_text(p) for p in release.rglob("*")
                          if p.is_file() and p.suffix in make_assignment.TEXT_SUFFIXES)
@@ -148,9 +152,10 @@ def test_the_release_requirements_are_the_students(release):
 
 
 def test_student_requirements_drops_a_package_with_its_comment():
-    text = "# header\ntorch==1\n# the release tool\nnbgrader==0.9\n# dashboard\noptuna-dashboard==0.2\n-e .\n"
-    assert make_assignment.student_requirements(text, "run optuna-dashboard sqlite:///x") == \
-        "# header\ntorch==1\n# dashboard\noptuna-dashboard==0.2\n-e .\n"
+    text = ("# header\ntorch==1\n# the release tool\nnbgrader==0.9\n# yaml\nPyYAML==6.0\n# dashboard\n"
+            "optuna-dashboard==0.2\n-e .\n")
+    assert make_assignment.student_requirements(text, "import yaml; optuna-dashboard sqlite:///x") == \
+        "# header\ntorch==1\n# yaml\nPyYAML==6.0\n-e .\n"  # the dashboard never ships, whatever the text says
     assert make_assignment.student_requirements(text, "") == "# header\ntorch==1\n-e .\n"
 
 
@@ -182,3 +187,23 @@ def test_the_q3b_check_compares_values(scale, fails):
             exec(nb.cells[check].source, namespace)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_release_has_one_pytest_configuration(release):
+    """The student's pytest.ini is the release's only pytest configuration (pytest would otherwise print "ignoring
+    pytest config in pyproject.toml!"), and it names nothing the release leaves out."""
+    assert "[tool.pytest" not in (release / "pyproject.toml").read_text()
+    assert (release / "pytest.ini").is_file() and not (release / "setup.cfg").exists() and not (release / "tox.ini").exists()
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "tests"], cwd=release,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(release)})
+    assert "ignoring pytest config" not in done.stdout + done.stderr
+    assert done.returncode == 0 and "test_self_checks.py" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    ini = (release / "pytest.ini").read_text()
+    assert "tools import grade" not in ini and "grade" not in ini
+
+
+def test_no_bare_not_implemented_error_outside_the_stubs(release):
+    """A student who searches the release for `raise NotImplementedError` finds the stubs and nothing else."""
+    text = (release / "helpers.py").read_text()
+    lines = [i for i, line in enumerate(text.splitlines()) if "raise NotImplementedError" in line]
+    assert lines and all("# YOUR CODE HERE" in text.splitlines()[i - 1] for i in lines)

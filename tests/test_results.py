@@ -231,14 +231,21 @@ def test_compare_counts_the_reviews_noise_and_covers_the_true_difference():
 
 def test_compare_with_reviews_matches_the_formula_and_takes_an_anchor_record():
     rng = np.random.default_rng(1)
-    a, b = _simulated_runs(rng, np.full(500, 0.8), np.full(500, 0.75), seeds=3, shared=0.5)
+    p_a = rng.uniform(0.5, 1.0, 500)  # reviews on which b is better or worse than a, whatever the seed
+    a, b = _simulated_runs(rng, p_a, np.clip(p_a - 0.05 + 0.3 * rng.standard_normal(500), 0, 1), seeds=3, shared=0.9)
     c = experiments.paired_compare(a, b)
     fa = np.stack([experiments.unpack_bits(r["correct"]["test"]) for r in a]).astype(float)
     fb = np.stack([experiments.unpack_bits(r["correct"]["test"]) for r in b]).astype(float)
     d = fa.mean(1) - fb.mean(1)
-    v_seeds, v_reviews = d.var(ddof=1) / 3, (fa - fb).mean(0).var(ddof=1) / 500
-    df = (v_seeds + v_reviews) ** 2 / (v_seeds**2 / 2 + v_reviews**2 / 499)
-    half = stats.t.ppf(0.975, df) * np.sqrt(v_seeds + v_reviews)
+    # the two-way ANOVA of D (3 seeds x 500 reviews): each source of noise once, the seeds-only interval as a floor
+    D = fa - fb
+    ss_total = ((D - D.mean()) ** 2).sum()
+    ss_seeds, ss_reviews = 500 * ((d - D.mean()) ** 2).sum(), 3 * ((D.mean(0) - D.mean()) ** 2).sum()
+    ms_resid = (ss_total - ss_seeds - ss_reviews) / (2 * 499)
+    v_seeds, v_main = ss_seeds / 2 / 1500, max(ss_reviews / 499 - ms_resid, 0) / 1500
+    assert v_main > 0
+    df = (v_seeds + v_main) ** 2 / (v_seeds**2 / 2 + v_main**2 / 499)
+    half = max(stats.t.ppf(0.975, df) * np.sqrt(v_seeds + v_main), stats.t.ppf(0.975, 2) * np.sqrt(v_seeds))
     assert c["diff"] == pytest.approx(d.mean()) and (c["lo"], c["hi"]) == pytest.approx((d.mean() - half, d.mean() + half))
     anchor = b[0]  # one deterministic record (TF-IDF): the same for every seed of a
     assert experiments.paired_compare(a, anchor) == experiments.paired_compare(a, [{**anchor, "seed": r["seed"]} for r in a])

