@@ -11,8 +11,9 @@ functions on those inputs and writes, to file descriptor FD (a file the grader o
 `{"start": id}`, then `{"question": id, "values": ...}` or `{"question": id, "error": "Type: message"}`.
 The grader compares the values with its own; an error only explains a zero.
 
-The wire format is plain JSON; arrays travel as base64 of `.npy` bytes, which the grader reads with
-`numpy.load(..., allow_pickle=False)` (`decode`): nothing the child sends is executed or unpickled.
+The wire format is plain JSON; arrays travel as base64 of `.npy` bytes, which the grader parses itself
+(`decode`, through tools/untrusted.py: header, dtype and shape bounded before anything is allocated): nothing the
+child sends is executed, unpickled or unzipped.
 """
 from __future__ import annotations
 
@@ -29,6 +30,13 @@ import traceback
 import types
 
 import numpy as np
+
+try:  # the grader imports this file as tools.harness; the child runs it beside a copy of untrusted.py
+    from tools import untrusted
+except ImportError:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import untrusted
+    del sys.path[0]
 
 ARRAY = "$npy"
 """The key of an encoded array: {"$npy": base64 of the array's .npy bytes}."""
@@ -58,13 +66,14 @@ def encode(value, depth: int = 0):
     return {ARRAY: base64.b64encode(buffer.getvalue()).decode("ascii")}
 
 
-class WireError(ValueError):
-    """A value from the child that the grader refuses (not an array of numbers, too large, malformed)."""
+WireError = untrusted.Refused
+"""A value from the child that the grader refuses (not an array of numbers, too large, malformed)."""
 
 
 def decode(tree, max_elements: int = 20_000_000, depth: int = 0):
-    """`encode`'s tree back: arrays as fresh NumPy arrays of bool, int64 or float64 (never objects), read with
-    `allow_pickle=False`; anything else that is not JSON's own types is refused with WireError."""
+    """`encode`'s tree back: arrays as fresh NumPy arrays of bool, int64 or float64 (never objects), their .npy
+    bytes parsed by `untrusted.npy` (header, dtype and shape checked before anything is allocated; no pickle, no
+    zip); anything else that is not JSON's own types is refused with WireError."""
     if depth > 20:
         raise WireError("the value is nested too deeply")
     if tree is None or isinstance(tree, (bool, int, float, str)):
@@ -74,17 +83,13 @@ def decode(tree, max_elements: int = 20_000_000, depth: int = 0):
     if not isinstance(tree, dict):
         raise WireError(f"unexpected {type(tree).__name__}")
     if set(tree) == {ARRAY}:
-        if not isinstance(tree[ARRAY], str):
-            raise WireError("an array that is not base64 text")
+        if not isinstance(tree[ARRAY], str) or len(tree[ARRAY]) > 4 * (max_elements * 8 + untrusted.MAX_HEADER) // 3 + 8:
+            raise WireError("an array that is not base64 text, or too long")
         try:
-            array = np.load(io.BytesIO(base64.b64decode(tree[ARRAY], validate=True)), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
+            data = base64.b64decode(tree[ARRAY], validate=True)
+        except ValueError as exc:
             raise WireError(f"an unreadable array ({exc})") from None
-        if not isinstance(array, np.ndarray) or array.dtype.kind not in DTYPES or array.dtype.hasobject:
-            raise WireError(f"an array of {getattr(array, 'dtype', type(array).__name__)}: numbers only")
-        if array.size > max_elements:
-            raise WireError(f"an array of {array.size:,} elements (at most {max_elements:,})")
-        return np.array(array, dtype=DTYPES[array.dtype.kind], copy=True)
+        return untrusted.npy(data, max_elements)
     return {str(k): decode(v, max_elements, depth + 1) for k, v in tree.items()}
 
 
@@ -339,9 +344,12 @@ def reap() -> None:
                 pid = int(fh.read().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             break
-    if os.environ.get("GRADER_SANDBOX") == "bwrap":  # its /tmp is private: empty it for the next question
-        for entry in os.listdir("/tmp"):
-            path = os.path.join("/tmp", entry)
+    private = [os.environ.get("HOME", "")] if os.environ.get("GRADER_SANDBOX") == "user" else []
+    if os.environ.get("GRADER_SANDBOX") == "bwrap" or os.environ.get("GRADER_PRIVATE_TMP") == "1":
+        private.append("/tmp")
+    for folder in filter(os.path.isdir, private):  # its own /tmp and HOME: emptied for the next question
+        for entry in os.listdir(folder):
+            path = os.path.join(folder, entry)
             try:
                 shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
             except OSError:

@@ -10,7 +10,9 @@ submission: it grades /autograder/submission into /autograder/results/results.js
 
 Inside Gradescope's container the boundary holds as on one machine: `setup.sh` makes the grader's files private
 (`chmod 700`), and the submission's code runs as a separate unprivileged user (bubblewrap where the container allows
-namespaces, otherwise tools/sandbox.py's "user" mode), so it cannot read the hidden tests or write results.json.
+namespaces, otherwise tools/sandbox.py's "user" mode, which the grader refuses unless that user can read nothing of
+the grader's tree), so it cannot read the hidden tests or write results.json. The upload is gathered with every
+path resolved: a link that leaves it (its `notebooks/` pointing at the autograder's, say) is never followed.
 `run_autograder` honours AUTOGRADER_ROOT (default /autograder) so that the layout can be tested under a temporary
 folder (tests/test_grader.py does).
 """
@@ -26,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ["helpers.py", "experiments.py", "plots.py", "pyproject.toml", "checkpoints/gru.pt", *sorted(
     str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb"))] + [
     f"tools/{name}" for name in ("__init__.py", "grade.py", "hidden_tests.py", "harness.py", "sandbox.py", "reports.py",
-                                 "questions.py", "execute_notebooks.py")]
+                                 "questions.py", "execute_notebooks.py", "untrusted.py")]
 """The grader's files, relative to the repository root (they land in /autograder/source)."""
 
 SETUP = """#!/usr/bin/env bash

@@ -1,12 +1,20 @@
 """What the grader writes: grades.json, the student's feedback.md, the instructor's instructor.md, the gradebook, and
-Gradescope's results.json. Every file is written atomically (complete or absent)."""
+Gradescope's results.json. Every file is written atomically (complete or absent). What a submission wrote (a
+message, a written answer, a folder name) reaches them only as text: escaped in tables, inside a fenced code block
+longer than any backtick run it holds, and in the gradebook with a leading `'` where a spreadsheet would read a
+formula."""
 from __future__ import annotations
 
 import csv
+import html
+import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
+
+from tools import untrusted
 
 MAX_MESSAGE = 600
 """Characters of a failing check's message kept in the feedback."""
@@ -14,10 +22,10 @@ MAX_MESSAGE = 600
 
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{untrusted.name(path.name)[:100]}.", suffix=".part")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
+            fh.write(text.encode("utf-8", "backslashreplace").decode("utf-8"))  # no lone surrogate can stop it
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -25,7 +33,17 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Text in a Markdown table cell, shown as text: HTML escaped, Markdown's own characters backslashed, one line."""
+    text = html.escape(untrusted.text(text), quote=False).replace("\n", " ").replace("\r", " ")
+    return re.sub(r"([\\`*_\[\]!|~])", r"\\\1", text)
+
+
+def fenced(text: str, info: str = "text") -> str:
+    """`text` in a fenced code block whose fence is longer than any backtick run inside (Markdown shows it as
+    text: no heading, link, HTML or fence of its own can come out of it)."""
+    text = untrusted.text(text)
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    return f"{fence}{info}\n{text}\n{fence}"
 
 
 def feedback(grades: dict) -> str:
@@ -46,31 +64,69 @@ def feedback(grades: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def instructor_report(grades: dict, reference_answers: dict[str, str]) -> str:
-    """The feedback, how it was graded (sandbox, input seed), then each written answer beside the reference answer
-    (never given to students)."""
+def _rubric(entry: dict | None) -> list[str]:
+    """A written answer's rubric (tools/questions.py's WRITTEN entry) as Markdown lines; a note when none."""
+    if not isinstance(entry, dict):
+        return ["*Rubric:* none written for this answer yet (tools/questions.py, WRITTEN)."]
+    lines = []
+    if entry.get("question"):
+        lines += [f"*Question:* {entry['question']}", ""]
+    criteria = entry.get("criteria") or []
+    if criteria:
+        lines += ["*Rubric:*", ""]
+        for item in criteria:
+            text, points = (item if isinstance(item, (list, tuple)) and len(item) == 2 else (item, "?"))
+            lines.append(f"- ({points} {'point' if points == 1 else 'points'}) {text}")
+        lines.append("")
+    mistakes = entry.get("mistakes") or []
+    if mistakes:
+        lines += ["*Common mistakes:*", "", *(f"- {m}" for m in mistakes), ""]
+    return lines
+
+
+def instructor_report(grades: dict, reference_answers: dict[str, str], written: dict | None = None) -> str:
+    """The feedback, how it was graded (sandbox, input seed), then each written answer: the student's text in a
+    fenced block (shown as text, whatever it holds), then, after a rule, the rubric (tools/questions.py's
+    WRITTEN, where an entry exists) and the reference answer (never given to students)."""
+    if written is None:
+        try:
+            from tools.questions import WRITTEN as written
+        except ImportError:
+            written = {}
     parts = [feedback(grades), "## How this was graded", "",
              f"- sandbox: {grades['sandbox']}", f"- input seed: {grades['seed']} (`--seed {grades['seed']}` "
              f"regrades on the same inputs)", "", "## Written answers (graded by hand)"]
     for q, m in grades["manual"].items():
-        parts += [f"### {m['title']} (`{q}`, {m['max']} points)", "**Submitted:**", "", m["answer"], "",
-                  "**Reference answer:**", "", reference_answers.get(q, "(none)"), ""]
+        parts += [f"### {m['title']} (`{q}`, {m['max']} points)", "", "**Submitted** (the student's text, shown as "
+                  "text):", "", fenced(m["answer"]), "", "---", "", f"**For the marker: `{q}`**", "",
+                  *_rubric(written.get(q)), "**Reference answer:**", "",
+                  *(f"> {line}" for line in reference_answers.get(q, "(none)").splitlines()), ""]
     return "\n".join(parts) + "\n"
 
 
 def write_reports(out: Path, grades: dict, reference_answers: dict[str, str]) -> None:
+    grades = untrusted.clean(grades)
     write_atomic(out / "grades.json", json.dumps(grades, indent=1, ensure_ascii=False) + "\n")
     write_atomic(out / "feedback.md", feedback(grades))
     write_atomic(out / "instructor.md", instructor_report(grades, reference_answers))
 
 
+def spreadsheet_safe(value):
+    """A gradebook cell a spreadsheet shows as text: one that begins with =, +, -, @, a tab or a carriage return
+    gets a leading ' (numbers stay numbers)."""
+    if isinstance(value, str):
+        value = untrusted.text(value)
+        if value[:1] in ("=", "+", "-", "@", "\t", "\r") or value.startswith("\\x09") or value.startswith("\\x0d"):
+            return "'" + value
+    return value
+
+
 def write_gradebook(path: Path, rows: list[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows({k: spreadsheet_safe(v) for k, v in row.items()} for row in rows)
+    write_atomic(path, buffer.getvalue())
 
 
 def gradescope_results(grades: dict, visibility: str = "after_due_date") -> dict:

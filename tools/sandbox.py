@@ -27,6 +27,8 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 FIRST_UID = 61000
@@ -78,20 +80,21 @@ class Sandbox:
 
     def command(self, argv: list[str], read_only: dict[str, Path], writable: dict[str, Path] = {},
                 cwd: str = "/tmp", env: dict[str, str] | None = None, slot: int = 0, network: bool = False,
-                scratch: str | None = None, loopback: bool = False) -> list[str]:
+                scratch: str | None = None, loopback: bool = False, home: str | None = None) -> list[str]:
         """The argv that runs `argv` sandboxed; `read_only` / `writable` map paths inside to folders outside
         (with `kind == "bwrap"`; otherwise the child sees the real paths: use `path`). `scratch`: a size-limited
-        writable tmpfs at that path (bwrap). `loopback`: the private network has 127.0.0.1 (a Jupyter kernel)."""
-        env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "MPLCONFIGDIR": "/tmp",
+        writable tmpfs at that path (bwrap). `loopback`: the private network has 127.0.0.1 (a Jupyter kernel).
+        `home` (kinds other than bwrap, whose HOME is its private /tmp): the child's HOME and working folder, a
+        fresh folder of its own."""
+        env = {"PATH": "/usr/bin:/bin", "HOME": home or "/tmp", "LANG": "C.UTF-8", "MPLCONFIGDIR": home or "/tmp",
                "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "GRADER_SANDBOX": self.kind, **(env or {})}
+        chdir = ["-C", home] if home and self.kind != "bwrap" else []
         if self.kind == "none":
-            return ["env", "-i", *(f"{k}={v}" for k, v in env.items()), *argv]
+            return ["env", "-i", *chdir, *(f"{k}={v}" for k, v in env.items()), *argv]
         drop = _drop_privileges(slot) if os.geteuid() == 0 else []
         if self.kind == "user":
-            off = _network_off(network)
-            up = ["sh", "-c", 'ip link set lo up && exec "$@"', "sh"] if off and loopback else []
-            return [*off, *up, *drop, "env", "-i", *(f"{k}={v}" for k, v in env.items()), *argv]
+            return self._user_command(argv, env, chdir, drop, network, loopback)
         # as root no user namespace (setpriv then drops to a real unprivileged uid); otherwise one is needed
         unshare = (["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
                    if os.geteuid() == 0 else ["--unshare-all"])
@@ -120,9 +123,24 @@ class Sandbox:
             cmd += ["--setenv", key, value]
         return [*cmd, "--chdir", cwd, *drop, *argv]
 
+    def _user_command(self, argv: list[str], env: dict, chdir: list[str], drop: list[str], network: bool,
+                      loopback: bool) -> list[str]:
+        """"user" mode: the network off (`unshare -n`) and the shared folders hidden (`unshare -m`, tmpfs) where
+        this machine allows, then the drop to the slot's user."""
+        off = _network_off(network)
+        up = ["ip link set lo up"] if off and loopback else []
+        hide = [f"mount -t tmpfs -o size={self.limits.tmp_bytes},mode={'1777' if p in _SHARED_TMP else '0755'} "
+                f"tmpfs {p}" for p in _hidden()] if _mount_namespace() else []
+        if hide:
+            env = {**env, "GRADER_PRIVATE_TMP": "1"}
+        setup = ["sh", "-c", " && ".join([*up, *hide, 'exec "$@"']), "sh"] if up or hide else []
+        namespaces = ["unshare", *(["-n"] if off else []), *(["-m", "--propagation", "private"] if hide else [])]
+        return [*(namespaces if off or hide else []), *setup, *drop, "env", "-i", *chdir,
+                *(f"{k}={v}" for k, v in env.items()), *argv]
+
     def popen(self, argv: list[str], **kwargs) -> subprocess.Popen:
         """Start `self.command(argv, ...)` with the limits set; stdin/stdout/stderr/pass_fds as given."""
-        keys = ("read_only", "writable", "cwd", "env", "slot", "network", "scratch", "loopback")
+        keys = ("read_only", "writable", "cwd", "env", "slot", "network", "scratch", "loopback", "home")
         command = self.command(argv, **{k: kwargs.pop(k) for k in keys if k in kwargs})
         return subprocess.Popen(command, preexec_fn=self.limits.apply, start_new_session=True, **kwargs)
 
@@ -157,18 +175,78 @@ def reserve_slots(n: int) -> list[int]:
     return sorted(_held)[:n]
 
 
-def kill_user(slot: int) -> None:
-    """As root: SIGKILL every process of slot's sandbox user (what a child started and left behind)."""
-    if os.geteuid() != 0:
-        return
-    uid = FIRST_UID + slot
-    for entry in Path("/proc").iterdir():
+def _processes(uid: int) -> list[int]:
+    found = []
+    for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
-                if entry.stat().st_uid == uid:
-                    os.kill(int(entry.name), 9)
-            except (OSError, ProcessLookupError):
+                if entry.stat(follow_symlinks=False).st_uid == uid:
+                    found.append(int(entry.name))
+            except OSError:
                 pass
+    return found
+
+
+def kill_user(slot: int, wait: float = 10.0) -> bool:
+    """As root: SIGKILL every process of slot's sandbox user (what a child started and left behind, orphans that
+    another process adopted included), again and again until none is left (a fork between two passes is caught by
+    the next) or `wait` seconds have passed; True when none is left."""
+    if os.geteuid() != 0:
+        return True
+    uid, until = FIRST_UID + slot, time.monotonic() + wait
+    while True:
+        alive = _processes(uid)
+        if not alive:
+            return True
+        for pid in alive:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        if time.monotonic() > until:
+            return False
+        time.sleep(0.01)
+
+
+def cpu_seconds(slot: int) -> float | None:
+    """As root: the CPU seconds (user and system, with those of the children they waited for) of the processes of
+    slot's sandbox user now alive; None where the slot has no user of its own."""
+    if os.geteuid() != 0:
+        return None
+    total, tick = 0, os.sysconf("SC_CLK_TCK")
+    for pid in _processes(FIRST_UID + slot):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / tick
+
+
+_SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+@functools.lru_cache(maxsize=1)
+def _hidden() -> tuple[str, ...]:
+    """What "user" mode covers with an empty tmpfs in the child's own mount namespace: the shared temporary
+    folders, the home folders and this grader's source tree, each unless the Python the child runs lies inside."""
+    python = [Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.executable)]
+    candidates = [*_SHARED_TMP, "/home", "/root", str(Path(__file__).resolve().parent.parent)]
+    kept = [p for p in candidates if Path(p).is_dir() and not Path(p).is_symlink()
+            and not any(q.is_relative_to(Path(p).resolve()) for q in python)]
+    return tuple(p for p in kept if not any(p != q and Path(p).is_relative_to(q) for q in kept))
+
+
+@functools.lru_cache(maxsize=1)
+def _mount_namespace() -> bool:
+    """As root: whether a mount namespace with a tmpfs can be made here (`unshare -m`; not in every container).
+    GRADER_NO_MOUNT_NAMESPACE=1 says no, as in a container that forbids it (the tests use it)."""
+    if os.geteuid() != 0 or not shutil.which("unshare") or os.environ.get("GRADER_NO_MOUNT_NAMESPACE") == "1":
+        return False
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                           "mount -t tmpfs -o size=1m tmpfs /tmp"], capture_output=True)
+    return done.returncode == 0
 
 
 def _drop_privileges(slot: int) -> list[str]:
@@ -216,21 +294,47 @@ def _system_links() -> tuple[tuple[str, str], ...]:
                  if Path(f"/{name}").is_symlink())
 
 
+def _grader_files(limit: int = 20_000) -> list[Path]:
+    """What the sandbox user must not read: the grader's whole tree (its folders and files, the reference
+    notebooks, the hidden tests, .git), up to `limit` paths."""
+    root = Path(__file__).resolve().parent.parent
+    found = [root]
+    for folder, dirs, files in os.walk(root):
+        found += [Path(folder) / n for n in [*dirs, *files]]
+        if len(found) > limit:
+            break
+    return found[:limit]
+
+
 def _works(sandbox: Sandbox, must_not_read: list[Path]) -> str | None:
-    """None when a child started in `sandbox` runs Python and cannot read `must_not_read`; else the reason."""
-    probe = ("import sys, numpy, torch\n"
-             "for p in sys.argv[1:]:\n"
-             "    try:\n        open(p, 'rb').read(1)\n    except OSError:\n        continue\n"
+    """None when a child started in `sandbox` runs Python and can neither read a file of `must_not_read` nor list
+    one of its folders (nor, as root, a folder of another slot's user); else the reason."""
+    probe = ("import os, sys, numpy, torch\n"
+             "for p in sys.stdin.read().splitlines():\n"
+             "    try:\n        os.listdir(p) if os.path.isdir(p) else open(p, 'rb').read(1)\n"
+             "    except OSError:\n        continue\n"
              "    print('READABLE', p); sys.exit(3)\n")
+    other = None
     try:
         slot = reserve_slots(1)[0]
-        done = subprocess.run(sandbox.command([sys.executable, "-I", "-c", probe, *map(str, must_not_read)],
-                                              read_only={}, slot=slot), capture_output=True, text=True, timeout=60,
+        paths = [str(p) for p in must_not_read]
+        if os.geteuid() == 0 and sandbox.kind != "none":  # a folder as another slot's would be
+            other = Path(tempfile.mkdtemp(prefix="probe-other-slot-"))
+            (other / "helpers.py").write_text("secret")
+            for path in (other, other / "helpers.py"):
+                os.chown(path, FIRST_UID + MAX_SLOTS, FIRST_UID + MAX_SLOTS)
+            paths += [str(other), str(other / "helpers.py")]
+        done = subprocess.run(sandbox.command([sys.executable, "-I", "-c", probe], read_only={}, slot=slot),
+                              input="\n".join(paths), capture_output=True, text=True, timeout=120,
                               preexec_fn=sandbox.limits.apply)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{type(exc).__name__}: {exc}"
+    finally:
+        if other is not None:
+            shutil.rmtree(other, ignore_errors=True)
     if done.returncode == 3:
-        return f"the sandbox user can read {done.stdout.split()[-1]} (make the grader's files private: chmod 700)"
+        return (f"the sandbox user can read {done.stdout.split()[-1]} (make the grader's files private: chmod 700 "
+                f"on its folder)")
     if done.returncode != 0:
         return (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1][:300]
     return None
@@ -240,7 +344,7 @@ def _works(sandbox: Sandbox, must_not_read: list[Path]) -> str | None:
 def find(unsafe: bool = False, prefer: str | None = None, limits: Limits = Limits()) -> Sandbox:
     """The first sandbox that works here (bwrap, then user), checked by a probe that must not read the grader's
     own files; `prefer` tries one kind only. With none: SandboxUnavailable, or with `unsafe` the kind "none"."""
-    secret = [Path(__file__).resolve().parent / "hidden_tests.py", Path(__file__).resolve()]
+    secret = _grader_files()
     reasons = []
     for kind in ([prefer] if prefer else ["bwrap", "user"]):
         if kind == "bwrap" and not shutil.which("bwrap"):
