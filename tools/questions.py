@@ -78,3 +78,100 @@ WRITTEN.update({  # notebook 03
         "criteria": [('the over-fitting claim, with the evidence of section 5', 1), ('the sizes, with the evidence of section 6, and what changed the accuracy far more', 1)],
         "mistakes": ["restating the write-up's claims without the evidence", "citing the search's proxy scores as the result"]},
 })
+
+WRITTEN.update({  # notebooks 01 and 02
+    'q1a_derivation': {
+        "question": r"Let $f:\mathbb{R}^3\to\mathbb{R}^d$ be differentiable. Compute $\dfrac{\partial}{\partial x} f(x+y,\,2x,\,z)$.",
+        "criteria": [
+            (r"The multivariate chain rule applied to $f(x+y,\,2x,\,z)$, saying at which point the partial derivatives of $f$ are evaluated", 1),
+            (r"$\partial F/\partial x$ in terms of the partial derivatives of $f$, with the contribution of each slot that $x$ fills", 1),
+        ],
+        "mistakes": ["evaluating the partial derivatives at the wrong point", "dropping the inner derivative of a slot", "combining the contributions of the slots the wrong way"]},
+    'q1b_derivation': {
+        "question": r"Compute the derivative of $F(x) = f_1(f_2(\dots f_n(x)))$ and relate it to back-propagation.",
+        "criteria": [
+            ("The derivative as a product of the layers' Jacobians: in which order, and at which value each factor is evaluated", 1),
+            ("Whether the write-up's product is right as written, and if not, what is wrong with its indices", 1),
+            ("How back-propagation computes this product (in which order, with which products), what it costs for a scalar loss compared with the other order, and how the same sweep gives the weight gradients", 1),
+        ],
+        "mistakes": ["evaluating every factor at the same point", "the factors in the wrong order for vector-valued layers", "naming the chain rule without the order of the products and its cost"]},
+    'q1c_answer': {
+        "question": "Which activation would you use inside each $f_i$, and why?",
+        "criteria": [
+            (r"The largest value of $\sigma'$ and where it is reached, derived, with a verdict on the write-up's claim; what one such factor per layer does to the gradient through $L$ layers", 1),
+            ("Your choice of activation with its reasons, and what the initialisation has to do with it", 1),
+        ],
+        "mistakes": ["repeating the write-up's value of the sigmoid's derivative at 0 without checking it", "an activation chosen without a word on the initialisation", "claiming that an activation keeps the gradient unchanged through depth without the measurement"]},
+    'q1c_sweep': {
+        "question": "What does the depth sweep show about the activation and about the initialisation?",
+        "criteria": [
+            ("What each curve does with depth, read from the figure with its spread over seeds, and what the two control curves (gain 4, PyTorch's default scale) say about the activation versus the initialisation", 1),
+        ],
+        "mistakes": ["reading one curve without its spread over seeds", "choosing between ReLU and tanh from a sweep at initialisation"]},
+    'q1d_derivation': {
+        "question": r"Differentiate $f = f_1\big(x,\ f_2(x,\ f_3(\dots f_{n-1}(x,\ f_n(x))))\big)$.",
+        "criteria": [
+            ("$df/dx$ as a recursion over the levels, with the point at which each partial derivative is evaluated", 1),
+            ("The recursion unrolled as a sum over the paths from $x$ to the output, and how the two entries of the write-up's nested pairs combine", 1),
+        ],
+        "mistakes": ["keeping only one path", "combining the entries of a pair the wrong way", "the matrix factors in the wrong order"]},
+    'q1e_answer': {
+        "question": "Explain the advantage of $f(x + g(x + h(x)))$ over the plain composition $f(g(h(x)))$.",
+        "criteria": [
+            ("Both derivatives, with the points at which $f'$, $g'$, $h'$ are evaluated, and the residual one expanded into paths", 1),
+            ("The write-up's condition checked: when the long product vanishes with depth, and whether the plain derivative is always the smaller one (see the checks of this section)", 1),
+            ("The advantage of the skip connections for deep networks, and what they do not guarantee", 1),
+        ],
+        "mistakes": ["a comparison of the two derivatives that assumes the same local derivatives in both", "keeping the write-up's condition without checking it", "claiming that a skip connection makes the gradient exactly 1"]},
+    'q1e_sweep': {
+        "question": "Why is the sigmoid-residual curve flat, and what do the tanh curves show?",
+        "criteria": [
+            ("What the plain and the residual curves do for each activation, and why the sigmoid-residual curve is flat, from the measurement of $h$ and the branches", 1),
+        ],
+        "mistakes": ["reading a flat curve as healthy branches without the measurement", "claiming that skips keep the gradient near 1 whatever the branches"]},
+    'summary_q1': {
+        "question": "In a few sentences per part, what are your answers to (a)–(e), and which check or measurement of this notebook supports each?",
+        "criteria": [
+            ("Each part's result in one or two sentences, with the write-up's errors named", 1),
+            ("Each with the check or measurement that supports it, at its strength (how many seeds, what spread)", 1),
+        ],
+        "mistakes": ["a summary that states results without the evidence", "claims stronger than the measurements (one seed, no spread)"]},
+    'q2_answer': {
+        "question": "Which architecture suits each of these tasks, and why: speech recognition, question answering, sentiment analysis, image classification, single-word translation?",
+        "criteria": [
+            ("For each task, the shape of the mapping: how many inputs and outputs, and whether they are aligned", 1),
+            ("For each task, a suitable architecture with its reason", 2),
+            ("The write-up's three claims checked, with the cells above as evidence", 1),
+            ("For single-word translation, what a table cannot do, and what translates words outside the dictionary", 1),
+        ],
+        "mistakes": ["invariance claimed without saying where it comes from", "a sequence model where no sequence is modelled", "ignoring whether input and output are aligned"]},
+    'q3a_design': {
+        "question": "Design a system that generates an image from a sentence, built from auto-encoders.",
+        "criteria": [
+            ("The modules (two auto-encoders and what connects their latent spaces), and how an image is generated from a sentence", 1),
+            ("The training objective: each loss term, on which data (paired or unpaired), and which modules each term trains, with the reason", 1),
+            ("One limit of the design, and a remedy", 1),
+        ],
+        "mistakes": ["letting every loss term train every module without saying what that does", "training everything on the paired data only", "no word on what is generated for a sentence never seen"]},
+    'q3a_result': {
+        "question": "What does the toy generate for the seven combinations it was paired on, and for the held-out one, over the five seeds?",
+        "criteria": [
+            ("The counts over the seeds for the seen combinations, the control and the held-out combination, and what they say about composing shape and position, at their strength", 1),
+        ],
+        "mistakes": ["one seed reported as the finding", "a position-only check taken for a shape check"]},
+    'q3b_answer': {
+        "question": "Add an attention layer that links the words of the description to the quadrants: which are the queries, keys and values, what do the toy's weights show, and what is wrong with the write-up's layer?",
+        "criteria": [
+            ("The queries, keys and values of both ways round, which axis the softmax normalises, and which one gives each word a quadrant", 1),
+            ("What the toy's heatmaps and the two-word check show, with numbers", 1),
+            ("What is wrong with the write-up's layer, and how to fix it", 1),
+        ],
+        "mistakes": ["a read-out that does not match the axis of the softmax", "a critique of the write-up's layer that does not say what its queries, keys and values are", "numbers from the toy without saying which variant they come from"]},
+    'summary_q2_q3': {
+        "question": "In a few sentences per question, what are your answers to Q2, Q3(a) and Q3(b), and which check of this notebook supports each?",
+        "criteria": [
+            ("Q2's shapes and architectures, and the corrections to the write-up", 1),
+            ("Q3(a) and Q3(b), each with the toys' evidence at its strength (over seeds for Q3(a))", 1),
+        ],
+        "mistakes": ["results without their evidence", "a toy's one-seed result stated as a general finding"]},
+})
