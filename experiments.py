@@ -541,7 +541,8 @@ def format_comparison(c: dict, scale: float = 100.0, unit: str = "pts", digits: 
     diff = _signed(c["diff"], scale, digits)
     if c["n"] < 2:
         return f"{diff}{unit}, {c['verdict']}"
-    seeds_only = {"seeds": " (seeds only)", "groups": " (over groups)"}.get(c.get("noise"), "")
+    seeds_only = {"seeds": " (seeds only)", "groups": " (over groups)",
+                  "groups and reviews": " (over groups and reviews)"}.get(c.get("noise"), "")
     n = f"{c['n']} vs {c['n_b']}" if "n_b" in c else c["n"]  # unpaired: the two samples' sizes
     return (f"{diff}{unit}, 95 % CI [{_signed(c['lo'], scale, digits)}, {_signed(c['hi'], scale, digits)}]"
             f"{seeds_only}, n = {n}, p = {c['p']:.3f}: {c['verdict']}")

@@ -92,6 +92,7 @@ def test_compare_group_means_adds_the_review_noise_its_groups_share():
     strip = lambda runs: [{k: v for k, v in r.items() if k != "correct"} for r in runs]
     groups_only = experiments.compare_group_means([(strip(a), strip(b)) for a, b in pairs])
     assert c["noise"] == "groups and reviews" and groups_only["noise"] == "groups"
+    assert "(over groups and reviews)" in experiments.format_comparison(c)
     assert c["diff"] == pytest.approx(groups_only["diff"])
     # the shared reviews' standard error, from the pooled per-review differences, is most of the width
     D = np.stack([np.mean([experiments.unpack_bits(r["correct"]["val"]) for r in a], 0) -
