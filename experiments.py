@@ -133,7 +133,7 @@ def load_or_train(name: str, data: helpers.Imdb, finetune: bool = True,
     config, settings = helpers.student_recipe(name, finetune)
     if mode == "smoke":
         return _train(name, data, config, {**settings, "epochs": 1}, None)
-    path = STUDENT_RUN / f"{helpers.checkpoint_path(name, finetune).stem}-{student_key(name, settings, data)}.pt"
+    path = STUDENT_RUN / f"{helpers.checkpoint_path(name, finetune).stem}-{student_key(name, config, settings, data)}.pt"
     if path.exists():
         return helpers.load_checkpoint(path)
     return _train(name, data, config, settings, path)
@@ -156,9 +156,10 @@ EXERCISE_PARTS = {"rnn": ("RNNCell", "RecurrentBPTT", "run_cell"), "gru": ("GRUC
 """The parts of helpers.py (the student's code) each model runs: the student run's cache is keyed on their source."""
 
 
-def student_key(name: str, settings: dict, data: helpers.Imdb) -> str:
-    """8 hex digits naming a student-run model: the source of the parts it runs (EXERCISE_PARTS), its settings and
-    the data (tokenizer, split, sizes). Any change to them names another file, so a stale model is never loaded."""
+def student_key(name: str, config: dict, settings: dict, data: helpers.Imdb) -> str:
+    """8 hex digits naming a student-run model: the source of the parts it runs (EXERCISE_PARTS), its full config,
+    its settings and the data (tokenizer, split, sizes). Any change to them names another file, so a stale model is
+    never loaded."""
     import hashlib
 
     parts = [inspect.getsource(getattr(helpers, part)) for part in EXERCISE_PARTS[helpers.check_name(name)]]

@@ -359,8 +359,8 @@ def _run(release: Path, name: str, timeout: int = 900):
     from tools import execute_notebooks
 
     env = {**os.environ, "PYTHONPATH": str(release), "SMOKE_TEST": "1"}  # the test command's quick check
-    for name in ("RUN_MODE", "RETRAIN", "FULL"):
-        env.pop(name, None)
+    for variable in ("RUN_MODE", "RETRAIN", "FULL"):
+        env.pop(variable, None)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(os, "environ", env)
         return execute_notebooks.run_notebook(release / "notebooks" / name, timeout=timeout)
