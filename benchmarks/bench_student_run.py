@@ -2,8 +2,10 @@
 sections need in the student run (`experiments.STUDENT_MODELS`), exactly as the notebooks do
 (`experiments.load_or_train` with RUN_MODE=student: the full training split, `helpers.student_recipe`, seed 0,
 one torch thread as the notebooks set), into a temporary folder (so nothing is loaded from an earlier run), and
-prints one row per model: section, model, epochs run (of the cap), best validation and test accuracy, wall time;
-then the total per notebook, the load average before and after, and the job count (CPU cores).
+prints one row per model: section, model, epochs run (of the cap), best validation and test accuracy, wall time
+and CPU time (one thread: on an idle core the wall time would be about the CPU time, so it is the number that does
+not depend on what else the machine runs); then the totals per notebook, the load average before and after, and
+the job count (CPU cores).
 
     python benchmarks/bench_student_run.py              # both notebooks
     python benchmarks/bench_student_run.py --notebook 3 # one
@@ -52,23 +54,24 @@ def main(argv=None) -> None:
             experiments.STUDENT_RUN = Path(tmp)
         for notebook in args.notebook or sorted(experiments.STUDENT_MODELS):
             for name, finetune in experiments.STUDENT_MODELS[notebook]:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 model = experiments.load_or_train(name, data, finetune=finetune)
-                seconds = time.perf_counter() - t0
+                seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
                 record = model.info.record
-                totals[notebook] = totals.get(notebook, 0.0) + seconds
+                wall, used = totals.get(notebook, (0.0, 0.0))
+                totals[notebook] = (wall + seconds, used + cpu)
                 rows.append((SECTIONS.get((name, finetune), f"0{notebook}"), f"{name} {'trainable' if finetune else 'frozen'}",
                              f"{record['epochs_run']} of {helpers.STUDENT_EPOCHS[name]} (best {record['best_epoch']})",
                              f"{100 * record['val_acc']:.1f} %", f"{100 * record['test_acc']:.1f} %",
-                             f"{seconds:.0f} s"))
+                             f"{seconds:.0f} s", f"{cpu:.0f} s"))
                 print(" | ".join(rows[-1]), flush=True)
     print()
-    print("| section | model | epochs run | val acc | test acc | wall time |")
-    print("|---|---|---|---|---|---|")
+    print("| section | model | epochs run | val acc | test acc | wall time | CPU time |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    for notebook, seconds in totals.items():
-        print(f"| notebook 0{notebook} | total | | | | {seconds / 60:.1f} min |")
+    for notebook, (seconds, cpu) in totals.items():
+        print(f"| notebook 0{notebook} | total | | | | {seconds / 60:.1f} min | {cpu / 60:.1f} min |")
     load_after = os.getloadavg()
     print(f"\nload average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} (5 min: {load_after[1]:.2f}); "
           f"{os.cpu_count()} CPU cores; wall time in all {(time.perf_counter() - start) / 60:.1f} min")
