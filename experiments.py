@@ -752,6 +752,15 @@ VOCAB_CHECK = {"gru-vocab2": ("gru", {"min_count": 2})}
 """Notebook 03, section 7: the GRU with a correction for every word seen twice (not five times) in training, the
 TF-IDF anchor's own threshold (min_df = 2): does the GRU trail TF-IDF for want of rare words?"""
 
+WINDOW0 = ("attn_sum", "attn_weighted")
+"""Notebook 04's same-capacity control for attention: each attention model with a window of 0 (every token attends
+only to itself, A = I), everything else as the named model (the same parameters, seed for seed the same initial
+weights), frozen and trainable vectors: what attention's context adds beyond the token layer and the two-layer head
+is the named model minus this twin, seed by seed."""
+WINDOW0_SEEDS = {"frozen": (0,), "trainable": ()}
+"""The control's seeds, frozen vectors (the exercise's setting) first; the named runs' SEEDS are the aim: widen these
+and `python -m tools.train_results --only window0` trains the missing ones."""
+
 REFIT = ("gru", "attn_weighted")
 """Models refit on train + validation for their seed's best epoch: measured and reported, not the default."""
 
@@ -812,6 +821,9 @@ def experiment_plan(smoke: bool = False, out: Path = helpers.CHECKPOINT_DIR) -> 
         for label, (config, settings_) in variants.items():
             jobs += [job(f"ablation/{name}/{label}/frozen/seed{seed}", name, 4, seed, False, config, settings_)
                      for seed in SEEDS3]
+    for setting, finetune in (("frozen", False), ("trainable", True)):
+        jobs += [job(f"{name}-window0/{setting}/seed{seed}", name, 4, seed, finetune, {"window": 0})
+                 for seed in WINDOW0_SEEDS[setting] for name in WINDOW0]
     for key, (name, config, settings_, seeds) in RECIPE_VARIANTS.items():
         jobs += [job(f"{key}/trainable/seed{seed}", name, 4, seed, config=config, settings=settings_)
                  for seed in seeds]

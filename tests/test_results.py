@@ -316,10 +316,13 @@ def test_the_plan_has_one_checkpoint_per_named_model_and_a_smoke_version(train_r
             "gru-vocab2/trainable/seed1", "attn_weighted-refit/trainable/seed2", "tfidf", "tokens-glove6b-v1/tfidf",
             "ablation/attn_sum/published, sum/frozen/seed2", "ablation/attn_weighted/published, residual layout/frozen/seed0",
             "ablation/attn_sum/earlier design, our recipe/frozen/seed1", "gru-refit/frozen/seed2",
-            "attn_sum-refit/frozen/seed0", "attn_weighted-refit/frozen/seed1"} <= set(keys)
+            "attn_sum-refit/frozen/seed0", "attn_weighted-refit/frozen/seed1", "attn_sum-window0/frozen/seed0",
+            "attn_weighted-window0/frozen/seed0"} <= set(keys)
+    assert all(job["config"]["window"] == 0 for job in runs if "-window0/" in job["key"])
     families = {"named": 6 * 2 * 5, "64 units": 2 * 2 * 5, "rnn ablation": 4 * 3, "layouts": 2 * (5 + 3),
                 "attention ablation": 2 * 6 * 3, "recipe variants": 5 + 5 + 3, "tokenizer": 2 * 2 * 3 + 1,
-                "vocabulary": 3, "refit": 2 * 3, "frozen refit": 3 * 3, "tfidf": 1}
+                "vocabulary": 3, "refit": 2 * 3, "frozen refit": 3 * 3, "tfidf": 1,
+                "window-0 control": 2 * 1}  # frozen, seed 0 so far (the aim: 5 seeds, frozen and trainable)
     searched = [k for k in keys if k.split("/")[0] in ("rnn-86", "gru-107") or
                 (k.split("/")[0].split("-")[0] in ("rnn", "gru") and k.split("/")[0].split("-")[-1].isdigit()
                  and k.split("/")[0].split("-")[-1] != "64")]
