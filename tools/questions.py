@@ -79,6 +79,49 @@ WRITTEN.update({  # notebook 03
         "mistakes": ["restating the write-up's claims without the evidence", "citing the search's proxy scores as the result"]},
 })
 
+WRITTEN.update({  # notebook 04
+    'nb04_s3_results': {
+        "question": "From the course's five-seed table: which models gain most from trainable word vectors and which least, and why would the attention models gain least?",
+        "criteria": [
+            ("the gains read off the printout, naming the largest and the smallest, with their intervals", 1),
+            ("a reason in terms of the models: what a trainable correction can change that frozen vectors cannot, and what the attention models can already do with frozen vectors that `sum` and `weighted` cannot", 1),
+        ],
+        "mistakes": ["quoting one model's gain only, or the gains without their intervals", "explaining the difference by the number of parameters alone, without saying what a trainable correction changes", "reading the frozen and trainable rows of different models as a pair"]},
+    'nb04_s4_results': {
+        "question": "In your figures, which models change a word's sub-score when *\"despite the bad reviews\"* is put in front, and how does each model keep review 2 positive or fail to?",
+        "criteria": [
+            ("`sum` and `weighted`: what happens to the sub-scores of the words the two reviews share, why, and how each of the two ends up with its P(positive) for review 2", 1),
+            ("the attention models: which words change their sub-score, read off the heatmap (which words take their attention from *bad* and which from *loved*), and what that does to P(positive), with numbers from your figures", 1),
+        ],
+        "mistakes": ["describing the course's figure instead of your own", "saying that `weighted` changes a word's sub-score (only its weight's share changes, through the softmax over more words)", "reading a column of the heatmap as a row (row i is where word i looks)"]},
+    'nb04_s5_results': {
+        "question": "Why must `sum` and `weighted` give both orders of the contrast the same score, and what does your `attn_weighted` heatmap of *\"this movie is not good\"* show about how it handles the negation?",
+        "criteria": [
+            ("the argument, from how $s_i$, $a_i$ and the logit of `sum` and `weighted` are computed (section 1)", 1),
+            ("read off your figure: whether *good* keeps a positive sub-score, which words take their attention from *not*, and which sub-scores make the review negative (or why your model misses it), with the P(positive) of your table", 1),
+        ],
+        "mistakes": ["saying that the order matters to `sum` or `weighted` 'a little'", "claiming that *good* turns negative without checking its bar", "concluding from one probe that attention understands negation"]},
+    'nb04_s6_results': {
+        "question": "Name two kinds of review your models get confidently wrong, with an example of each from your output, and say for one of them why a word-score model cannot get it right; quote the numbers of the error-rate table that support it.",
+        "criteria": [
+            ("two kinds of error, each with a review from your output (e.g. a rating that disagrees with its words, negative words in a positive review, a mild 4★ or 7★ review, a review whose verdict comes after its first 100 tokens)", 1),
+            ("for one of them, the reason in terms of the model (it scores words, not the verdict; it sees only the first 100 tokens) and the supporting error rates from the table", 1),
+        ],
+        "mistakes": ["listing reviews without saying why a word-score model gets them wrong", "quoting error rates that are not in the table", "blaming the labels for every error"]},
+    'nb04_s7_results': {
+        "question": "From the course's five-seed table: how do the attention models compare with the GRU and with TF-IDF, and which model would you choose for this task, and why?",
+        "criteria": [
+            ("how `attn_weighted` compares with the GRU and with TF-IDF, on validation and on test, read off the table and the printed intervals, and a choice argued from accuracy, cost or what the model lets you inspect", 1),
+        ],
+        "mistakes": ["calling the GRU better than `attn_weighted` although the interval includes 0", "choosing a model on the test set alone", "taking the course's five-seed table for the student's own run"]},
+    'nb04_s8_results': {
+        "question": "In the fixed example *\"the plot was thin but i loved the actors\"*, which words push your `attn_weighted` towards its verdict, and where does the criticism of *thin* end up?",
+        "criteria": [
+            ("names the words with the largest sub-scores and weights, and reads from the attention rows which words take their attention from *thin* and what sign their sub-scores get, with numbers from your figure", 1),
+        ],
+        "mistakes": ["describing the course's figure instead of your own", "reading the weights as the sub-scores", "reading a column of the heatmap as a row"]},
+})
+
 WRITTEN.update({  # notebooks 01 and 02
     'q1a_derivation': {
         "question": r"Let $f:\mathbb{R}^3\to\mathbb{R}^d$ be differentiable. Compute $\dfrac{\partial}{\partial x} f(x+y,\,2x,\,z)$.",
