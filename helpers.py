@@ -995,7 +995,7 @@ class SelfAttention(nn.Module):
     mask (B, T) True at real tokens; returns (out (B, T, d), A (B, T, T)). The rows of padding *queries* reach no
     output (padding positions are dropped before the logit): a zero row, or the softmax over the row's real keys,
     are both right there, and here they are zero.
-    Shown in notebook 04, section 1, with a worked example."""
+    Shown in notebook 04, section 2, with a worked example."""
 
     def __init__(self, dim: int, window: int | None = 5, residual: bool = True, positions: bool = True,
                  relative: bool = False):
@@ -1013,7 +1013,7 @@ class SelfAttention(nn.Module):
         codes = RELATIVE_CLIP if window is None or window == 0 else window
         self.relative = RelativePositions(dim, codes) if relative else None
 
-    @exercise("SelfAttention.forward (scores, the padding and window mask, softmax)", "notebook 04, section 1")
+    @exercise("SelfAttention.forward (scores, the padding and window mask, softmax)", "notebook 04, section 2")
     def forward(self, x: torch.Tensor, mask: torch.Tensor):
         """x (B, T, d), mask (B, T) True at real tokens; returns (out (B, T, d), A (B, T, T)). What the part to write
         must leave for the code after it: the attention matrix A in a variable named `attn` (B, T, T), each real
@@ -1134,7 +1134,7 @@ DEFAULT_CONFIGS = {
 """Architecture of each named model: trainable word vectors (the rows of words seen >= 5 times in
 the training split) with dropout 0.3 on the embeddings; RNN / GRU with 128 units (the top of the
 write-up's range; notebook 03's search checks the sizes in between); both attention models in the design the
-frozen-vector ablation chose on the validation split (notebook 04, section 3): the exercise's layout (token layer
+frozen-vector ablation chose on the validation split (notebook 04, Going further): the exercise's layout (token layer
 -> attention over ±5 neighbours in its 64-d space -> a 64 -> 64 -> output network), a learned code per offset
 (relative positions) instead of the sinusoidal code of absolute positions, and for attn_sum the mean sub-score.
 `make_model("gru", hidden=107)` or `make_model("attn_weighted", layout="residual")` build variants."""
@@ -1398,7 +1398,7 @@ TRAIN_SETTINGS = {
     "gru": {"epochs": 30, "lr": 1e-3, "batch_size": 128, "patience": 3},
     # sum: its logit adds up to 100 sub-scores, so every step moves the decision threshold of all reviews and the
     # validation accuracy jumps by several points between epochs; batches of 512 (4x fewer, less noisy steps)
-    # and patience 10 ride the noise out. Compared with batch 128 / patience 3 in notebook 04, section 3.
+    # and patience 10 ride the noise out. Compared with batch 128 / patience 3 in notebook 04, Going further.
     "sum": {"epochs": 60, "lr": 1e-3, "batch_size": 512, "patience": 10},
     "weighted": {"epochs": 30, "lr": 1e-3, "batch_size": 128, "patience": 3},
     "attn_sum": {"epochs": 30, "lr": 1e-3, "batch_size": 128, "patience": 3},
