@@ -700,7 +700,7 @@ RNN_ABLATION = {
 (orthogonal W_hh) complete the table."""
 
 LAYOUT_VARIANTS = {"attn_sum": {"layout": "residual"}, "attn_weighted": {"layout": "residual"}}
-"""Notebook 04, section 3: each attention model in the other layout, the residual one (attention on the word
+"""Notebook 04, Going further: each attention model in the other layout, the residual one (attention on the word
 vectors, x + AV -> the token MLP; 5 seeds with trainable vectors, 3 with frozen ones)."""
 
 RECIPE_VARIANTS = {
@@ -708,7 +708,7 @@ RECIPE_VARIANTS = {
     "weighted-decay": ("weighted", {}, {"emb_weight_decay": 1.0}, SEEDS),
     "sum-batch128": ("sum", {}, {"batch_size": 128, "patience": 3}, SEEDS3),
 }
-"""Notebook 04, section 3: `weighted` without the embedding dropout, and with a decoupled weight decay of
+"""Notebook 04, Going further: `weighted` without the embedding dropout, and with a decoupled weight decay of
 1.0 on Δ (AdamW shrinks Δ by lr · 1.0 = 0.1 % per step, back towards GloVe); `sum` with the batch size and
 patience of the other models (what its own recipe is compared with)."""
 
@@ -736,7 +736,7 @@ ATTN_ABLATION = {
               {"published, residual layout": ({**PUBLISHED_DESIGN, "layout": "residual"}, PUBLISHED_RECIPE)}),
            "earlier design, our recipe": (EARLIER_DESIGN[name], {})}
     for name, extra in (("attn_sum", {"mean": True}), ("attn_weighted", {}))}
-"""Notebook 04, section 3, with frozen vectors on the validation split: the published attention model's design and
+"""Notebook 04, Going further, with frozen vectors on the validation split: the published attention model's design and
 recipe, each of its parts taken back to this repository's earlier choice one at a time, and the earlier design
 itself (3 seeds each). Every row spells its whole design out, so that it stays the same model whatever
 DEFAULT_CONFIGS says."""
@@ -766,7 +766,7 @@ REFIT = ("gru", "attn_weighted")
 
 FROZEN_REFIT = ("gru", "attn_sum", "attn_weighted")
 """The frozen-vector models refit on all 25,000 training reviews for their seed's best epoch: the row comparable
-with the published solutions, which trained on all of them (notebook 04, section 3)."""
+with the published solutions, which trained on all of them (notebook 04, Going further)."""
 
 
 def job(key: str, name: str, notebook: int, seed: int = 0, finetune: bool = True, config: dict | None = None,
