@@ -47,8 +47,8 @@ def make_class(folder: Path, n: int) -> list[Path]:
 
 def run(subs: list[Path], out: Path, jobs: int) -> tuple[float, list[int]]:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, str(ROOT / "tools" / "grade.py"), *map(str, subs), "--out", str(out),
-                           "--notebooks", "none", "--jobs", str(jobs)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "tools.grade", *map(str, subs), "--out", str(out),
+                           "--notebooks", "none", "--jobs", str(jobs)], cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(done.stderr[-2000:])

@@ -22,8 +22,8 @@ import pytest
 import torch
 
 import helpers
-from test_grading_submissions import (FULL, NB01, NB03, lost, reference_with, release_like, sandbox_processes,
-                                      tree_digest)
+from test_grading_submissions import (FULL, NB01, NB03, lost, python_for_other_users, reference_with,  # noqa: F401
+                                      release_like, sandbox_processes, tree_digest)
 from tools import grade, harness, hidden_tests, make_assignment, reports, sandbox, untrusted
 from tools.questions import QUESTIONS
 
@@ -335,4 +335,46 @@ def test_a_killed_grader_leaves_no_work_folder_and_no_process(tmp_path):
         if not sandbox_processes():
             break
         time.sleep(0.1)
+    assert not sandbox_processes()
+
+
+CLASSMATE_THIEF = '''
+import importlib.util as _util, os as _os
+for _top in ("/run/idl-ex2-grader", "/tmp", "/var/tmp", "/dev/shm"):
+    for _folder, _dirs, _files in _os.walk(_top):
+        _path = _os.path.join(_folder, "helpers.py")
+        if "helpers.py" not in _files or _os.path.realpath(_path) == _os.path.realpath(__file__):
+            continue
+        try:
+            _spec = _util.spec_from_file_location("_stolen", _path)
+            _ref = _util.module_from_spec(_spec)
+            _spec.loader.exec_module(_ref)
+            _ref.RNNCell.update(*[__import__("torch").zeros(1, 1)] * 3)
+        except Exception:
+            continue
+        RNNCell.update = staticmethod(_ref.RNNCell.update)
+        GRUCell.update = staticmethod(_ref.GRUCell.update)
+        pool_token_scores = _ref.pool_token_scores
+        SelfAttention.forward = _ref.SelfAttention.forward
+        break
+_os.makedirs(_os.path.expanduser("~/.ipython/profile_default/startup"), exist_ok=True)
+with open(_os.path.expanduser("~/.ipython/profile_default/startup/00-planted.py"), "w") as _fh:
+    _fh.write("raise SystemExit('planted')\\n")
+'''
+
+
+@pytest.mark.slow
+def test_user_mode_hides_the_classmates_work_folder(tmp_path, python_for_other_users):
+    """In Gradescope's "user" sandbox, with --jobs 2: a submission that looks for a classmate's helpers.py in the
+    grader's work folders and the shared temporary folders, graded beside a correct one, gets nothing; the file it
+    plants in its HOME reaches no one."""
+    subs = [reference_with(tmp_path / "classmate"), release_like(tmp_path / "thief", CLASSMATE_THIEF)]
+    done = subprocess.run([sys.executable, "-m", "tools.grade", *map(str, subs), "--out", str(tmp_path / "grades"),
+                           "--notebooks", "none", "--sandbox", "user", "--jobs", "2", "--time-limit", "20"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    points = {s.name: json.loads((tmp_path / "grades" / s.name / "grades.json").read_text())["auto_points"]
+              for s in subs}
+    assert points == {"classmate": sum(FULL.values()), "thief": 0}, points
+    assert not Path("/tmp/.ipython/profile_default/startup/00-planted.py").exists()  # HOME was its own
     assert not sandbox_processes()

@@ -62,8 +62,9 @@ HARNESS_FILES = ("harness.py", "untrusted.py", "execute_notebooks.py")
 """What the child gets of tools/: the public harness, its reader and the notebook runner (no hidden test, no
 reference)."""
 FIRST = ("objective",)
-"""Questions a child answers before it runs any other submission code (the objective's record is kept by the
-harness in the child's memory, which code run earlier could have changed)."""
+"""Questions a child answers before it runs any other code of the submission (the objective's trial record is kept
+by the harness in the child's memory, which code run earlier could change); the other notebook cells come next,
+helpers.py's questions last, so no stub cell is answered after the submission's helpers.py has run."""
 
 
 class _Failure(Exception):
@@ -77,8 +78,26 @@ def _inside(path: Path, folder: Path) -> bool:
         os.path.realpath(folder), os.path.relpath(path, folder))
 
 
+_CELLS: dict[tuple, dict] = {}
+
+
 def _submitted_cells(notebook: Path, folder: Path | None = None) -> dict:
-    """{grade_id: source} of a submitted notebook, read as JSON through the untrusted reader (nothing in it runs)."""
+    """{grade_id: source} of a submitted notebook, read as JSON through the untrusted reader (nothing in it runs);
+    read once while the file stays the same."""
+    try:
+        info = os.lstat(notebook)
+        key = (str(notebook), str(folder), info.st_ino, info.st_size, info.st_mtime_ns)
+    except OSError:
+        key = None
+    if key is not None and key in _CELLS:
+        return _CELLS[key]
+    cells = _read_cells(notebook, folder)
+    if key is not None:
+        _CELLS[key] = cells
+    return cells
+
+
+def _read_cells(notebook: Path, folder: Path | None = None) -> dict:
     label = f"{untrusted.name(notebook.parent)}/{untrusted.name(notebook)}"
     if folder is not None and os.path.lexists(notebook) and not _inside(notebook, folder):
         if os.path.islink(notebook) or os.path.realpath(notebook) != os.path.join(
@@ -118,8 +137,8 @@ def _cell_source(submission: Path, question: str) -> str:
 
 
 def prepare(submission: Path, seed: int) -> tuple[list[dict], dict, dict]:
-    """The requests for the child (the questions of FIRST first), the checks by question, and the questions
-    settled here (a missing cell)."""
+    """The requests for the child (FIRST's questions, then the other cells, then helpers.py's), the checks by
+    question, and the questions settled here (a missing cell)."""
     gen = torch.Generator().manual_seed(seed)
     requests, checks, settled = [], {}, {}
     for q, spec in QUESTIONS.items():
@@ -130,7 +149,7 @@ def prepare(submission: Path, seed: int) -> tuple[list[dict], dict, dict]:
             continue
         request, checks[q] = hidden_tests.CASES[q](gen, reference, source)
         requests.append(harness.encode(request))
-    requests.sort(key=lambda r: r["id"] not in FIRST)
+    requests.sort(key=lambda r: (r["id"] not in FIRST, r["kind"] != "cell"))
     return requests, checks, settled
 
 

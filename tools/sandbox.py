@@ -176,13 +176,16 @@ def reserve_slots(n: int) -> list[int]:
 
 
 def _processes(uid: int) -> list[int]:
+    """The processes of `uid` that can still run (a zombie, dead and waiting for its parent, is not one)."""
     found = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
                 if entry.stat(follow_symlinks=False).st_uid == uid:
-                    found.append(int(entry.name))
-            except OSError:
+                    with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                        if fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X"):
+                            found.append(int(entry.name))
+            except (OSError, IndexError):
                 pass
     return found
 
@@ -307,12 +310,13 @@ def _grader_files(limit: int = 20_000) -> list[Path]:
 
 
 def _works(sandbox: Sandbox, must_not_read: list[Path]) -> str | None:
-    """None when a child started in `sandbox` runs Python and can neither read a file of `must_not_read` nor list
-    one of its folders (nor, as root, a folder of another slot's user); else the reason."""
+    """None when a child started in `sandbox` runs Python and can neither read a file of `must_not_read` nor see
+    what one of its folders holds (nor, as root, a folder of another slot's user); else the reason."""
     probe = ("import os, sys, numpy, torch\n"
              "for p in sys.stdin.read().splitlines():\n"
-             "    try:\n        os.listdir(p) if os.path.isdir(p) else open(p, 'rb').read(1)\n"
+             "    try:\n        seen = os.listdir(p) if os.path.isdir(p) else open(p, 'rb').read(1) or [p]\n"
              "    except OSError:\n        continue\n"
+             "    if not seen:\n        continue\n"
              "    print('READABLE', p); sys.exit(3)\n")
     other = None
     try:
