@@ -283,7 +283,7 @@ def test_gradescope_upload_links_leaving_the_submission_are_refused(tmp_path):
     assert not list((folder / "notebooks").iterdir())
 
 
-def test_the_stub_objective_gets_nothing_even_where_other_code_forges_its_record(tmp_path):
+def test_the_stub_objective_gets_nothing_even_where_other_code_forges_its_record(tmp_path, monkeypatch):
     """The forger in helpers.py works when it runs before the objective (a positive control, in this process),
     and the grader asks for the objective before any other code of the submission runs."""
     import nbformat
@@ -301,8 +301,11 @@ def test_the_stub_objective_gets_nothing_even_where_other_code_forges_its_record
         assert grade.judge("objective", harness.answer(question, str(tmp_path)), check)["status"] == "passed"
     finally:
         optuna.Study.optimize = real
-    requests, _, _ = grade.prepare(ROOT, 0)
-    assert requests[0]["id"] == "objective"
+    kinds = {q: "cell" if "cell" in spec else "helpers" for q, spec in QUESTIONS.items()}
+    monkeypatch.setattr(hidden_tests, "CASES", {q: (lambda q: lambda gen, ref, source: (
+        {"id": q, "kind": kinds[q]}, None))(q) for q in QUESTIONS})
+    order = [r["kind"] for r in grade.prepare(ROOT, 0)[0]]
+    assert grade.prepare(ROOT, 0)[0][0]["id"] == "objective" and order == sorted(order), order  # cells first
 
 
 @pytest.mark.slow
