@@ -81,10 +81,10 @@ WRITTEN.update({  # notebook 03
 
 WRITTEN.update({  # notebook 04
     'nb04_s3_results': {
-        "question": "From the course's five-seed table: which models gain most from trainable word vectors and which least, and why would the attention models gain least?",
+        "question": "From the course's five-seed table: how much does each model gain from trainable word vectors, and what can a trainable word vector learn that a frozen GloVe vector cannot?",
         "criteria": [
-            ("the gains read off the printout, naming the largest and the smallest, with their intervals", 1),
-            ("a reason in terms of the models: what a trainable correction can change that frozen vectors cannot, and what the attention models can already do with frozen vectors that `sum` and `weighted` cannot", 1),
+            ("the four gains with their intervals, read off the printout, and whether the intervals let you rank them", 1),
+            ("what the trainable correction learns that GloVe's vectors do not hold, and one reason why a model that reads the neighbours might need it less", 1),
         ],
         "mistakes": ["quoting one model's gain only, or the gains without their intervals", "explaining the difference by the number of parameters alone, without saying what a trainable correction changes", "reading the frozen and trainable rows of different models as a pair"]},
     'nb04_s4_results': {
