@@ -163,8 +163,8 @@ def student_key(name: str, config: dict, settings: dict, data: helpers.Imdb) -> 
     import hashlib
 
     parts = [inspect.getsource(getattr(helpers, part)) for part in EXERCISE_PARTS[helpers.check_name(name)]]
-    what = repr((parts, sorted(settings.items()), data.tokenizer, data.split, data.max_len, len(data.train),
-                 len(data.val), len(data.test)))
+    what = repr((parts, sorted(full_config(name, config).items()), sorted(settings.items()), data.tokenizer,
+                 data.split, data.max_len, len(data.train), len(data.val), len(data.test)))
     return hashlib.sha256(what.encode()).hexdigest()[:8]
 
 
