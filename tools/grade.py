@@ -379,7 +379,7 @@ def _own(path: Path, slot: int, sb: sandbox.Sandbox, mode: int = 0o700) -> None:
 def _fresh(folder: Path, slot: int, sb: sandbox.Sandbox) -> Path:
     """An empty folder of the slot's user (a fresh HOME for each child)."""
     shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir()
+    folder.mkdir(mode=0o700)
     _own(folder, slot, sb)
     return folder
 
@@ -390,10 +390,10 @@ def _workdir(submission: Path, tmp: Path, slot: int, sb: sandbox.Sandbox) -> Pat
     them as open file descriptors only)."""
     tmp.chmod(0o711)
     (tmp / "io").mkdir(mode=0o700)
-    (tmp / "harness").mkdir()
+    (tmp / "harness").mkdir(mode=0o700)
     for name in HARNESS_FILES:
         shutil.copyfile(TOOLS / name, tmp / "harness" / name)
-    (tmp / "submission").mkdir()
+    (tmp / "submission").mkdir(mode=0o700)
     source = submission / "helpers.py"
     if _inside(source, submission):
         try:
@@ -532,7 +532,7 @@ def run_notebook(sb: sandbox.Sandbox, submission: Path, name: str, workdir: Path
         return {"status": "missing", "message": f"no notebooks/{name}", "seconds": 0.0}
     tree = workdir / "tree"
     if not tree.exists():  # the submission, less what is large, generated or a shortcut past its code
-        tree.mkdir()
+        tree.mkdir(mode=0o700)
         _copy_tree(submission, tree)
         _own(tree, slot, sb)
     env = {"SMOKE_TEST": "1", "HELPERS_PROGRESS": "0", "PYTHONPATH": "/work"}
@@ -623,10 +623,9 @@ def grade_guarded(subs: list[Path], outs: list[Path], sb, time_limit: float, sel
                 if reason is False:
                     continue
                 del running[pid]
-                sandbox.kill_user(slot)
                 for left in work_base().glob(f"slot{slot}-*"):  # what a killed process could not remove
                     shutil.rmtree(left, ignore_errors=True)
-                free.append(slot)
+                free.append(slot if sandbox.kill_user(slot) else sandbox.another_slot())  # never a slot still busy
                 grades[i] = _collected(subs[i], outs[i], sb, seed, reason)
                 print(f"{untrusted.name(subs[i])}: {grades[i]['auto_points']} / {grades[i]['auto_max']}", flush=True)
     finally:

@@ -175,6 +175,12 @@ def reserve_slots(n: int) -> list[int]:
     return sorted(_held)[:n]
 
 
+def another_slot() -> int:
+    """A slot this process has not held before (for one whose user kept a process that would not die)."""
+    before = set(_held)
+    return (set(reserve_slots(len(_held) + 1)) - before).pop()
+
+
 def _processes(uid: int) -> list[int]:
     """The processes of `uid` that can still run (a zombie, dead and waiting for its parent, is not one)."""
     found = []
