@@ -381,3 +381,36 @@ def test_user_mode_hides_the_classmates_work_folder(tmp_path, python_for_other_u
     assert points == {"classmate": sum(FULL.values()), "thief": 0}, points
     assert not Path("/tmp/.ipython/profile_default/startup/00-planted.py").exists()  # HOME was its own
     assert not sandbox_processes()
+
+
+def test_a_submission_whose_grading_process_fails_gets_an_internal_error_and_the_others_are_graded(tmp_path,
+                                                                                                     monkeypatch):
+    """The guard around each submission: its process raising, being killed, passing the memory ceiling or the
+    deadline costs that submission only (an internal error on every question, with the reason)."""
+    def stand_in(sub, out, sb, limit, notebooks, seed, slot):  # what each submission's process does
+        if sub.name == "raises":
+            raise RecursionError("deep")
+        if sub.name == "killed":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if sub.name == "hog":
+            hog = bytearray(400 * 2**20)  # noqa: F841 - zero-filled, so resident
+            time.sleep(30)
+        if sub.name == "slow":
+            time.sleep(60)
+        return grade._report(sub, out, sb, 0, {q: {"status": "passed", "message": ""} for q in QUESTIONS}, {})
+
+    monkeypatch.setattr(grade, "grade", stand_in)
+    monkeypatch.setattr(grade, "_warm", lambda: None)
+    monkeypatch.setattr(grade, "MEMORY_CEILING", grade._rss(os.getpid()) + 200 * 2**20)
+    subs = [tmp_path / name for name in ("first", "raises", "killed", "hog", "slow", "last")]
+    for sub in subs:
+        sub.mkdir()
+    graded = grade.grade_guarded(subs, [tmp_path / "out" / s.name for s in subs], sandbox.Sandbox("none"), 10, (),
+                                 0, 2, deadline=8)
+    full = sum(FULL.values())
+    assert [g["auto_points"] for g in graded] == [full, 0, 0, 0, 0, full]
+    reasons = [g["questions"]["q1a"]["message"] for g in graded[1:5]]
+    assert all("internal error" in r for r in reasons), reasons
+    assert "exit code 1" in reasons[0] and "SIGKILL" in reasons[1] and "GB of memory" in reasons[2], reasons
+    assert "more than 8 s" in reasons[3], reasons
+    assert all((tmp_path / "out" / s.name / "feedback.md").is_file() for s in subs)
