@@ -9,10 +9,12 @@ A SUBMISSION is a student's copy of the release (a folder with helpers.py and no
 submission and written to the instructor's report) and compute the expected values here; a child process runs the
 submission's functions, or the notebook cell's source read from the .ipynb as text, on those inputs inside the
 sandbox (tools/sandbox.py: it sees the submission's helpers.py, the public harness tools/harness.py and Python,
-nothing of this repository), and sends back only values (JSON and .npy bytes, read without pickle). Nothing the
-child says counts as a verdict: its exit code, its output and any "status" it writes decide nothing. The
-submission's folder is only read. A syntax error, an exception, a hang, a crash, a memory or output flood costs the
-questions it touches, with the reason; the others are still graded. Without a sandbox the grader refuses to run
+nothing of this repository), and sends back only values (JSON and .npy bytes, read by tools/untrusted.py with
+limits, never unpickled). Nothing the child says counts as a verdict: its exit code, its output and any "status"
+it writes decide nothing, and the clock is this process's. The submission's folder is only read. A syntax error,
+an exception, a hang, a crash, a memory or output flood costs the questions it touches, with the reason; the
+others are still graded. Each submission is graded in a process of its own (forked from this one, with a deadline
+and a memory ceiling): whatever happens to it costs that submission alone, and the gradebook is always written. Without a sandbox the grader refuses to run
 (the message names the fix) unless --no-sandbox is given, which every report then states.
 """
 from __future__ import annotations
