@@ -7,7 +7,7 @@ import re
 import pytest
 
 import helpers
-from tools import questions
+from tools import marking, questions
 
 NOTEBOOKS = sorted((helpers.ROOT / "notebooks").glob("*.ipynb"))
 
@@ -33,7 +33,7 @@ ANSWERS = answer_cells()
 
 
 def test_every_answer_cell_has_a_rubric_and_every_rubric_an_answer_cell():
-    assert sorted(ANSWERS) == sorted(questions.WRITTEN)
+    assert sorted(ANSWERS) == sorted(questions.WRITTEN) == sorted(marking.MISTAKES)
 
 
 @pytest.mark.parametrize("grade_id", sorted(ANSWERS))
@@ -48,4 +48,4 @@ def test_the_cell_above_asks_the_question_and_states_the_points(grade_id):
     question = " ".join(words(entry["question"]))
     assert question and question in " ".join(words(above)), (
         f"{name}, {grade_id}: the cell above does not ask the rubric's question {entry['question']!r}")
-    assert entry["mistakes"], f"{grade_id}: the rubric names no common mistake"
+    assert marking.MISTAKES[grade_id], f"{grade_id}: tools/marking.py names no common mistake"

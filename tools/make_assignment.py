@@ -40,12 +40,13 @@ ROOT = Path(__file__).resolve().parent.parent
 STUDENT = ROOT / "tools" / "student"
 """Files that exist only in the release (README, public self-checks, their CI), copied over the tree."""
 LEFT_OUT = ("checkpoints/", "benchmarks/", "tests/", ".github/", ".ci/", "README.md", "tools/grade.py",
-            "tools/hidden_tests.py", "tools/harness.py", "tools/sandbox.py", "tools/reports.py",
-            "tools/make_assignment.py", "tools/make_autograder.py", "tools/readme_table.py", "tools/prose_numbers.py",
+            "tools/hidden_tests.py", "tools/marking.py", "tools/untrusted.py", "tools/harness.py", "tools/sandbox.py",
+            "tools/reports.py", "tools/make_assignment.py", "tools/make_autograder.py", "tools/readme_table.py", "tools/prose_numbers.py",
             "tools/student/", "notebooks/figures/q3a_text_to_image.svg")
 """Tracked paths (prefixes) that never reach the release: the grader (grade.py, its hidden tests, the child that runs
-submissions, its sandbox, its reports and the Gradescope autograder it packs), and Q3(a)'s diagram, which is part of
-that written answer (notebook 02 shows it inside the solution cell q3a_design)."""
+submissions, its sandbox, its reader of untrusted bytes, its reports, the marker's common mistakes and the
+Gradescope autograder it packs), and Q3(a)'s diagram, which is part of that written answer (notebook 02 shows it
+inside the solution cell q3a_design)."""
 COURSE_RECORDS, COURSE_RESULTS = "checkpoints/runs", "course_results/runs"
 """The committed run records (curves, accuracies, search trials; JSON, no weights) are shipped to the release as
 course_results/runs/, where `experiments.course_results` finds them: the checkpoints stay behind, so every model a

@@ -39,44 +39,44 @@ submission (`replace`), or a notebook's code cell (`notebook`, the cell's nbgrad
 
 WRITTEN: dict[str, dict] = {}
 """The written answers, graded by hand: grade_id (of the notebook's markdown answer cell) -> {"question": the question
-as the notebook asks it, "criteria": [(what a full answer contains, points), ...], "mistakes": [a common mistake,
-...]}. The criteria's points add up to the answer cell's nbgrader points; the markdown cell just above the answer
+as the notebook asks it, "criteria": [(what a full answer contains, points), ...]}. The criteria's points add up to the answer cell's nbgrader points; the markdown cell just above the answer
 cell asks the same question, lists the criteria and states the points ("(N points)"). The grader's instructor report
-prints each entry as the rubric beside the reference answer."""
+prints each entry as the rubric beside the reference answer, with the common mistakes the grader keeps for the marker
+(the student release leaves those out, as it does the reference answers)."""
 
 WRITTEN.update({  # notebook 03
     'nb03_s0_results': {
         "question": "Why is the validation split held out by film rather than at random, and which input definition did the course's full run choose, on which split?",
         "criteria": [('why a random hold-out over-rates a model, with the fractions the rare-word measurement printed', 1), ("the chosen definition, its margin on validation in the course's table, and why test plays no part", 1)],
-        "mistakes": ['choosing the tokenizer by its test accuracy', "calling the film-disjoint split harder 'because it is smaller'", 'quoting the margin without saying it is on validation']},
+    },
     'nb03_s3_results': {
         "question": "How many trainable numbers do the word-vector corrections add, compared with the recurrent models' own parameters, and what does min_count trade off?",
         "criteria": [("the counts from the printout, their ratio to the RNN's and GRU's own parameters, and what a lower or higher `min_count` gains and loses", 1)],
-        "mistakes": ['counting the 400,000-word GloVe table as trainable', 'saying the corrections start random (they start at 0, i.e. at GloVe)']},
+    },
     'nb03_s4_results': {
         "question": "In your gradient-reach figure, how does the logit's dependence on the first words compare with its dependence on the last words, for the RNN with frozen vectors and for the GRU, and what in the backward pass of section 2 explains the difference?",
         "criteria": [('the ratio t=100 / t=1 from your printout for the frozen RNN and the GRU, and which curve falls most', 1), ("the mechanism, from section 2's backward pass", 1)],
-        "mistakes": ['reading the log axis as linear', 'explaining it by the number of parameters', 'blaming the frozen vectors themselves rather than what they let training do']},
+    },
     'nb03_s5_results': {
         "question": 'Do the 128-unit models over-fit more than the 64-unit ones?',
         "criteria": [('what the table shows (train − validation gap, validation loss after its minimum) and the 128 − 64 verdicts, with trainable and with frozen vectors', 1), ("the conclusion about the write-up's claim, and a likely reason", 1)],
-        "mistakes": ["reading a tie as 'no difference exists' rather than 'none detectable on five seeds'", 'comparing the best validation accuracy only']},
+    },
     'nb03_s6_results': {
         "question": 'Is the hidden size the search found better than 128 units?',
         "criteria": [('the size each search found, and why a search score is only a proxy', 1), ("what the full-recipe table says on validation about the found and the write-up's sizes against 128", 1)],
-        "mistakes": ["reading the search's best score as proof that its size is better", 'deciding on the test columns']},
+    },
     'nb03_s7_results': {
         "question": 'What does the test set say about trainable versus frozen word vectors, the GRU versus the RNN, and the GRU versus the TF-IDF anchor?',
         "criteria": [('trainable − frozen for both cells, with verdicts, and why the RNN gains far more', 1), ('the GRU against the RNN and against the anchor, with verdicts, and what a suggestive verdict allows one to say', 1)],
-        "mistakes": ['calling the GRU worse than TF-IDF although the verdict is suggestive', 'forgetting that the test set decided nothing']},
+    },
     'nb03_s7_results_3': {
         "question": "Read your GRU's running prediction for the two reviews above: at which words does P(positive) move most, and does each review end on the right side of 0.5?",
         "criteria": [('where your GRU\'s prediction turns, where each review ends, and why one review cannot show that the GRU understands "but"', 1)],
-        "mistakes": ["describing the course's figure instead of your own", 'concluding from one review that the GRU understands negation or contrast']},
+    },
     'nb03_summary': {
         "question": "What does this notebook conclude about the write-up's two claims, that 128 hidden units over-fit and that TPE's 86 / 107 units are the sizes to use, and what changed the accuracy most?",
         "criteria": [('the over-fitting claim, with the evidence of section 5', 1), ('the sizes, with the evidence of section 6, and what changed the accuracy far more', 1)],
-        "mistakes": ["restating the write-up's claims without the evidence", "citing the search's proxy scores as the result"]},
+    },
 })
 
 WRITTEN.update({  # notebook 04
@@ -86,40 +86,40 @@ WRITTEN.update({  # notebook 04
             ("the four gains with their intervals, read off the printout, and whether the intervals let you rank them", 1),
             ("what the trainable correction learns that GloVe's vectors do not hold, and one reason why a model that reads the neighbours might need it less", 1),
         ],
-        "mistakes": ["quoting one model's gain only, or the gains without their intervals", "explaining the difference by the number of parameters alone, without saying what a trainable correction changes", "reading the frozen and trainable rows of different models as a pair"]},
+    },
     'nb04_s4_results': {
         "question": "In your figures, which models change a word's sub-score when *\"despite the bad reviews\"* is put in front, and how does each model keep review 2 positive or fail to?",
         "criteria": [
             ("`sum` and `weighted`: what happens to the sub-scores of the words the two reviews share, why, and how each of the two ends up with its P(positive) for review 2", 1),
             ("the attention models: which words change their sub-score, read off the heatmap (which words take their attention from *bad* and which from *loved*), and what that does to P(positive), with numbers from your figures", 1),
         ],
-        "mistakes": ["describing the course's figure instead of your own", "saying that `weighted` changes a word's sub-score (only its weight's share changes, through the softmax over more words)", "reading a column of the heatmap as a row (row i is where word i looks)"]},
+    },
     'nb04_s5_results': {
         "question": "Why must `sum` and `weighted` give both orders of the contrast the same score, and what does your `attn_weighted` heatmap of *\"this movie is not good\"* show about how it handles the negation?",
         "criteria": [
             ("the argument, from how $s_i$, $a_i$ and the logit of `sum` and `weighted` are computed (section 1)", 1),
             ("read off your figure: whether *good* keeps a positive sub-score, which words take their attention from *not*, and which sub-scores make the review negative (or why your model misses it), with the P(positive) of your table", 1),
         ],
-        "mistakes": ["saying that the order matters to `sum` or `weighted` 'a little'", "claiming that *good* turns negative without checking its bar", "concluding from one probe that attention understands negation"]},
+    },
     'nb04_s6_results': {
         "question": "Name two kinds of review your models get confidently wrong, with an example of each from your output, and say for one of them why a word-score model cannot get it right; quote the numbers of the error-rate table that support it.",
         "criteria": [
             ("two kinds of error, each with a review from your output (e.g. a rating that disagrees with its words, negative words in a positive review, a mild 4★ or 7★ review, a review whose verdict comes after its first 100 tokens)", 1),
             ("for one of them, the reason in terms of the model (it scores words, not the verdict; it sees only the first 100 tokens) and the supporting error rates from the table", 1),
         ],
-        "mistakes": ["listing reviews without saying why a word-score model gets them wrong", "quoting error rates that are not in the table", "blaming the labels for every error"]},
+    },
     'nb04_s7_results': {
         "question": "From the course's five-seed table: how do the attention models compare with the GRU and with TF-IDF, and which model would you choose for this task, and why?",
         "criteria": [
             ("how `attn_weighted` compares with the GRU and with TF-IDF, on validation and on test, read off the table and the printed intervals, and a choice argued from accuracy, cost or what the model lets you inspect", 1),
         ],
-        "mistakes": ["calling the GRU better than `attn_weighted` although the interval includes 0", "choosing a model on the test set alone", "taking the course's five-seed table for the student's own run"]},
+    },
     'nb04_s8_results': {
         "question": "In the fixed example *\"the plot was thin but i loved the actors\"*, which words push your `attn_weighted` towards its verdict, and where does the criticism of *thin* end up?",
         "criteria": [
             ("names the words with the largest sub-scores and weights, and reads from the attention rows which words take their attention from *thin* and what sign their sub-scores get, with numbers from your figure", 1),
         ],
-        "mistakes": ["describing the course's figure instead of your own", "reading the weights as the sub-scores", "reading a column of the heatmap as a row"]},
+    },
 })
 
 WRITTEN.update({  # notebooks 01 and 02
@@ -129,7 +129,7 @@ WRITTEN.update({  # notebooks 01 and 02
             (r"The multivariate chain rule applied to $f(x+y,\,2x,\,z)$, saying at which point the partial derivatives of $f$ are evaluated", 1),
             (r"$\partial F/\partial x$ in terms of the partial derivatives of $f$, with the contribution of each slot that $x$ fills", 1),
         ],
-        "mistakes": ["evaluating the partial derivatives at the wrong point", "dropping the inner derivative of a slot", "combining the contributions of the slots the wrong way"]},
+    },
     'q1b_derivation': {
         "question": r"Compute the derivative of $F(x) = f_1(f_2(\dots f_n(x)))$ and relate it to back-propagation.",
         "criteria": [
@@ -137,27 +137,27 @@ WRITTEN.update({  # notebooks 01 and 02
             ("Whether the write-up's product is right as written, and if not, what is wrong with its indices", 1),
             ("How back-propagation computes this product (in which order, with which products), what it costs for a scalar loss compared with the other order, and how the same sweep gives the weight gradients", 1),
         ],
-        "mistakes": ["evaluating every factor at the same point", "the factors in the wrong order for vector-valued layers", "naming the chain rule without the order of the products and its cost"]},
+    },
     'q1c_answer': {
         "question": "Which activation would you use inside each $f_i$, and why?",
         "criteria": [
             (r"The largest value of $\sigma'$ and where it is reached, derived, with a verdict on the write-up's claim; what one such factor per layer does to the gradient through $L$ layers", 1),
             ("Your choice of activation with its reasons, and what the initialisation has to do with it", 1),
         ],
-        "mistakes": ["repeating the write-up's value of the sigmoid's derivative at 0 without checking it", "an activation chosen without a word on the initialisation", "claiming that an activation keeps the gradient unchanged through depth without the measurement"]},
+    },
     'q1c_sweep': {
         "question": "What does the depth sweep show about the activation and about the initialisation?",
         "criteria": [
             ("What each curve does with depth, read from the figure with its spread over seeds, and what the two control curves (gain 4, PyTorch's default scale) say about the activation versus the initialisation", 1),
         ],
-        "mistakes": ["reading one curve without its spread over seeds", "choosing between ReLU and tanh from a sweep at initialisation"]},
+    },
     'q1d_derivation': {
         "question": r"Differentiate $f = f_1\big(x,\ f_2(x,\ f_3(\dots f_{n-1}(x,\ f_n(x))))\big)$.",
         "criteria": [
             ("$df/dx$ as a recursion over the levels, with the point at which each partial derivative is evaluated", 1),
             ("The recursion unrolled as a sum over the paths from $x$ to the output, and how the two entries of the write-up's nested pairs combine", 1),
         ],
-        "mistakes": ["keeping only one path", "combining the entries of a pair the wrong way", "the matrix factors in the wrong order"]},
+    },
     'q1e_answer': {
         "question": "Explain the advantage of $f(x + g(x + h(x)))$ over the plain composition $f(g(h(x)))$.",
         "criteria": [
@@ -165,20 +165,20 @@ WRITTEN.update({  # notebooks 01 and 02
             ("The write-up's condition checked: when the long product vanishes with depth, and whether the plain derivative is always the smaller one (see the checks of this section)", 1),
             ("The advantage of the skip connections for deep networks, and what they do not guarantee", 1),
         ],
-        "mistakes": ["a comparison of the two derivatives that assumes the same local derivatives in both", "keeping the write-up's condition without checking it", "claiming that a skip connection makes the gradient exactly 1"]},
+    },
     'q1e_sweep': {
         "question": "Why is the sigmoid-residual curve flat, and what do the tanh curves show?",
         "criteria": [
             ("What the plain and the residual curves do for each activation, and why the sigmoid-residual curve is flat, from the measurement of $h$ and the branches", 1),
         ],
-        "mistakes": ["reading a flat curve as healthy branches without the measurement", "claiming that skips keep the gradient near 1 whatever the branches"]},
+    },
     'summary_q1': {
         "question": "In a few sentences per part, what are your answers to (a)–(e), and which check or measurement of this notebook supports each?",
         "criteria": [
             ("Each part's result in one or two sentences, with the write-up's errors named", 1),
             ("Each with the check or measurement that supports it, at its strength (how many seeds, what spread)", 1),
         ],
-        "mistakes": ["a summary that states results without the evidence", "claims stronger than the measurements (one seed, no spread)"]},
+    },
     'q2_answer': {
         "question": "Which architecture suits each of these tasks, and why: speech recognition, question answering, sentiment analysis, image classification, single-word translation?",
         "criteria": [
@@ -187,7 +187,7 @@ WRITTEN.update({  # notebooks 01 and 02
             ("The write-up's three claims checked, with the cells above as evidence", 1),
             ("For single-word translation, what a table cannot do, and what translates words outside the dictionary", 1),
         ],
-        "mistakes": ["invariance claimed without saying where it comes from", "a sequence model where no sequence is modelled", "ignoring whether input and output are aligned"]},
+    },
     'q3a_design': {
         "question": "Design a system that generates an image from a sentence, built from auto-encoders.",
         "criteria": [
@@ -195,13 +195,13 @@ WRITTEN.update({  # notebooks 01 and 02
             ("The training objective: each loss term, on which data (paired or unpaired), and which modules each term trains, with the reason", 1),
             ("One limit of the design, and a remedy", 1),
         ],
-        "mistakes": ["letting every loss term train every module without saying what that does", "training everything on the paired data only", "no word on what is generated for a sentence never seen"]},
+    },
     'q3a_result': {
         "question": "What does the toy generate for the seven combinations it was paired on, and for the held-out one, over the five seeds?",
         "criteria": [
             ("The counts over the seeds for the seen combinations, the control and the held-out combination, and what they say about composing shape and position, at their strength", 1),
         ],
-        "mistakes": ["one seed reported as the finding", "a position-only check taken for a shape check"]},
+    },
     'q3b_answer': {
         "question": "Add an attention layer that links the words of the description to the quadrants: which are the queries, keys and values, what do the toy's weights show, and what is wrong with the write-up's layer?",
         "criteria": [
@@ -209,12 +209,12 @@ WRITTEN.update({  # notebooks 01 and 02
             ("What the toy's heatmaps and the two-word check show, with numbers", 1),
             ("What is wrong with the write-up's layer, and how to fix it", 1),
         ],
-        "mistakes": ["a read-out that does not match the axis of the softmax", "a critique of the write-up's layer that does not say what its queries, keys and values are", "numbers from the toy without saying which variant they come from"]},
+    },
     'summary_q2_q3': {
         "question": "In a few sentences per question, what are your answers to Q2, Q3(a) and Q3(b), and which check of this notebook supports each?",
         "criteria": [
             ("Q2's shapes and architectures, and the corrections to the write-up", 1),
             ("Q3(a) and Q3(b), each with the toys' evidence at its strength (over seeds for Q3(a))", 1),
         ],
-        "mistakes": ["results without their evidence", "a toy's one-seed result stated as a general finding"]},
+    },
 })

@@ -87,12 +87,14 @@ def _rubric(entry: dict | None) -> list[str]:
 def instructor_report(grades: dict, reference_answers: dict[str, str], written: dict | None = None) -> str:
     """The feedback, how it was graded (sandbox, input seed), then each written answer: the student's text in a
     fenced block (shown as text, whatever it holds), then, after a rule, the rubric (tools/questions.py's
-    WRITTEN, where an entry exists) and the reference answer (never given to students)."""
+    WRITTEN, where an entry exists, with tools/marking.py's common mistakes) and the reference answer (never given to students)."""
     if written is None:
         try:
-            from tools.questions import WRITTEN as written
+            from tools.marking import MISTAKES
+            from tools.questions import WRITTEN
         except ImportError:
-            written = {}
+            WRITTEN, MISTAKES = {}, {}
+        written = {q: {**entry, "mistakes": MISTAKES.get(q, [])} for q, entry in WRITTEN.items()}
     parts = [feedback(grades), "## How this was graded", "",
              f"- sandbox: {grades['sandbox']}", f"- input seed: {grades['seed']} (`--seed {grades['seed']}` "
              f"regrades on the same inputs)", "", "## Written answers (graded by hand)"]
