@@ -173,7 +173,7 @@ def test_the_q3b_check_compares_values(scale, fails):
     assert attention.count(SCALE) == 1
     setup = "\n".join(l for l in nb.cells[1].source.splitlines() if not l.startswith("%"))
     between = [c.source for c in nb.cells[start + 1:check] if c.cell_type == "code" and "plt." not in c.source]
-    threads = torch.get_num_threads()
+    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()  # the notebook's setup changes both
     namespace = {}
     try:
         exec(setup, namespace)
@@ -187,6 +187,7 @@ def test_the_q3b_check_compares_values(scale, fails):
             exec(nb.cells[check].source, namespace)
     finally:
         torch.set_num_threads(threads)
+        torch.set_default_dtype(dtype)
 
 
 def test_the_release_has_one_pytest_configuration(release):
