@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
+import comparisons
 import experiments
 import helpers
 
@@ -255,7 +256,7 @@ def test_compare_with_reviews_matches_the_formula_and_takes_an_anchor_record():
 
 
 def test_comparisons_made_counts_each_distinct_comparison_once_by_verdict(monkeypatch):
-    monkeypatch.setattr(experiments, "_VERDICTS", {})
+    monkeypatch.setattr(comparisons, "_VERDICTS", {})
     runs = lambda accs: [{"seed": s, "test_acc": a} for s, a in enumerate(accs)]
     better = (runs([0.82, 0.83, 0.84, 0.83]), runs([0.80, 0.80, 0.81, 0.80]))
     experiments.paired_compare(*better)
