@@ -491,7 +491,7 @@ WINDOW0 = ("attn_sum", "attn_weighted")
 only to itself, A = I), everything else as the named model (the same parameters, seed for seed the same initial
 weights), frozen and trainable vectors: what attention's context adds beyond the token layer and the two-layer head
 is the named model minus this twin, seed by seed."""
-WINDOW0_SEEDS = {"frozen": (0, 1, 2, 3, 4), "trainable": ()}
+WINDOW0_SEEDS = {"frozen": (0, 1, 2, 3, 4), "trainable": (0, 1, 2, 3, 4)}
 """The control's seeds, frozen vectors (the exercise's setting) first; the named runs' SEEDS are the aim: widen these
 and `python -m tools.train_results --only window0` trains the missing ones."""
 

@@ -323,7 +323,7 @@ def test_the_plan_has_one_checkpoint_per_named_model_and_a_smoke_version(train_r
     families = {"named": 6 * 2 * 5, "64 units": 2 * 2 * 5, "rnn ablation": 4 * 3, "layouts": 2 * (5 + 3),
                 "attention ablation": 2 * 6 * 3, "recipe variants": 5 + 5 + 3, "tokenizer": 2 * 2 * 3 + 1,
                 "vocabulary": 3, "refit": 2 * 3, "frozen refit": 3 * 3, "tfidf": 1,
-                "window-0 control": 2 * 5}  # frozen seeds 0–4 so far (the aim: 5 seeds, frozen and trainable)
+                "window-0 control": 2 * 10}  # frozen and trainable, 5 seeds each
     searched = [k for k in keys if k.split("/")[0] in ("rnn-86", "gru-107") or
                 (k.split("/")[0].split("-")[0] in ("rnn", "gru") and k.split("/")[0].split("-")[-1].isdigit()
                  and k.split("/")[0].split("-")[-1] != "64")]
