@@ -80,7 +80,7 @@ def quick_run() -> bool:
 
 
 def should_recompute() -> bool:
-    """True where a notebook reruns its whole plan through tools/train_results.py instead of loading records:
+    """True where a notebook reruns its whole plan through experiments/recompute.py instead of loading records:
     `run_mode()` "full", and "smoke" (its thinned plan on 1,000 reviews)."""
     return run_mode() in ("full", "smoke")
 
@@ -1452,7 +1452,7 @@ WRITEUP_REVIEWS = ("i absolutely loved every aspect of this movie",
 # --- checkpoints: small files (the frozen GloVe table is not stored) with their ModelInfo ---
 
 RESTORE_HINT = ("restore the committed file with `git checkout -- {path}`, or retrain it: "
-            "`python -m tools.train_results` (or RUN_MODE=full for the notebook)")
+            "`python -m experiments.recompute` (or RUN_MODE=full for the notebook)")
 
 
 def save_checkpoint(model: SentimentModel, path: str | Path) -> Path:

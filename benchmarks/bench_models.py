@@ -23,7 +23,6 @@ import torch
 import experiments
 import helpers
 
-
 BATCHES = 40
 
 
@@ -75,30 +74,32 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = helpers.get_device()
     data = helpers.load_imdb(verbose=False)
-    results = experiments.load_results()
+    results = experiments.Results.load()
     start = time.perf_counter()
     anchor = experiments.tfidf_baseline(data)
     anchor_seconds = time.perf_counter() - start
 
-    seeds = sorted({r["seed"] for r in experiments.group_records(results, "gru/trainable")})
+    seeds = sorted({r.seed for r in results.group("gru", "trainable")})
     print(f"## Accuracy (IMDB test set, first 100 tokens; mean ± sample std over seeds {seeds})\n")
     print("| model | vectors | parameters | val acc | test acc | val − test | seed-0 checkpoint, re-evaluated |")
     print("|---|---|---|---|---|---|---|")
     for name in helpers.MODEL_NAMES:
         for setting, finetune in (("trainable", True), ("frozen", False)):
-            records = experiments.group_records(results, f"{name}/{setting}")
-            val, val_sd = experiments.mean_std([r["val_acc"] for r in records])
-            test, test_sd = experiments.mean_std([r["test_acc"] for r in records])
+            records = results.group(name, setting)
+            val, val_sd = experiments.mean_std([r.val_acc for r in records])
+            test, test_sd = experiments.mean_std([r.test_acc for r in records])
             model = helpers.load_checkpoint(helpers.checkpoint_path(name, finetune))
             again = helpers.evaluate(model, data.test)["acc"]
-            print(f"| {name} | {setting} | {records[0]['parameters']:,} | {val:.2%} ± {val_sd:.2%} | "
-                  f"**{test:.2%} ± {test_sd:.2%}** | {val - test:+.2%} | {again:.2%} (record {records[0]['test_acc']:.2%}) |")
+            print(f"| {name} | {setting} | {records[0].parameters:,} | {val:.2%} ± {val_sd:.2%} | "
+                  f"**{test:.2%} ± {test_sd:.2%}** | {val - test:+.2%} | {again:.2%} "
+                  f"(record {records[0].test_acc:.2%}) |")
     print(f"| TF-IDF 1-2-grams + LR | – | – | {anchor['val_acc']:.2%} | **{anchor['test_acc']:.2%}** | "
           f"{anchor['val_acc'] - anchor['test_acc']:+.2%} | fitted here in {anchor_seconds:.0f} s |")
 
     print(f"\n## Seconds per training epoch (20,000 reviews, the recipe's batch size, {device}, "
           f"{torch.get_num_threads() if device.type == 'cpu' else '-'} CPU threads)\n")
-    print("| model | frozen | trainable vectors, no dropout | ratio (target <= 1.3) | trainable + embedding dropout 0.3 (the recipe) | ratio |")
+    print("| model | frozen | trainable vectors, no dropout | ratio (target <= 1.3) "
+          "| trainable + embedding dropout 0.3 (the recipe) | ratio |")
     print("|---|---|---|---|---|---|")
     for name in helpers.MODEL_NAMES:
         frozen = epoch_seconds(name, False, data, device)

@@ -48,10 +48,10 @@ def main(argv=None) -> None:
     rows, totals = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         if args.keep:
-            for old in experiments.STUDENT_RUN.glob("*.pt"):
+            for old in experiments.records.STUDENT_RUN.glob("*.pt"):
                 old.unlink()  # trained again, not loaded
         else:
-            experiments.STUDENT_RUN = Path(tmp)
+            experiments.records.STUDENT_RUN = Path(tmp)  # where load_or_train caches
         for notebook in args.notebook or sorted(experiments.STUDENT_MODELS):
             for name, finetune in experiments.STUDENT_MODELS[notebook]:
                 t0, c0 = time.perf_counter(), time.process_time()
@@ -60,7 +60,8 @@ def main(argv=None) -> None:
                 record = model.info.record
                 wall, used = totals.get(notebook, (0.0, 0.0))
                 totals[notebook] = (wall + seconds, used + cpu)
-                rows.append((SECTIONS.get((name, finetune), f"0{notebook}"), f"{name} {'trainable' if finetune else 'frozen'}",
+                rows.append((SECTIONS.get((name, finetune), f"0{notebook}"),
+                             f"{name} {'trainable' if finetune else 'frozen'}",
                              f"{record['epochs_run']} of {helpers.STUDENT_EPOCHS[name]} (best {record['best_epoch']})",
                              f"{100 * record['val_acc']:.1f} %", f"{100 * record['test_acc']:.1f} %",
                              f"{seconds:.0f} s", f"{cpu:.0f} s"))
@@ -73,7 +74,8 @@ def main(argv=None) -> None:
     for notebook, (seconds, cpu) in totals.items():
         print(f"| notebook 0{notebook} | total | | | | {seconds / 60:.1f} min | {cpu / 60:.1f} min |")
     load_after = os.getloadavg()
-    print(f"\nload average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} (5 min: {load_after[1]:.2f}); "
+    print(f"\nload average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} "
+          f"(5 min: {load_after[1]:.2f}); "
           f"{os.cpu_count()} CPU cores; wall time in all {(time.perf_counter() - start) / 60:.1f} min")
 
 

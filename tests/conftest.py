@@ -85,7 +85,7 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def train_results_tool():
-    """tools/train_results.py, the recompute tool (tools/ is a package: `python -m tools.train_results`)."""
-    from tools import train_results
+    """experiments/recompute.py, the recompute tool (`python -m experiments.recompute`)."""
+    from experiments import recompute
 
-    return train_results
+    return recompute

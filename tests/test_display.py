@@ -54,7 +54,8 @@ def test_model_comparison_draws_means_from_chance_with_intervals_and_the_anchor(
     records = {"a": [{"val_acc": 0.8, "test_acc": 0.80, "best_epoch": 3, "parameters": 1000},
                      {"val_acc": 0.8, "test_acc": 0.84, "best_epoch": 3, "parameters": 1000}],
                "b": [{"val_acc": 0.7, "test_acc": 0.75, "best_epoch": 1, "parameters": 50}]}
-    table = experiments.results_table(records)
+    table = experiments.results_table({label: [experiments.RunRecord(name=label, seed=seed, **r) for seed, r in enumerate(rs)]
+                                       for label, rs in records.items()})
     fig = plots.plot_model_comparison(table, anchor=0.77)
     acc, params = fig.axes
     bars = acc.patches

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ["helpers.py", "comparisons.py", "experiments.py", "plots.py", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tools").glob("*.py"))]
+MODULES = ["helpers.py", "plots.py", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "experiments").glob("*.py")),
+           *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tools").glob("*.py"))]
 
 
 @pytest.mark.parametrize("path", MODULES)

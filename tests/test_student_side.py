@@ -98,7 +98,7 @@ def test_recompute_stops_with_the_missing_part_before_starting_workers(monkeypat
     started = []
     monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(a) or pytest.fail("a worker started"))
     with pytest.raises(helpers.Unimplemented) as caught:
-        experiments.recompute(notebook=3, out=tmp_path, smoke=True)
+        experiments.recompute.rerun(notebook=3, out=tmp_path, smoke=True)
     assert str(caught.value) == "implement RNNCell.update (h'): notebook 03, section 1"
     assert caught.value.__cause__ is None and caught.value.__suppress_context__ and not started
 
@@ -111,7 +111,7 @@ def test_recompute_checks_the_parts_of_every_model_its_plan_trains():
 
 
 def test_a_worker_that_meets_a_stub_reports_only_that_line(monkeypatch, capsys):
-    from tools import train_results as tool
+    from experiments import recompute as tool
     monkeypatch.setattr(tool.helpers, "load_imdb", lambda **kwargs: None)
 
     def meets_a_stub(job, data, out):
@@ -296,7 +296,7 @@ def test_the_student_run_trains_once_caches_and_retrains_when_the_code_changes(t
     student-run folder and loads it on the next call; a changed part of the code it runs names another file, so the
     stale model is never loaded; a stub stops it with one line before any training."""
     monkeypatch.setenv("RUN_MODE", "student")
-    monkeypatch.setattr(experiments, "STUDENT_RUN", tmp_path / "student-run")
+    monkeypatch.setattr(experiments.records, "STUDENT_RUN", tmp_path / "student-run")
     monkeypatch.setitem(helpers.STUDENT_EPOCHS, "gru", 2)
     model = experiments.load_or_train("gru", toy_data)
     assert model.info.record["settings"]["epochs"] == 2 and model.info.record["seed"] == 0
@@ -321,7 +321,7 @@ def test_the_student_run_trains_once_caches_and_retrains_when_the_code_changes(t
 
 def test_the_smoke_mode_trains_one_epoch_and_keeps_nothing(toy_data, monkeypatch, tmp_path, one_thread):
     monkeypatch.setenv("RUN_MODE", "smoke")
-    monkeypatch.setattr(experiments, "STUDENT_RUN", tmp_path / "student-run")
+    monkeypatch.setattr(experiments.records, "STUDENT_RUN", tmp_path / "student-run")
     model = experiments.load_or_train("sum", toy_data)
     assert model.info.record["epochs_run"] == 1 and not (tmp_path / "student-run").exists()
 
@@ -390,7 +390,7 @@ def solved_release(release, tmp_path_factory):
 
     When this repository's quick run is current (notebooks/ run before tests/ in the README's command), its records
     and checkpoints are copied in, less one record and one checkpoint: a quick run reuses only what the same code
-    made for the same job (tools/train_results.py `reusable`), so the release's notebooks still start a worker and
+    made for the same job (experiments/recompute.py `reusable`), so the release's notebooks still start a worker and
     train a model through the pasted code, without retraining the other 21 jobs a second time."""
     import nbformat
 

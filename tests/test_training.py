@@ -192,7 +192,7 @@ def test_bad_input_messages_name_the_review():
 
 
 def test_tfidf_anchor_learns_the_toy_task(toy_data, train_results_tool):
-    tfidf_c = experiments.TFIDF_C
+    tfidf_c = experiments.plan.TFIDF_C
     result = experiments.tfidf_baseline(toy_data)
     # "great/wonderful/loved" vs "bad/boring/awful/hated": the 4 test reviews share those words
     assert result["test_acc"] == 1.0 and result["val_acc"] == 1.0

@@ -25,7 +25,8 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = ["helpers.py", "comparisons.py", "experiments.py", "plots.py", "pyproject.toml", "checkpoints/gru.pt", *sorted(
+SOURCE = ["helpers.py", "plots.py", "pyproject.toml", "checkpoints/gru.pt", *sorted(
+    str(p.relative_to(ROOT)) for p in (ROOT / "experiments").glob("*.py")), *sorted(
     str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb"))] + [
     f"tools/{name}" for name in ("__init__.py", "grade.py", "hidden_tests.py", "harness.py", "sandbox.py", "reports.py",
                                  "questions.py", "execute_notebooks.py", "untrusted.py")]

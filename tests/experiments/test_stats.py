@@ -1,14 +1,17 @@
-"""The statistics behind every verdict: `experiments.paired_compare`'s interval (each source of noise counted once)
-kept at its nominal coverage where the seeds, the reviews or their interaction dominate; `compare_group_means` with
-the reviews its groups share; families of comparisons adjusted with `adjust_for_family` (Holm, Benjamini–Hochberg)."""
+"""The statistics behind every verdict: the paired interval (`records.compare` -> `stats.paired_compare`, each source
+of noise counted once) kept at its nominal coverage where the seeds, the reviews or their interaction dominate; the
+group-level comparison with the reviews its groups share; families of comparisons adjusted with `adjust_for_family`
+(Holm, Benjamini–Hochberg)."""
 import numpy as np
 import pytest
 from scipy import stats
 from scipy.special import ndtr
 
-import experiments
+from experiments import records
+from experiments.stats import Comparison, adjust_for_family, pack_bits, unpack_bits
 
-REGIMES = {  # latent model: a is right on review i at seed s iff z_i + a_s + e_si > 0, b iff z_i − d_i + b_s + e'_si > 0
+# latent model: a is right on review i at seed s iff z_i + a_s + e_si > 0, b iff z_i − d_i + b_s + e'_si > 0
+REGIMES = {
     "seed-dominated": {"sd_seed": 0.06, "sd_noise": 0.25, "sd_review": 0.0},
     "review-dominated": {"sd_seed": 0.0, "sd_noise": 0.25, "sd_review": 0.8},
     "interaction-dominated": {"sd_seed": 0.0, "sd_noise": 1.5, "sd_review": 0.0},
@@ -36,7 +39,7 @@ def _trial(rng, z, d, seeds, reviews, sd_seed, sd_noise):
     for seed in range(seeds):
         for name, easy in (("a", z[idx]), ("b", z[idx] - d[idx])):
             flags = easy + rng.normal(0, sd_seed) + sd_noise * rng.standard_normal(reviews) > 0
-            runs[name].append({"seed": seed, "test_acc": flags.mean(), "correct": {"test": experiments.pack_bits(flags)}})
+            runs[name].append({"seed": seed, "test_acc": flags.mean(), "correct": {"test": pack_bits(flags)}})
     return runs["a"], runs["b"]
 
 
@@ -55,9 +58,9 @@ def test_the_interval_keeps_its_coverage_whichever_source_of_noise_dominates(reg
     trials, covered = 800, 0
     for _ in range(trials):
         a, b = _trial(rng, z, d, seeds, 1000, p["sd_seed"], p["sd_noise"])
-        c = experiments.paired_compare(a, b)
-        assert c["noise"] == "seeds and reviews" and c["n"] == seeds
-        covered += c["lo"] <= true <= c["hi"]
+        c = records.compare(a, b)
+        assert c.noise == "seeds and reviews" and c.n == seeds
+        covered += c.lo <= true <= c.hi
     assert 0.93 <= covered / trials <= 0.97, covered / trials
 
 
@@ -65,13 +68,14 @@ def test_the_interval_is_never_narrower_than_the_seeds_alone_and_counts_the_inte
     rng = np.random.default_rng(7)
     z, d = _population(rng, 0.0)
     a, b = _trial(rng, z, d, 3, 2000, 0.0, 1.5)  # interaction only: var_reviews is the duplicate of the seeds' part
-    c = experiments.paired_compare(a, b)
-    strip = lambda runs: [{k: v for k, v in r.items() if k != "correct"} for r in runs]
-    seeds_only = experiments.paired_compare(strip(a), strip(b))
-    assert c["lo"] <= seeds_only["lo"] and c["hi"] >= seeds_only["hi"] and c["p"] >= seeds_only["p"]
+    c = records.compare(a, b)
+    def strip(runs):
+        return [{k: v for k, v in r.items() if k != "correct"} for r in runs]
+    seeds_only = records.compare(strip(a), strip(b))
+    assert c.lo <= seeds_only.lo and c.hi >= seeds_only.hi and c.p >= seeds_only.p
     # no review main effect here: the reviews' part is the interaction the seeds' spread already holds, so the
     # interval is the seeds-only one (adding var_reviews would count the interaction a second time)
-    assert (c["hi"] - c["lo"]) == pytest.approx(seeds_only["hi"] - seeds_only["lo"], rel=0.02)
+    assert (c.hi - c.lo) == pytest.approx(seeds_only.hi - seeds_only.lo, rel=0.02)
 
 
 def test_compare_group_means_adds_the_review_noise_its_groups_share():
@@ -86,50 +90,54 @@ def test_compare_group_means_adds_the_review_noise_its_groups_share():
         for seed in range(3):
             for name, easy in (("a", z[idx]), ("b", z[idx] - d[idx])):
                 flags = easy + 0.25 * rng.standard_normal(1000) > 0
-                runs[name].append({"seed": seed, "val_acc": flags.mean(), "correct": {"val": experiments.pack_bits(flags)}})
+                runs[name].append({"seed": seed, "val_acc": flags.mean(), "correct": {"val": pack_bits(flags)}})
         pairs.append((runs["a"], runs["b"]))
-    c = experiments.compare_group_means(pairs)
-    strip = lambda runs: [{k: v for k, v in r.items() if k != "correct"} for r in runs]
-    groups_only = experiments.compare_group_means([(strip(a), strip(b)) for a, b in pairs])
-    assert c["noise"] == "groups and reviews" and groups_only["noise"] == "groups"
-    assert "(over groups and reviews)" in experiments.format_comparison(c)
-    assert c["diff"] == pytest.approx(groups_only["diff"])
+    c = records.compare_groups(pairs)
+    def strip(runs):
+        return [{k: v for k, v in r.items() if k != "correct"} for r in runs]
+    groups_only = records.compare_groups([(strip(a), strip(b)) for a, b in pairs])
+    assert c.noise == "groups and reviews" and groups_only.noise == "groups"
+    assert "(over groups and reviews)" in str(c)
+    assert c.diff == pytest.approx(groups_only.diff)
     # the shared reviews' standard error, from the pooled per-review differences, is most of the width
-    D = np.stack([np.mean([experiments.unpack_bits(r["correct"]["val"]) for r in a], 0) -
-                  np.mean([experiments.unpack_bits(r["correct"]["val"]) for r in b], 0) for a, b in pairs])
+    D = np.stack([np.mean([unpack_bits(r["correct"]["val"]) for r in a], 0) -
+                  np.mean([unpack_bits(r["correct"]["val"]) for r in b], 0) for a, b in pairs])
     shared = D.mean(0).var(ddof=1) / 1000
-    assert (c["hi"] - c["lo"]) / 2 >= stats.norm.ppf(0.975) * np.sqrt(shared) * 0.9
-    assert (c["hi"] - c["lo"]) > 2 * (groups_only["hi"] - groups_only["lo"])
+    assert (c.hi - c.lo) / 2 >= stats.norm.ppf(0.975) * np.sqrt(shared) * 0.9
+    assert (c.hi - c.lo) > 2 * (groups_only.hi - groups_only.lo)
 
 
 def test_holm_and_benjamini_hochberg_adjust_a_family():
     ps = [0.01, 0.04, 0.03, 0.005]
-    holm = experiments.adjust_for_family(ps)
-    assert [c["p_adjusted"] for c in holm] == pytest.approx([0.03, 0.06, 0.06, 0.02])  # 3p, max(2p, ..), p, 4p
-    assert [c["verdict_adjusted"] for c in holm] == ["significant", "suggestive", "suggestive", "significant"]
-    bh = experiments.adjust_for_family(ps, method="bh")
-    assert [c["p_adjusted"] for c in bh] == pytest.approx(stats.false_discovery_control(ps))
-    assert all(c["family_size"] == 4 for c in holm + bh)
+    holm = adjust_for_family(ps)
+    assert [c.p_adjusted for c in holm] == pytest.approx([0.03, 0.06, 0.06, 0.02])  # 3p, max(2p, ..), p, 4p
+    assert [c.verdict_adjusted for c in holm] == ["significant", "suggestive", "suggestive", "significant"]
+    bh = adjust_for_family(ps, method="bh")
+    assert [c.p_adjusted for c in bh] == pytest.approx(stats.false_discovery_control(ps))
+    assert all(c.family_size == 4 for c in holm + bh)
     with pytest.raises(ValueError, match="holm"):
-        experiments.adjust_for_family(ps, method="bonferroni")
+        adjust_for_family(ps, method="bonferroni")
 
 
 def test_a_family_of_comparisons_keeps_its_labels_directions_and_the_untested():
-    runs = lambda accs: [{"seed": s, "test_acc": x} for s, x in enumerate(accs)]
+    def runs(accs):
+        return [{"seed": s, "test_acc": x} for s, x in enumerate(accs)]
     family = {
-        "clearly better": experiments.paired_compare(runs([0.82, 0.83, 0.84, 0.83]), runs([0.80, 0.80, 0.81, 0.80])),
-        "clearly worse": experiments.paired_compare(runs([0.70, 0.71, 0.70, 0.72]), runs([0.80, 0.80, 0.81, 0.80])),
-        "one seed": experiments.paired_compare(runs([0.8]), runs([0.7])),
-        "a tie": experiments.paired_compare(runs([0.80, 0.82, 0.78]), runs([0.81, 0.80, 0.80])),
+        "clearly better": records.compare(runs([0.82, 0.83, 0.84, 0.83]), runs([0.80, 0.80, 0.81, 0.80])),
+        "clearly worse": records.compare(runs([0.70, 0.71, 0.70, 0.72]), runs([0.80, 0.80, 0.81, 0.80])),
+        "one seed": records.compare(runs([0.8]), runs([0.7])),
+        "a tie": records.compare(runs([0.80, 0.82, 0.78]), runs([0.81, 0.80, 0.80])),
     }
-    adjusted = experiments.adjust_for_family(family)
-    assert list(adjusted) == list(family) and adjusted["one seed"]["family_size"] == 3
-    assert adjusted["clearly better"]["verdict_adjusted"] == "better" and adjusted["clearly worse"]["verdict_adjusted"] == "worse"
-    assert adjusted["one seed"]["verdict_adjusted"] == "one seed: no interval" and np.isnan(adjusted["one seed"]["p_adjusted"])
-    assert adjusted["a tie"]["verdict_adjusted"] == "tie"
+    adjusted = adjust_for_family(family)
+    assert list(adjusted) == list(family) and adjusted["one seed"].family_size == 3
+    assert adjusted["clearly better"].verdict_adjusted == "better"
+    assert adjusted["clearly worse"].verdict_adjusted == "worse"
+    assert adjusted["one seed"].verdict_adjusted == "one seed: no interval"
+    assert np.isnan(adjusted["one seed"].p_adjusted)
+    assert adjusted["a tie"].verdict_adjusted == "tie"
     for label in family:  # the comparison itself is kept; the adjusted p-value is never below the raw one
-        assert adjusted[label]["verdict"] == family[label]["verdict"]
-        assert not adjusted[label]["p_adjusted"] < family[label]["p"]
+        assert adjusted[label].verdict == family[label].verdict
+        assert not adjusted[label].p_adjusted < family[label].p
     # a marginal result of a large family loses its verdict
-    marginal = {"p": 0.03, "diff": 0.01, "verdict": "better"}
-    assert experiments.adjust_for_family([marginal] + [0.5] * 9)[0]["verdict_adjusted"] == "tie"
+    marginal = Comparison(n=5, diff=0.01, p=0.03, verdict="better")
+    assert adjust_for_family([marginal] + [0.5] * 9)[0].verdict_adjusted == "tie"

@@ -13,9 +13,9 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-
-import experiments
 from search_fixtures import FINISHED, run_workers, training_objective
+
+from experiments import search
 
 PACKAGE = "postgresql"
 USER, PASSWORD, DATABASE = "optuna", "optuna-test-pw", "optuna"
@@ -103,8 +103,8 @@ def test_two_workers_share_one_postgresql_study_and_it_resumes(postgres_url, toy
                                                                 monkeypatch, one_thread):
     # The README's form of the URL, postgresql://user:password@host:port/database, through OPTUNA_STORAGE.
     monkeypatch.setenv("OPTUNA_STORAGE", postgres_url)
-    assert experiments.optuna_storage() == postgres_url
-    experiments.make_study("shared", seed=0)  # create the tables and the study once, before the workers race
+    assert search.optuna_storage() == postgres_url
+    search.make_study("shared", seed=0)  # create the tables and the study once, before the workers race
 
     n_trials = 4  # each worker trains its trials on the toy corpus, as a second machine would on IMDB
     pids = run_workers("shared", n_trials, tmp_path, dict(os.environ), toy_archive=toy_archive)
@@ -120,10 +120,10 @@ def test_two_workers_share_one_postgresql_study_and_it_resumes(postgres_url, toy
     n_before = len(study.trials)
     more = n_trials + 2
     objective = training_objective(toy_data)
-    resumed = experiments.run_study(experiments.make_study("shared", seed=2), objective, more, verbose=False)
+    resumed = search.run_study(search.make_study("shared", seed=2), objective, more, verbose=False)
     assert len(resumed.get_trials(states=FINISHED)) == more
     assert len(resumed.trials) == n_before + more - len(finished)  # at least one: len(finished) < more
     assert {t.user_attrs["pid"] for t in resumed.trials[n_before:]} == {os.getpid()}
     # ... and a complete study is reused without training anything.
-    again = experiments.run_study(experiments.make_study("shared", seed=3), objective, more, verbose=False)
+    again = search.run_study(search.make_study("shared", seed=3), objective, more, verbose=False)
     assert len(again.trials) == len(resumed.trials)
