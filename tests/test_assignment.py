@@ -32,7 +32,7 @@ def test_release_holds_no_solution_and_no_shortcut(release):
     code_regions = sum("".join(c["source"]).count(make_assignment.BEGIN) for c in cells if c["cell_type"] == "code")
     written = sum(c["cell_type"] == "markdown" for c in cells)
     assert code_regions >= 8 and written >= 20  # the notebook functions and the written answers
-    assert len(made["regions"]) == 7 + code_regions + written  # and 7 in helpers.py: every region found and stubbed
+    assert len(made["regions"]) == 7 + code_regions + written  # and 7 in ex2/layers.py: every region found and stubbed
     text = {p: make_assignment.readable_text(p) for p in out.rglob("*") if p.is_file()}  # notebooks: cell sources
     released = "\n".join(text.values())
     for region in made["regions"]:
@@ -48,11 +48,30 @@ def test_release_holds_no_solution_and_no_shortcut(release):
     assert not {"tools/grade.py", "tools/hidden_tests.py", "tools/make_assignment.py"} & names
     assert "tests/test_self_checks.py" in names and "README.md" in names
     assert (out / "README.md").read_text().startswith("# Introduction to Deep Learning — exercise 2\n")
-    stubs = [line for line in text[out / "helpers.py"].splitlines() if line.strip() == "raise NotImplementedError()"]
-    assert len(stubs) == 7  # one per solution region of helpers.py (a docstring that names the stub is not one)
+    stubs = [line for line in text[out / "ex2" / "layers.py"].splitlines()
+             if line.strip() == "raise NotImplementedError()"]
+    assert len(stubs) == 7  # one per solution region of ex2/layers.py (a docstring that names the stub is not one)
     for nb in out.glob("notebooks/*.ipynb"):
         cells = json.loads(nb.read_text())["cells"]
         assert not any(c.get("outputs") for c in cells if c["cell_type"] == "code"), f"{nb.name} keeps outputs"
+
+
+def test_a_solution_region_outside_the_students_file_stops_the_release(tmp_path, monkeypatch):
+    """Only ex2/layers.py, the file the grader imports, may hold solution regions: a region anywhere else would be
+    released as the answer or never graded, so the release is refused, naming the file, and nothing is written."""
+    assert make_assignment.misplaced_solutions(make_assignment.tracked_files()) == []
+    (tmp_path / "ex2").mkdir()
+    (tmp_path / "ex2" / "layers.py").write_text(f"def f():\n    {make_assignment.BEGIN}\n    return 1\n"
+                                                f"    {make_assignment.END}\n")
+    (tmp_path / "other.py").write_text(f"def g():\n    {make_assignment.BEGIN}\n    return 2\n    {make_assignment.END}\n")
+    (tmp_path / "plain.py").write_text("x = 1\n")
+    files = ["ex2/layers.py", "other.py", "plain.py"]
+    assert make_assignment.misplaced_solutions(files, tmp_path) == ["other.py"]
+    monkeypatch.setattr(make_assignment, "ROOT", tmp_path)
+    monkeypatch.setattr(make_assignment, "tracked_files", lambda: files)
+    with pytest.raises(SystemExit, match=r"outside ex2/layers\.py.*: other\.py$"):
+        make_assignment.make_assignment(tmp_path / "release")
+    assert not (tmp_path / "release").exists() and not (tmp_path / "release.partial").exists()
 
 
 def test_stub_python_keeps_indentation_and_rejects_broken_markers():

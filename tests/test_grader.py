@@ -27,16 +27,17 @@ HELPERS_QUESTIONS = [q for q, spec in QUESTIONS.items() if "replace" in spec]
 
 
 def variant(tmp_path: Path, *edits: tuple[str, str]) -> Path:
-    """A folder with the reference helpers.py (and notebooks), `edits` applied as (old, new) to helpers.py."""
+    """A folder with the reference ex2/layers.py (and notebooks), `edits` applied as (old, new) to ex2/layers.py."""
     folder = tmp_path / "variant"
     folder.mkdir(exist_ok=True)
     shutil.copytree(ROOT / "notebooks", folder / "notebooks", ignore=shutil.ignore_patterns("*.py", "figures"),
                     dirs_exist_ok=True)
-    text = (ROOT / "helpers.py").read_text(encoding="utf-8")
+    text = (ROOT / "ex2" / "layers.py").read_text(encoding="utf-8")
     for old, new in edits:
         assert text.count(old) == 1, old
         text = text.replace(old, new)
-    (folder / "helpers.py").write_text(text, encoding="utf-8")
+    (folder / "ex2").mkdir(exist_ok=True)
+    (folder / "ex2" / "layers.py").write_text(text, encoding="utf-8")
     return folder
 
 
@@ -103,9 +104,9 @@ def test_what_the_release_states_is_still_checked(tmp_path, question, old, new, 
 
 
 def test_the_release_states_every_convention_the_hidden_tests_check():
-    """Each convention a hidden test relies on is written in the release's own helpers.py (the docstrings stay
+    """Each convention a hidden test relies on is written in the release's own ex2/layers.py (the docstrings stay
     when the solution regions are stubbed)."""
-    released, _ = make_assignment.stub_python((ROOT / "helpers.py").read_text(encoding="utf-8"))
+    released, _ = make_assignment.stub_python((ROOT / "ex2" / "layers.py").read_text(encoding="utf-8"))
     conventions = {
         "the RNN's cache is h' (bptt feeds the grader's caches)": "cache = h' itself",
         "the RNN's bypass may be None, 0 or zeros": "return None, 0 or a\n        zero tensor (all three are accepted",
@@ -188,7 +189,7 @@ def test_the_child_sees_neither_the_reference_nor_the_network(box, tmp_path):
              "    print(p, os.path.exists(p))\n"
              "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=2); print('network yes')\n"
              "except OSError:\n    print('network no')\n")
-    secrets = [ROOT / "tools" / "hidden_tests.py", ROOT / "helpers.py", tmp_path]
+    secrets = [ROOT / "tools" / "hidden_tests.py", ROOT / "ex2" / "layers.py", tmp_path]
     done = subprocess.run(box.command([sys.executable, "-I", "-c", probe, *map(str, secrets)], read_only={}),
                           capture_output=True, text=True, timeout=60, preexec_fn=box.limits.apply)
     assert done.returncode == 0, done.stderr

@@ -3,7 +3,7 @@
 graded before and after every one of them keep full marks, the gradebook is written and no sandbox process is left.
 Fast tests beside them check the one reader of untrusted bytes (tools/untrusted.py) on the same attacks.
 
-Every attack is built from one cheap base: the reference's helpers.py and notebooks with one edit."""
+Every attack is built from one cheap base: the reference's ex2/layers.py and notebooks with one edit."""
 import base64
 import csv
 import io
@@ -60,7 +60,7 @@ GRU = "        ### BEGIN SOLUTION\n        H = h.shape[-1]"
 POOL = "    ### BEGIN SOLUTION\n    scores = out[..., 0]"
 ATTENTION = "        ### BEGIN SOLUTION\n        scores = (q @ k"
 
-ATTACKS = {  # name -> (helpers.py edit (where, inserted before it), the questions it must lose)
+ATTACKS = {  # name -> (ex2/layers.py edit (where, inserted before it), the questions it must lose)
     # a result whose array bytes are a zip file (numpy.load would open it as an .npz)
     "zip_array": ((RNN, _send_once(_npy_line("rnn_cell", _zip_bytes()))), {"rnn_cell"}),
     # an .npy header that declares 2^80 floats
@@ -131,7 +131,7 @@ def _stub_objective(folder: Path) -> None:
 def _build(tmp: Path) -> dict[str, Path]:
     folders = {"correct_first": reference_with(tmp / "correct_first")}
     for name, ((where, attack), _) in ATTACKS.items():
-        folders[name] = reference_with(tmp / name, "helpers.py", where, attack + where)
+        folders[name] = reference_with(tmp / name, "ex2/layers.py", where, attack + where)
     deep = folders["deep_notebook"] = reference_with(tmp / "deep_notebook")
     (deep / NB01).write_text("[" * 100_000 + "]" * 100_000)
     fifo = folders["fifo"] = reference_with(tmp / "fifo")
@@ -140,7 +140,7 @@ def _build(tmp: Path) -> dict[str, Path]:
     os.mkfifo(fifo / "pipe")
     forger = folders["objective_forger"] = reference_with(tmp / "objective_forger")
     _stub_objective(forger)
-    with open(forger / "helpers.py", "a", encoding="utf-8") as fh:
+    with open(forger / "ex2" / "layers.py", "a", encoding="utf-8") as fh:
         fh.write(FORGED_OBJECTIVE)
     fake = folders["fake_reference"] = reference_with(tmp / "fake_reference")
     nb = json.loads((fake / NB01).read_text())
@@ -267,7 +267,7 @@ def test_a_fifo_or_a_link_in_a_submission_is_skipped(tmp_path):
     copy = tmp_path / "copy"
     copy.mkdir()
     grade._copy_tree(sub, copy)
-    assert (copy / "helpers.py").is_file() and not (copy / "pipe").exists()
+    assert (copy / "ex2" / "layers.py").is_file() and not (copy / "pipe").exists()
     assert not (copy / "notebooks" / "link.ipynb").exists()
 
 
@@ -275,16 +275,17 @@ def test_gradescope_upload_links_leaving_the_submission_are_refused(tmp_path):
     """An upload whose notebooks/ is a link to the autograder's own notebooks gets none of them."""
     upload = tmp_path / "upload" / "repo"
     upload.mkdir(parents=True)
-    (upload / "helpers.py").write_text("x = 1\n")
+    (upload / "ex2").mkdir()
+    (upload / "ex2" / "layers.py").write_text("x = 1\n")
     (upload / "notebooks").symlink_to(ROOT / "notebooks")
     (upload / "02_architectures_and_text_to_image.ipynb").symlink_to(ROOT / NB02)
     folder = grade.gather(tmp_path / "upload", tmp_path / "gathered")
-    assert (folder / "helpers.py").read_text() == "x = 1\n"
+    assert (folder / "ex2" / "layers.py").read_text() == "x = 1\n"
     assert not list((folder / "notebooks").iterdir())
 
 
 def test_the_stub_objective_gets_nothing_even_where_other_code_forges_its_record(tmp_path, monkeypatch):
-    """The forger in helpers.py works when it runs before the objective (a positive control, in this process),
+    """The forger in ex2/layers.py works when it runs before the objective (a positive control, in this process),
     and the grader asks for the objective before any other code of the submission runs."""
     import nbformat
 
@@ -313,7 +314,7 @@ def test_a_killed_grader_leaves_no_work_folder_and_no_process(tmp_path):
     """The work folders are private while a submission is graded, and removed when the grader is stopped."""
     if os.geteuid() != 0:
         pytest.skip("sandbox users (and /run/idl-ex2-grader) are the root grader's")
-    sub = reference_with(tmp_path / "hangs", "helpers.py", POOL, "    import time\n    time.sleep(600)\n" + POOL)
+    sub = reference_with(tmp_path / "hangs", "ex2/layers.py", POOL, "    import time\n    time.sleep(600)\n" + POOL)
     child = subprocess.Popen([sys.executable, "-m", "tools.grade", str(sub), "--out", str(tmp_path / "out"),
                               "--notebooks", "none"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -345,8 +346,8 @@ CLASSMATE_THIEF = '''
 import importlib.util as _util, os as _os
 for _top in ("/run/idl-ex2-grader", "/tmp", "/var/tmp", "/dev/shm"):
     for _folder, _dirs, _files in _os.walk(_top):
-        _path = _os.path.join(_folder, "helpers.py")
-        if "helpers.py" not in _files or _os.path.realpath(_path) == _os.path.realpath(__file__):
+        _path = _os.path.join(_folder, "layers.py")
+        if "layers.py" not in _files or _os.path.realpath(_path) == _os.path.realpath(__file__):
             continue
         try:
             _spec = _util.spec_from_file_location("_stolen", _path)
@@ -368,7 +369,7 @@ with open(_os.path.expanduser("~/.ipython/profile_default/startup/00-planted.py"
 
 @pytest.mark.slow
 def test_user_mode_hides_the_classmates_work_folder(tmp_path, python_for_other_users):
-    """In Gradescope's "user" sandbox, with --jobs 2: a submission that looks for a classmate's helpers.py in the
+    """In Gradescope's "user" sandbox, with --jobs 2: a submission that looks for a classmate's ex2/layers.py in the
     grader's work folders and the shared temporary folders, graded beside a correct one, gets nothing; the file it
     plants in its HOME reaches no one."""
     subs = [reference_with(tmp_path / "classmate"), release_like(tmp_path / "thief", CLASSMATE_THIEF)]

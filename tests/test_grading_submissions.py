@@ -3,7 +3,7 @@ attacks, every other question is graded, the machine is unharmed (no process of 
 finishes) and the submission's folder is unchanged. Also: the reference 23 / 23, the untouched release 0 / 23 and the
 Gradescope autograder on Gradescope's folder layout.
 
-Cheating attacks sit in a release-like submission (the reference's helpers.py with its solutions stubbed, the student
+Cheating attacks sit in a release-like submission (the reference's ex2/layers.py with its solutions stubbed, the student
 notebooks): they get points only if they work. Resource attacks sit in one function of an otherwise correct submission:
 that question is lost, no other."""
 import csv
@@ -30,11 +30,11 @@ pytestmark = pytest.mark.slow
 FULL = {q: spec["points"] for q, spec in QUESTIONS.items()}
 NB01, NB03 = QUESTIONS["q1a"]["notebook"], QUESTIONS["objective"]["notebook"]
 MUTANTS = {  # question -> (file, reference text, mutated text): one plausible student mistake each
-    "rnn_cell": ("helpers.py", "h_new = torch.tanh(x_proj + gh)", "h_new = torch.tanh(x_proj) + gh"),
-    "gru_cell": ("helpers.py", "r, z = rz[..., :H], rz[..., H:]", "z, r = rz[..., :H], rz[..., H:]"),  # gates swapped
-    "bptt": ("helpers.py", "dh = dh * (1 - m) + direct + d_gh[t] @ w_hh", "dh = dh * (1 - m) + d_gh[t] @ w_hh"),  # no z ⊙ h
-    "pooling": ("helpers.py", "weights = weights * mask", "weights = weights * 1"),  # an empty review gets weights
-    "attention": ("helpers.py", "allowed = mask[:, None, :] & mask[:, :, None]",
+    "rnn_cell": ("ex2/layers.py", "h_new = torch.tanh(x_proj + gh)", "h_new = torch.tanh(x_proj) + gh"),
+    "gru_cell": ("ex2/layers.py", "r, z = rz[..., :H], rz[..., H:]", "z, r = rz[..., :H], rz[..., H:]"),  # gates swapped
+    "bptt": ("ex2/layers.py", "dh = dh * (1 - m) + direct + d_gh[t] @ w_hh", "dh = dh * (1 - m) + d_gh[t] @ w_hh"),  # no z ⊙ h
+    "pooling": ("ex2/layers.py", "weights = weights * mask", "weights = weights * 1"),  # an empty review gets weights
+    "attention": ("ex2/layers.py", "allowed = mask[:, None, :] & mask[:, :, None]",
                   "allowed = torch.ones_like(mask)[:, None, :] & torch.ones_like(mask)[:, :, None]"),  # no padding mask
     "q1a": (NB01, "return d1f + 2 * d2f", "return d1f + d2f"),  # the factor 2 forgotten
     "q1b": (NB01, "delta = v * (1 - torch.tanh(W @ h + b) ** 2)", "delta = v"),  # s_i forgotten
@@ -45,12 +45,12 @@ MUTANTS = {  # question -> (file, reference text, mutated text): one plausible s
     "objective": (NB03, 'config={**config, \\"hidden\\": hidden}', "config=config"),  # the trial's size ignored
 }
 BROKEN = {  # name -> (file, old, new), and the questions it must lose
-    "syntax": (("helpers.py", "def pool_token_scores(", "def pool_token_scores(("), "helpers"),
-    "raises": (("helpers.py", "H = h.shape[-1]", "H = h.shape[-1] // 0"), {"gru_cell"}),
-    "hangs": (("helpers.py", "scores = out[..., 0].masked_fill(~mask, 0.0)", "while True:\n        pass"), {"pooling"}),
-    "floods": (("helpers.py", "        T = x.shape[1]\n        xp =",
+    "syntax": (("ex2/layers.py", "def pool_token_scores(", "def pool_token_scores(("), "helpers"),
+    "raises": (("ex2/layers.py", "H = h.shape[-1]", "H = h.shape[-1] // 0"), {"gru_cell"}),
+    "hangs": (("ex2/layers.py", "scores = out[..., 0].masked_fill(~mask, 0.0)", "while True:\n        pass"), {"pooling"}),
+    "floods": (("ex2/layers.py", "        T = x.shape[1]\n        xp =",
                 "        T = x.shape[1]\n        while True:\n            print('x' * 100000)\n        xp ="), {"attention"}),
-    "exits": (("helpers.py", "h_new = torch.tanh(x_proj + gh)", "raise SystemExit(3)"), {"rnn_cell"}),
+    "exits": (("ex2/layers.py", "h_new = torch.tanh(x_proj + gh)", "raise SystemExit(3)"), {"rnn_cell"}),
     "cell_deleted": ((NB01, '"grade_id": "q1a_dF_dx"', '"grade_id": "mine"'), {"q1a"}),
 }
 
@@ -70,7 +70,7 @@ for _q in {questions!r}:
     # call into the reference module that the old child process had loaded
     "reference_in_memory": """
 import sys as _sys
-for _name in ("reference_helpers", "helpers", "hidden_tests"):
+for _name in ("reference_helpers", "helpers", "ex2.layers", "hidden_tests"):
     _ref = _sys.modules.get(_name)
     if _ref is not None and getattr(_ref, "__file__", None) != __file__:
         RNNCell.update = staticmethod(_ref.RNNCell.update)
@@ -78,12 +78,12 @@ for _name in ("reference_helpers", "helpers", "hidden_tests"):
         pool_token_scores = _ref.pool_token_scores
         SelfAttention.forward = _ref.SelfAttention.forward
 """,
-    # load the reference helpers.py from disk (beside the grader, above sys.argv[0], at its known path)
+    # load the reference ex2/layers.py from disk (beside the grader, above sys.argv[0], at its known path)
     "reference_on_disk": """
 import importlib.util as _util, sys as _sys
 from pathlib import Path as _Path
-for _path in (_Path(_sys.argv[0]).resolve().parent.parent / "helpers.py", _Path({root!r}) / "helpers.py",
-              _Path("/autograder/source/helpers.py")):
+for _path in (_Path(_sys.argv[0]).resolve().parent.parent / "ex2" / "layers.py", _Path({root!r}) / "ex2" / "layers.py",
+              _Path("/autograder/source/ex2/layers.py")):
     try:
         _spec = _util.spec_from_file_location("_stolen", _path)
         _ref = _util.module_from_spec(_spec)
@@ -123,21 +123,23 @@ def tree_digest(folder: Path) -> str:
 
 
 def release_like(folder: Path, appended: str = "") -> Path:
-    """The release's helpers.py (solutions stubbed) with `appended` at its end, and the student notebooks."""
+    """The release's ex2/layers.py (solutions stubbed) with `appended` at its end, and the student notebooks."""
     (folder / "notebooks").mkdir(parents=True)
-    text, _ = make_assignment.stub_python((ROOT / "helpers.py").read_text(encoding="utf-8"))
-    (folder / "helpers.py").write_text(text + appended, encoding="utf-8")
+    (folder / "ex2").mkdir()
+    text, _ = make_assignment.stub_python((ROOT / "ex2" / "layers.py").read_text(encoding="utf-8"))
+    (folder / "ex2" / "layers.py").write_text(text + appended, encoding="utf-8")
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         nbformat.write(make_assignment.student_notebook(nbformat.read(nb, as_version=4)), folder / "notebooks" / nb.name)
     return folder
 
 
-def reference_with(folder: Path, rel: str = "helpers.py", old: str = "", new: str = "") -> Path:
-    """The reference's helpers.py and notebooks with one (file, old, new) edit (none when `old` is empty)."""
+def reference_with(folder: Path, rel: str = "ex2/layers.py", old: str = "", new: str = "") -> Path:
+    """The reference's ex2/layers.py and notebooks with one (file, old, new) edit (none when `old` is empty)."""
     (folder / "notebooks").mkdir(parents=True)
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         shutil.copy2(nb, folder / "notebooks" / nb.name)
-    shutil.copy2(ROOT / "helpers.py", folder / "helpers.py")
+    (folder / "ex2").mkdir()
+    shutil.copy2(ROOT / "ex2" / "layers.py", folder / "ex2" / "layers.py")
     if old:
         text = (folder / rel).read_text(encoding="utf-8")
         assert text.count(old) == 1, old
@@ -194,11 +196,12 @@ def batch(tmp_path_factory):
     target.source = CHEATS["forged_verdicts"].format(questions=list(QUESTIONS), root="") + target.source
     nbformat.write(nb, cell / NB01)
     for question, (where, attack) in RESOURCE_ATTACKS.items():
-        folders[f"attacks_{question}"] = reference_with(tmp / f"attacks_{question}", "helpers.py", where, attack + where)
-    folders["lies_pooling"] = reference_with(tmp / "lies_pooling", "helpers.py", *LIAR)
+        folders[f"attacks_{question}"] = reference_with(tmp / f"attacks_{question}", "ex2/layers.py", where, attack + where)
+    folders["lies_pooling"] = reference_with(tmp / "lies_pooling", "ex2/layers.py", *LIAR)
     links = folders["symbolic_links"] = tmp / "symbolic_links"  # links to the grader's own files
     (links / "notebooks").mkdir(parents=True)
-    (links / "helpers.py").symlink_to(ROOT / "helpers.py")
+    (links / "ex2").mkdir()
+    (links / "ex2" / "layers.py").symlink_to(ROOT / "ex2" / "layers.py")
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         (links / "notebooks" / nb.name).symlink_to(nb)
     before = {name: tree_digest(folder) for name, folder in folders.items()}
@@ -302,7 +305,7 @@ def test_broken_submissions_are_graded_to_the_end(batch):
     assert "SystemExit" in qs["exits"]["rnn_cell"]["message"]
     empty = graded["empty"]
     assert lost(empty) == set(QUESTIONS)
-    assert all("no helpers.py" in empty["questions"][q]["message"] for q in helpers_questions)
+    assert all("no ex2/layers.py" in empty["questions"][q]["message"] for q in helpers_questions)
     assert "no notebooks/01" in empty["questions"]["q1a"]["message"]
 
 

@@ -30,3 +30,20 @@ def test_helpers_never_imports_the_modules_beside_it():
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert not imported & {"experiments", "plots", "tools"}
+
+
+def test_the_students_file_is_small_torch_only_and_the_only_one_with_solutions():
+    """ex2/layers.py is what a student writes and the one file the grader imports on its own: at most 400 lines, it
+    imports only the standard library and torch, and no other module holds a solution region."""
+    import sys
+
+    text = (ROOT / "ex2" / "layers.py").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 400
+    tree = ast.parse(text)
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported <= {"torch", "__future__"} | set(sys.stdlib_module_names), imported
+    assert text.count("### BEGIN SOLUTION") == 7
+    others = [str(p.relative_to(ROOT)) for p in ROOT.glob("*.py")] + [
+        str(p.relative_to(ROOT)) for p in (ROOT / "ex2").glob("*.py") if p.name != "layers.py"]
+    assert not [p for p in others if "### BEGIN SOLUTION" in (ROOT / p).read_text(encoding="utf-8")]

@@ -17,13 +17,13 @@ needs_imdb = pytest.mark.skipif(os.environ.get("IMDB_PATH") is None and not any(
     reason="needs the IMDB dataset (IMDB_PATH)")
 
 
-def helpers_with_one_stub(function: str) -> str:
-    """The reference helpers.py with every solution written except the region inside `function` (a qualified name,
+def layers_with_one_stub(function: str) -> str:
+    """The reference ex2/layers.py with every solution written except the region inside `function` (a qualified name,
     e.g. "RecurrentBPTT.backward"), which becomes the release's stub."""
     from tools import make_assignment
 
     out, region, keep, scope = [], False, True, []
-    for line in (helpers.ROOT / "helpers.py").read_text(encoding="utf-8").splitlines(keepends=True):
+    for line in (helpers.ROOT / "ex2" / "layers.py").read_text(encoding="utf-8").splitlines(keepends=True):
         match = re.match(r"(\s*)(?:class|def) (\w+)", line)
         if match and not region:
             depth = len(match.group(1))
@@ -93,8 +93,9 @@ def section_of(nb, index: int) -> str:
 def test_notebook_03_stops_at_the_first_section_that_needs_the_missing_part(release, tmp_path, part, section, line):
     folder = tmp_path / "ex2"
     shutil.copytree(release, folder)
-    (folder / "helpers.py").write_text(helpers_with_one_stub(part) if part else
-                                       (helpers.ROOT / "helpers.py").read_text(encoding="utf-8"), encoding="utf-8")
+    (folder / "ex2" / "layers.py").write_text(layers_with_one_stub(part) if part else
+                                              (helpers.ROOT / "ex2" / "layers.py").read_text(encoding="utf-8"),
+                                              encoding="utf-8")
     nb, stopped = execute(folder)
     assert stopped is not None, "ran to the end with a part missing"
     index, error = the_one_error(nb)

@@ -16,7 +16,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def only_stub(text: str, cls: str, method: str) -> str:
-    """`text` (the reference helpers.py) with one solution region stubbed, the one inside `cls.method`, as the
+    """`text` (the reference ex2/layers.py) with one solution region stubbed, the one inside `cls.method`, as the
     release stubs it; every other part keeps its reference solution."""
     lines = text.splitlines(keepends=True)
     start = next(i for i, line in enumerate(lines) if line.startswith(f"class {cls}("))
@@ -83,10 +83,10 @@ def test_with_only_the_attention_left_it_stops_at_the_attention_section(release,
 
     solved = tmp_path / "ex2"
     shutil.copytree(release, solved)
-    reference = (helpers.ROOT / "helpers.py").read_text(encoding="utf-8")
+    reference = (helpers.ROOT / "ex2" / "layers.py").read_text(encoding="utf-8")
     stubbed = only_stub(reference, "SelfAttention", "forward")
     assert stubbed.count("raise NotImplementedError()") == reference.count("raise NotImplementedError()") + 1
-    (solved / "helpers.py").write_text(stubbed, encoding="utf-8")
+    (solved / "ex2" / "layers.py").write_text(stubbed, encoding="utf-8")
     nb, stopped = run_smoke(solved)
     check_stop(nb, stopped, "SelfAttention.forward", "## 2.")
     passed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))

@@ -1,5 +1,5 @@
 """The student's side, tried as a student would (issue 29): every path stops with one line naming the missing part
-(notebook stubs, helpers.py stubs before any training, a worker that meets a stub, the self-checks' summary), the
+(notebook stubs, ex2/layers.py stubs before any training, a worker that meets a stub, the self-checks' summary), the
 self-checks accept every answer the docstrings call right and reject wrong ones, the points table is the grader's,
 notebook 03's objective check catches a missing repeat or pruning rule, and the release's notebooks 03/04 stop with
 one line on the stubs and run to the end, without NaN tables or warnings, on the reference solutions."""
@@ -352,7 +352,7 @@ def test_the_release_short_summary_gives_each_missing_part_in_full(release):
     failed = [line for line in summary.splitlines() if line.startswith("FAILED")]
     assert len(failed) >= 10
     for line in failed:  # the whole message, ending with where it is taught
-        assert re.search(r" - helpers\.Unimplemented: implement .+: notebook 0[34], section \d$", line), line
+        assert re.search(r" - ex2\.layers\.Unimplemented: implement .+: notebook 0[34], section \d$", line), line
 
 
 def _run(release: Path, name: str, timeout: int = 900):
@@ -386,7 +386,7 @@ def test_the_release_notebooks_stop_with_one_line_naming_the_missing_part(releas
 
 @pytest.fixture(scope="module")
 def solved_release(release, tmp_path_factory):
-    """The release with the reference solutions: helpers.py and notebook 03's objective cell pasted in.
+    """The release with the reference solutions: ex2/layers.py and notebook 03's objective cell pasted in.
 
     When this repository's quick run is current (notebooks/ run before tests/ in the README's command), its records
     and checkpoints are copied in, less one record and one checkpoint: a quick run reuses only what the same code
@@ -396,7 +396,7 @@ def solved_release(release, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("solved") / "ex2"
     shutil.copytree(release, out)
-    shutil.copy2(ROOT / "helpers.py", out / "helpers.py")
+    shutil.copy2(ROOT / "ex2" / "layers.py", out / "ex2" / "layers.py")
     quick = helpers.DATA_DIR / "retrain-smoke"
     if (quick / "runs").is_dir():
         shutil.copytree(quick, out / "data" / "retrain-smoke",

@@ -4,11 +4,11 @@ alone decides the points.
     python -m tools.grade SUBMISSION --out DIR            # DIR/grades.json, feedback.md, instructor.md
     python -m tools.grade sub1 sub2 ... --out DIR         # DIR/<name>/... for each, and DIR/gradebook.csv
 
-A SUBMISSION is a student's copy of the release (a folder with helpers.py and notebooks/). For each question
+A SUBMISSION is a student's copy of the release (a folder with ex2/layers.py and notebooks/). For each question
 (tools/questions.py) the hidden tests (tools/hidden_tests.py) choose inputs (random, from a seed drawn per
 submission and written to the instructor's report) and compute the expected values here; a child process runs the
 submission's functions, or the notebook cell's source read from the .ipynb as text, on those inputs inside the
-sandbox (tools/sandbox.py: it sees the submission's helpers.py, the public harness tools/harness.py and Python,
+sandbox (tools/sandbox.py: it sees the submission's ex2/layers.py, the public harness tools/harness.py and Python,
 nothing of this repository), and sends back only values (JSON and .npy bytes, read by tools/untrusted.py with
 limits, never unpickled). Nothing the child says counts as a verdict: its exit code, its output and any "status"
 it writes decide nothing, and the clock is this process's. The submission's folder is only read. A syntax error,
@@ -60,13 +60,15 @@ NOTEBOOK_LIMIT = 600.0
 """Seconds one notebook may run when the grader executes it."""
 _REFERENCE = threading.Lock()
 """Held while the reference computes (torch's default dtype is global, and submissions are graded in threads)."""
+STUDENT_FILE = "ex2/layers.py"
+"""The one file of a submission the child imports: what the student writes (every solution region)."""
 HARNESS_FILES = ("harness.py", "untrusted.py", "execute_notebooks.py")
 """What the child gets of tools/: the public harness, its reader and the notebook runner (no hidden test, no
 reference)."""
 FIRST = ("objective",)
 """Questions a child answers before it runs any other code of the submission (the objective's trial record is kept
 by the harness in the child's memory, which code run earlier could change); the other notebook cells come next,
-helpers.py's questions last, so no stub cell is answered after the submission's helpers.py has run."""
+ex2/layers.py's questions last, so no stub cell is answered after the submission's ex2/layers.py has run."""
 
 
 class _Failure(Exception):
@@ -139,7 +141,7 @@ def _cell_source(submission: Path, question: str) -> str:
 
 
 def prepare(submission: Path, seed: int) -> tuple[list[dict], dict, dict]:
-    """The requests for the child (FIRST's questions, then the other cells, then helpers.py's), the checks by
+    """The requests for the child (FIRST's questions, then the other cells, then ex2/layers.py's), the checks by
     question, and the questions settled here (a missing cell)."""
     gen = torch.Generator().manual_seed(seed)
     requests, checks, settled = [], {}, {}
@@ -388,7 +390,7 @@ def _fresh(folder: Path, slot: int, sb: sandbox.Sandbox) -> Path:
 
 def _workdir(submission: Path, tmp: Path, slot: int, sb: sandbox.Sandbox) -> Path:
     """The child's files, in a folder only root and the slot's user can enter: the public harness and the
-    submission's helpers.py (the slot user's, 0700), and the grader's own files in io/ (root's: the child gets
+    submission's ex2/layers.py (the slot user's, 0700), and the grader's own files in io/ (root's: the child gets
     them as open file descriptors only)."""
     tmp.chmod(0o711)
     (tmp / "io").mkdir(mode=0o700)
@@ -396,10 +398,12 @@ def _workdir(submission: Path, tmp: Path, slot: int, sb: sandbox.Sandbox) -> Pat
     for name in HARNESS_FILES:
         shutil.copyfile(TOOLS / name, tmp / "harness" / name)
     (tmp / "submission").mkdir(mode=0o700)
-    source = submission / "helpers.py"
+    source = submission / STUDENT_FILE
     if _inside(source, submission):
         try:
-            (tmp / "submission" / "helpers.py").write_bytes(untrusted.read_bytes(source, MAX_FILE))
+            data = untrusted.read_bytes(source, MAX_FILE)
+            (tmp / "submission" / STUDENT_FILE).parent.mkdir(mode=0o700)
+            (tmp / "submission" / STUDENT_FILE).write_bytes(data)
         except untrusted.Refused:
             pass
     _own(tmp / "harness", slot, sb)
@@ -491,12 +495,13 @@ def _copy_tree(source: Path, target: Path) -> None:
 
 
 def gather(upload: Path, tmp: Path) -> Path:
-    """A submission folder (helpers.py, notebooks/0*.ipynb) from an upload that may nest them (a repository in a
-    folder) or put the notebooks beside helpers.py. Every path is resolved: a link, or a folder on the way that
+    """A submission folder (ex2/layers.py, notebooks/0*.ipynb) from an upload that may nest them (a repository in
+    a folder) or put the notebooks beside ex2/. Every path is resolved: a link, or a folder on the way that
     is a link (to the autograder's source, say), is never followed; the files are copied."""
     upload = Path(os.path.realpath(upload))
-    found = sorted((p for p in upload.rglob("helpers.py") if _inside(p, upload)), key=lambda p: len(p.parts))
-    base = found[0].parent if found else upload
+    found = sorted((p for p in upload.rglob("layers.py") if p.parent.name == "ex2" and _inside(p, upload)),
+                   key=lambda p: len(p.parts))
+    base = found[0].parent.parent if found else upload
     folder = tmp / "submission"
     folder.mkdir(parents=True)
     _copy_tree(base, folder)

@@ -6,7 +6,7 @@
 It runs inside the sandbox (tools/sandbox.py), beside the submission's files and this file only: it holds no
 solution, no hidden test and no expected value, and what it sends back decides nothing. The grader (tools/grade.py)
 writes a request, one entry per question with the inputs it chose; this harness imports the submission's
-`helpers.py` (or executes a notebook cell's source that the grader read from the `.ipynb`), calls the named
+`ex2/layers.py` (or executes a notebook cell's source that the grader read from the `.ipynb`), calls the named
 functions on those inputs and writes, to file descriptor FD (a file the grader opened), one JSON line per event:
 `{"start": id}`, then `{"question": id, "values": ...}` or `{"question": id, "error": "Type: message"}`.
 The grader compares the values with its own; an error only explains a zero.
@@ -40,6 +40,8 @@ except ImportError:
 
 ARRAY = "$npy"
 """The key of an encoded array: {"$npy": base64 of the array's .npy bytes}."""
+STUDENT_FILE = os.path.join("ex2", "layers.py")
+"""The submission's file this harness imports: what the student writes."""
 DTYPES = {"b": "bool", "i": "int64", "u": "int64", "f": "float64"}
 """Array kinds the grader accepts (bool, integers, floats), and the dtype it turns each into."""
 
@@ -96,17 +98,17 @@ def decode(tree, max_elements: int = 20_000_000, depth: int = 0):
 # --- what the child runs ---
 
 def load_submission(folder: str, counter=itertools.count()):
-    """The submission's helpers.py, imported afresh (its module-level code runs again for each question)."""
-    path = os.path.join(folder, "helpers.py")
+    """The submission's ex2/layers.py, imported afresh (its module-level code runs again for each question)."""
+    path = os.path.join(folder, STUDENT_FILE)
     if not os.path.isfile(path):
-        raise FileNotFoundError("no helpers.py in the submission")
-    spec = importlib.util.spec_from_file_location(f"helpers_{next(counter)}", path)
+        raise FileNotFoundError("no ex2/layers.py in the submission")
+    spec = importlib.util.spec_from_file_location(f"layers_{next(counter)}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     try:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
-        raise SyntaxError(f"helpers.py has a syntax error (line {exc.lineno}: {exc.msg})") from None
+        raise SyntaxError(f"ex2/layers.py has a syntax error (line {exc.lineno}: {exc.msg})") from None
     return module
 
 
@@ -114,7 +116,7 @@ def resolve(owner, dotted: str):
     """`owner.A.b` for dotted = "A.b" (a class's staticmethod comes back as its function)."""
     for part in dotted.split("."):
         if not hasattr(owner, part):
-            raise AttributeError(f"helpers.py has no {dotted}")
+            raise AttributeError(f"ex2/layers.py has no {dotted}")
         owner = getattr(owner, part)
     return owner
 
@@ -132,7 +134,7 @@ def tensors(tree, torch, dtype=None):
 
 
 def run_call(call: dict, module, torch):
-    """One call of the request on `module` (the submission's helpers, or a notebook cell's namespace)."""
+    """One call of the request on `module` (the submission's ex2/layers.py, or a notebook cell's namespace)."""
     dtype = getattr(torch, call.get("dtype", "float64"))
     args = tensors(call.get("args", []), torch, dtype)
     op = call.get("op", "call")
@@ -286,10 +288,11 @@ def _plain(value):
 
 
 def describe(exc: BaseException) -> str:
-    """'Type: first line (helpers.py line N)' for the feedback."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.endswith("helpers.py")
+    """'Type: first line (ex2/layers.py line N)' for the feedback."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.endswith(STUDENT_FILE)
               or f.filename.startswith("q")]
-    where = f" (helpers.py line {frames[-1].lineno})" if frames and frames[-1].filename.endswith("helpers.py") else ""
+    mine = frames and frames[-1].filename.endswith(STUDENT_FILE)
+    where = f" (ex2/layers.py line {frames[-1].lineno})" if mine else ""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:400] if text else ''}{where}"
 
@@ -318,7 +321,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    sys.path.insert(0, submission)  # `import helpers` inside a cell or the submission finds its own copy
+    sys.path.insert(0, submission)  # an import inside a cell finds the submission's own files first
 
     def send(event: dict) -> None:
         channel.write(json.dumps(event) + "\n")

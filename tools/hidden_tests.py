@@ -6,7 +6,7 @@ Every test is a `case_<question>(gen, ref, source)` that returns `(request, chec
   `source`, read by the grader from the submitted .ipynb) called on inputs drawn here from `gen` (seeded per
   submission). It carries no expected value.
 - `check(values)`: compares the values the child sent back (already decoded to plain NumPy arrays) with the ones
-  computed here, by the reference (`ref`, the reference helpers.py) or by torch and autograd; it raises
+  computed here, by the reference (`ref`, the reference `helpers`) or by torch and autograd; it raises
   AssertionError with a message meant for the student.
 
 Where a part builds on another (BPTT on the cell's forward pass, the committed GRU on the cell), the child gets the
@@ -109,7 +109,7 @@ def _call(target: str, *args, dtype: str = "float64") -> dict:
     return {"op": "call", "target": target, "args": list(args), "dtype": dtype}
 
 
-# --- helpers.py: the recurrent cells ---
+# --- ex2/layers.py: the recurrent cells ---
 
 def _torch_cell(kind: str, d_in: int, hidden: int, gen: torch.Generator):
     cell = (torch.nn.GRUCell if kind == "gru" else torch.nn.RNNCell)(d_in, hidden).double()
@@ -240,7 +240,7 @@ def _test_subset(ref, info):
     return test.ids, test.lengths, test.labels
 
 
-# --- helpers.py: back-propagation through time ---
+# --- ex2/layers.py: back-propagation through time ---
 
 def _gru_update(x_proj, gh, h):
     """The GRU's step in torch.nn.GRUCell's gate order, written plainly (the reference's numbers)."""
@@ -329,7 +329,7 @@ def _sequence(gen, kind, name, update, d_in, hidden, blocks, checks) -> dict:
             "args": [caches, h_prev, w_hh.detach(), keep, grad_h]}
 
 
-# --- helpers.py: pooling and attention ---
+# --- ex2/layers.py: pooling and attention ---
 
 def _pool_reference(out: torch.Tensor, mask: torch.Tensor, weighted: bool):
     s = torch.where(mask, out[..., 0], torch.zeros((), dtype=out.dtype))

@@ -3,7 +3,7 @@
     python -m tools.make_assignment OUT            # OUT must not exist (or use --force to replace it)
 
 What it does, from the files git tracks here:
-- helpers.py: every region between `### BEGIN SOLUTION` and `### END SOLUTION` becomes nbgrader's stub,
+- ex2/layers.py (STUDENT_FILE): every region between `### BEGIN SOLUTION` and `### END SOLUTION` becomes nbgrader's stub,
   `# YOUR CODE HERE` + `raise NotImplementedError()` at the marker's indentation; the function's
   `@exercise(...)` turns that into a message naming what to write and where.
 - notebooks: nbgrader's own preprocessors (as `nbgrader generate_assignment`, without its database): solution
@@ -23,7 +23,9 @@ It refuses to write a release (SystemExit naming the file, the cell and the text
   `normalise` (markdown emphasis, list and quote markers, case and whitespace removed), of at least MIN_WORDS
   words outside LaTeX, that stands in any other cell of a released notebook or in a released .py/.md file;
 - cites a repository path it does not contain (`missing_paths`, the rule is in its docstring);
-- has a helpers.py that does not compile.
+- has a solution region in a .py file other than ex2/layers.py (`misplaced_solutions`: the grader imports that file
+  alone, so a part written anywhere else would never be graded);
+- has an ex2/layers.py that does not compile.
 """
 from __future__ import annotations
 
@@ -52,10 +54,12 @@ COURSE_RECORDS, COURSE_RESULTS = "checkpoints/runs", "course_results/runs"
 course_results/runs/, where `experiments.course_results` finds them: the checkpoints stay behind, so every model a
 student's notebook uses is one the student's code trained."""
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+STUDENT_FILE = "ex2/layers.py"
+"""The one Python file with solution regions: what the student writes, and what the grader imports."""
 STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 
 
-def stub_python(text: str, name: str = "helpers.py") -> tuple[str, list[list[str]]]:
+def stub_python(text: str, name: str = STUDENT_FILE) -> tuple[str, list[list[str]]]:
     """`text` with each solution region replaced by the stub (nbgrader's rule for code cells: a line that
     contains a marker is dropped with the region); returns the new text and the removed regions' lines."""
     out, regions, region, indent = [], [], None, ""
@@ -122,6 +126,14 @@ def course_records() -> list[str]:
     return sorted(p for p in listing.decode().split("\0") if p.endswith(".json"))
 
 
+def misplaced_solutions(files: list[str], root: Path | None = None) -> list[str]:
+    """The .py files among `files` (relative to `root`, default ROOT) other than STUDENT_FILE that contain a solution
+    marker."""
+    root = ROOT if root is None else root
+    return [rel for rel in files if rel.endswith(".py") and rel != STUDENT_FILE
+            and BEGIN in (root / rel).read_text(encoding="utf-8")]
+
+
 def write_stubbed(files: list[str], staging: Path) -> tuple[list[list[str]], dict]:
     """Copy the tracked `files` into `staging`, with every solution region stubbed (Python) or cleared (notebooks);
     returns (the removed lines of each region, {release path: the reference notebook})."""
@@ -173,6 +185,10 @@ def make_assignment(out: Path, force: bool = False) -> dict:
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     files = tracked_files()
+    misplaced = misplaced_solutions(files)
+    if misplaced:
+        raise SystemExit(f"make_assignment: refusing to write the release, a solution region ({BEGIN}) outside "
+                         f"{STUDENT_FILE}, the one file the grader imports: {', '.join(misplaced)}")
     regions, reference = write_stubbed(files, staging)
     shutil.copytree(STUDENT, staging, dirs_exist_ok=True)
     for rel in course_records():  # the course's full run, records only: a quick run's tables over seeds use them

@@ -6,7 +6,7 @@
 The zip follows Gradescope's autograder specification: `setup.sh` (run once, as root, when Gradescope builds the
 image: Debian/Ubuntu packages, the pinned Python packages, the IMDB archive) and `run_autograder` (run for each
 submission: it grades /autograder/submission into /autograder/results/results.json), beside the grader's source
-(the reference helpers.py and notebooks, tools/ less the release tools, the committed GRU checkpoint).
+(the reference helpers.py, ex2/ and notebooks, tools/ less the release tools, the committed GRU checkpoint).
 
 Inside Gradescope's container the boundary holds as on one machine: `setup.sh` makes the grader's files private
 (`chmod 700`), and the submission's code runs as a separate unprivileged user (bubblewrap where the container allows
@@ -27,7 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ["helpers.py", "plots.py", "pyproject.toml", "checkpoints/gru.pt", *sorted(
     str(p.relative_to(ROOT)) for p in (ROOT / "experiments").glob("*.py")), *sorted(
-    str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb"))] + [
+    str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb")), *sorted(
+    str(p.relative_to(ROOT)) for p in (ROOT / "ex2").glob("*.py"))] + [
     f"tools/{name}" for name in ("__init__.py", "grade.py", "hidden_tests.py", "harness.py", "sandbox.py", "reports.py",
                                  "questions.py", "execute_notebooks.py", "untrusted.py")]
 """The grader's files, relative to the repository root (they land in /autograder/source)."""
@@ -43,7 +44,7 @@ python3 -m venv /opt/grader
 # the IMDB archive for the notebooks' runs and the GRU checkpoint's test reviews (world-readable: the sandbox user
 # reads it; Stanford's archive, its MD5 checked by helpers)
 mkdir -p /autograder/data && cd /autograder/source
-/opt/grader/bin/python -c "import helpers; helpers.download_imdb(dest=helpers.Path('/autograder/data/aclImdb_v1.tar.gz'))" \\
+/opt/grader/bin/python -c "import helpers; helpers.download_imdb(dest='/autograder/data/aclImdb_v1.tar.gz')" \\
   || echo "IMDB not downloaded: the GRU checkpoint is checked on four reviews, notebooks 03/04 stop at the data"
 chmod -R a+rX /autograder/data /opt/grader
 # the grader's own files: private to root, so the submission's user cannot read the hidden tests or the reference

@@ -9,16 +9,16 @@ NB02 = "notebooks/02_architectures_and_text_to_image.ipynb"
 NB03 = "notebooks/03_rnn_gru_tpe_search.ipynb"
 
 QUESTIONS = {
-    "rnn_cell": {"points": 2, "title": "RNN cell: forward step", "where": "helpers.py, RNNCell.update",
+    "rnn_cell": {"points": 2, "title": "RNN cell: forward step", "where": "ex2/layers.py, RNNCell.update",
                  "replace": ["RNNCell.update"]},
-    "gru_cell": {"points": 3, "title": "GRU cell: forward step", "where": "helpers.py, GRUCell.update",
+    "gru_cell": {"points": 3, "title": "GRU cell: forward step", "where": "ex2/layers.py, GRUCell.update",
                  "replace": ["GRUCell.update"]},
     "bptt": {"points": 4, "title": "Back-propagation through time, by hand",
-             "where": "helpers.py, RNNCell/GRUCell.update_backward and RecurrentBPTT.backward",
+             "where": "ex2/layers.py, RNNCell/GRUCell.update_backward and RecurrentBPTT.backward",
              "replace": ["RNNCell.update_backward", "GRUCell.update_backward", "RecurrentBPTT.backward"]},
     "pooling": {"points": 2, "title": "SUM and WEIGHTED: combining sub-scores and weights",
-                "where": "helpers.py, pool_token_scores", "replace": ["pool_token_scores"]},
-    "attention": {"points": 3, "title": "Restricted self-attention", "where": "helpers.py, SelfAttention.forward",
+                "where": "ex2/layers.py, pool_token_scores", "replace": ["pool_token_scores"]},
+    "attention": {"points": 3, "title": "Restricted self-attention", "where": "ex2/layers.py, SelfAttention.forward",
                   "replace": ["SelfAttention.forward"]},
     "q1a": {"points": 1, "title": "Q1(a): ∂F/∂x of f(x + y, 2x, z) as a formula",
             "where": "notebook 01, section (a), dF_dx_formula", "notebook": NB01, "cell": "q1a_dF_dx"},
@@ -34,7 +34,7 @@ QUESTIONS = {
     "objective": {"points": 2, "title": "The Optuna objective of the hidden-size search",
                   "where": "notebook 03, section 6, make_objective", "notebook": NB03, "cell": "q6_objective"},
 }
-"""Question id -> points, title, where the student writes it, and what is graded: the helpers.py functions of the
+"""Question id -> points, title, where the student writes it, and what is graded: the ex2/layers.py functions of the
 submission (`replace`), or a notebook's code cell (`notebook`, the cell's nbgrader `grade_id`)."""
 
 WRITTEN: dict[str, dict] = {}

@@ -1,5 +1,6 @@
 """The self-checks' short test summary shows each failure's whole message (pytest cuts it to the terminal's width
-unless run with -vv), so a missing part reads in full: `... - helpers.Unimplemented: implement RNNCell.update ...`."""
+unless run with -vv), so a missing part reads in full:
+`... - ex2.layers.Unimplemented: implement RNNCell.update ...`."""
 import pytest
 
 

@@ -1,10 +1,10 @@
-"""Public self-checks of the parts of helpers.py you write (small inputs, against torch.nn and autograd).
+"""Public self-checks of the parts of ex2/layers.py you write (small inputs, against torch.nn and autograd).
 
     python -m pytest -q                   # all of them; each failure names what to implement and where
     python tools/self_check_summary.py    # the same, as a table of parts and their points
 
 Each test's name starts with the part it checks (rnn_cell, gru_cell, bptt, pooling, attention: the ids of
-tools/questions.py). They check the conventions the grader relies on, as helpers.py's docstrings state them, and
+tools/questions.py). They check the conventions the grader relies on, as ex2/layers.py's docstrings state them, and
 accept every answer those docstrings call right. Passing them is a good sign, not a grade: the grader runs further
 tests (other sizes, padding, edge cases, the reference model's weights through your code).
 """

@@ -1,4 +1,4 @@
-"""Run the public self-checks (tests/) and print a table: each part you write in helpers.py, its points, passed or
+"""Run the public self-checks (tests/) and print a table: each part you write in ex2/layers.py, its points, passed or
 what is missing.
 
     python tools/self_check_summary.py     # in GitHub Actions the table also goes to the job summary
@@ -31,7 +31,7 @@ def _questions() -> dict:
 
 
 QUESTIONS = _questions()
-PARTS = {question: (f"{spec['title']} — {spec['where']}", spec["points"])  # the helpers.py parts, in the grader's order
+PARTS = {question: (f"{spec['title']} — {spec['where']}", spec["points"])  # the ex2/layers.py parts, in the grader's order
          for question, spec in QUESTIONS.items() if "replace" in spec}
 """Question id (the prefix of its self-checks' names) -> (what you write, points at stake in the grade)."""
 
