@@ -121,16 +121,16 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temporary path beside `path`; on success it replaces `path` (readable by all), on an
-    exception it is deleted: a file is never half-written."""
+def atomic_path(path: str | Path, mode: int = 0o644):
+    """Yield a temporary path beside `path`; on success it replaces `path` (with `mode`: readable by all unless
+    told otherwise), on an exception it is deleted: a file is never half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -1,10 +1,10 @@
-"""How long the grader takes (tools/grade.py, hidden tests only, in its sandbox): one submission, then a class of
+"""How long the grader takes (`python -m grader`, hidden tests only, in its sandbox): one submission, then a class of
 submissions graded with --jobs 1 and --jobs 2. Prints a table.
 
     python benchmarks/bench_grading.py                    # 20 submissions
     python benchmarks/bench_grading.py --submissions 6    # a quicker look
 
-The class is half correct submissions (the reference's helpers.py and notebooks) and half untouched releases (the
+The class is half correct submissions (the reference's ex2/layers.py and notebooks) and half untouched releases (the
 solutions stubbed), so both the passing and the failing paths are timed. The times include starting the grader
 (imports, the sandbox probe, the reference's expected values and the IMDB test subset for the GRU checkpoint).
 """
@@ -21,25 +21,27 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the repository root holds the tools package
-from tools import make_assignment  # noqa: E402
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the repository root holds the packages
 import nbformat  # noqa: E402
+
+from assignment import make_release  # noqa: E402
 
 
 def make_class(folder: Path, n: int) -> list[Path]:
-    stubbed, _ = make_assignment.stub_python((ROOT / "helpers.py").read_text(encoding="utf-8"))
+    reference = (ROOT / "ex2" / "layers.py").read_text(encoding="utf-8")
+    stubbed, _ = make_release.stub_python(reference)
     subs = []
     for i in range(n):
         sub = folder / f"student{i:02d}"
         (sub / "notebooks").mkdir(parents=True)
         correct = i % 2 == 0
-        (sub / "helpers.py").write_text((ROOT / "helpers.py").read_text(encoding="utf-8") if correct else stubbed,
-                                        encoding="utf-8")
+        (sub / "ex2").mkdir()
+        (sub / "ex2" / "layers.py").write_text(reference if correct else stubbed, encoding="utf-8")
         for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
             if correct:
                 shutil.copy2(nb, sub / "notebooks" / nb.name)
             else:
-                nbformat.write(make_assignment.student_notebook(nbformat.read(nb, as_version=4)),
+                nbformat.write(make_release.student_notebook(nbformat.read(nb, as_version=4)),
                                sub / "notebooks" / nb.name)
         subs.append(sub)
     return subs
@@ -47,7 +49,7 @@ def make_class(folder: Path, n: int) -> list[Path]:
 
 def run(subs: list[Path], out: Path, jobs: int) -> tuple[float, list[int]]:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "tools.grade", *map(str, subs), "--out", str(out),
+    done = subprocess.run([sys.executable, "-m", "grader", *map(str, subs), "--out", str(out),
                            "--notebooks", "none", "--jobs", str(jobs)], cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:

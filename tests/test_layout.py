@@ -7,7 +7,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = ["helpers.py", "plots.py", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "experiments").glob("*.py")),
-           *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tools").glob("*.py"))]
+           *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tools").glob("*.py")),
+           *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "grader").rglob("*.py")),
+           *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "assignment").rglob("*.py"))]
 
 
 @pytest.mark.parametrize("path", MODULES)

@@ -1,38 +1,25 @@
-"""The student's side, tried as a student would (issue 29): every path stops with one line naming the missing part
-(notebook stubs, ex2/layers.py stubs before any training, a worker that meets a stub, the self-checks' summary), the
-self-checks accept every answer the docstrings call right and reject wrong ones, the points table is the grader's,
-notebook 03's objective check catches a missing repeat or pruning rule, and the release's notebooks 03/04 stop with
-one line on the stubs and run to the end, without NaN tables or warnings, on the reference solutions."""
+"""The student's side, tried as a student would: every path stops with one line naming the missing part (notebook
+stubs, stubs of the Python file before any training, a worker that meets a stub), notebook 03's objective check
+catches a missing repeat or pruning rule, and the student run trains once and caches. The release's own checks are
+in tests/assignment/."""
 import contextlib
-import importlib.util
 import io
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import experiments
 import helpers
 import plots
 
 ROOT = helpers.ROOT
-STUDENT = ROOT / "tools" / "student"
 NB03, NB04 = "notebooks/03_rnn_gru_tpe_search.ipynb", "notebooks/04_token_scores_and_attention.ipynb"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def stub(what: str, where: str):
@@ -103,11 +90,36 @@ def test_recompute_stops_with_the_missing_part_before_starting_workers(monkeypat
     assert caught.value.__cause__ is None and caught.value.__suppress_context__ and not started
 
 
-def test_recompute_checks_the_parts_of_every_model_its_plan_trains():
-    for notebook in (3, 4):
+def notebook_models(notebook: str) -> set[str]:
+    """The models a notebook's code names (a model's name in quotes in a code cell), read from the notebook."""
+    cells = json.loads((ROOT / notebook).read_text(encoding="utf-8"))["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    return {name for name in helpers.MODEL_NAMES if re.search(rf"[\"']{name}[\"']", code)}
+
+
+class Checked(Exception):
+    """Raised by the stand-in check: recompute stops there, before any worker starts."""
+
+
+def test_recompute_checks_the_parts_of_every_model_its_notebook_uses(monkeypatch, tmp_path):
+    """Before a worker starts, `recompute` checks the parts of every model the plan trains for the notebook and of
+    every model the notebook's own code uses (notebook 04 also loads the RNN's and the GRU's runs)."""
+    checked = []
+
+    def check(names):
+        checked.append(set(names))
+        raise Checked
+
+    monkeypatch.setattr(experiments.recompute, "check_exercises", check)
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("a worker started"))
+    for notebook, name in ((3, NB03), (4, NB04)):
         for smoke in (True, False):
-            trained = {j["name"] for j in experiments.experiment_plan(smoke) if j["kind"] == "run" and j["notebook"] == notebook}
-            assert trained <= set(experiments.NOTEBOOK_MODELS[notebook]), (notebook, trained)
+            with pytest.raises(Checked):
+                experiments.recompute.rerun(notebook=notebook, out=tmp_path, smoke=smoke)
+            trained = {job["name"] for job in experiments.experiment_plan(smoke)
+                       if job["kind"] == "run" and job["notebook"] == notebook}
+            needed = trained | notebook_models(name)
+            assert needed <= checked[-1], (notebook, smoke, needed - checked[-1])
 
 
 def test_a_worker_that_meets_a_stub_reports_only_that_line(monkeypatch, capsys):
@@ -137,103 +149,6 @@ def test_paths_print_relative_to_the_repository_root(tmp_path):
 
 
 # --- the self-checks and their summary ---
-
-def self_checks():
-    return load(STUDENT / "tests" / "test_self_checks.py", "student_self_checks")
-
-
-def test_the_summary_parts_are_the_graders_and_every_part_has_self_checks():
-    summary = load(STUDENT / "tools" / "self_check_summary.py", "summary_for_test")
-    from tools.questions import QUESTIONS as questions
-    assert list(summary.PARTS) == [q for q, spec in questions.items() if "replace" in spec]
-    assert [p for _, p in summary.PARTS.values()] == [questions[q]["points"] for q in summary.PARTS]
-    tests = [name for name in vars(self_checks()) if name.startswith("test_")]
-    owners = {name: summary.part_of(name) for name in tests}
-    assert None not in owners.values(), f"a self-check no part owns: {owners}"
-    assert set(owners.values()) == set(summary.PARTS), "a part without a self-check"
-
-
-def test_the_self_checks_pass_on_the_reference():
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q"], cwd=STUDENT, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert done.returncode == 0, done.stdout[-3000:]
-    assert re.search(r"\b1[0-9] passed\b", done.stdout), done.stdout[-500:]
-
-
-def _rnn_backward(bypass):
-    def update_backward(dh_new, h, cache):
-        d = dh_new * (1 - cache ** 2)
-        return d, d, bypass(d)
-    return staticmethod(update_backward)
-
-
-@pytest.mark.parametrize("bypass, right", [(lambda d: None, True), (lambda d: 0, True), (torch.zeros_like, True),
-                                           (lambda d: d, False)], ids=["None", "0", "zeros", "delta"])
-def test_the_rnn_bypass_may_be_none_zero_or_zeros(monkeypatch, bypass, right):
-    checks = self_checks()
-    monkeypatch.setattr(helpers.RNNCell, "update_backward", _rnn_backward(bypass))
-    with contextlib.nullcontext() if right else pytest.raises(AssertionError, match="no bypass"):
-        checks.test_bptt_rnn_update_backward_matches_autograd()
-
-
-def _attention(padding_rows: str, mask_value=float("-inf")):
-    """SelfAttention.forward written out by the test: padding-query rows zero, the softmax over their real keys, or
-    (wrong) attending to padding keys too."""
-    def forward(self, x, mask):
-        xp = x if self.positions is None else self.positions(x)
-        T = x.shape[1]
-        logits = self.q(xp) @ self.k(xp).transpose(1, 2) / x.shape[-1] ** 0.5
-        keys = mask[:, None, :].expand(-1, T, -1) if padding_rows != "padding keys" else torch.ones_like(logits).bool()
-        if self.window is not None:
-            near = (torch.arange(T)[:, None] - torch.arange(T)[None, :]).abs() <= self.window
-            keys = keys & near
-        attn = torch.softmax(logits.masked_fill(~keys, mask_value), dim=-1)
-        if padding_rows == "zero":
-            attn = attn * mask[:, :, None]
-        out = attn @ self.v(x)
-        return (x + out if self.residual else out), attn
-    return forward
-
-
-@pytest.mark.parametrize("rows, value, right", [("zero", float("-inf"), True), ("real keys", float("-inf"), True),
-                                                ("zero", torch.finfo(torch.double).min, True),
-                                                ("padding keys", float("-inf"), False)],
-                         ids=["zero-rows", "softmax-rows", "dtype-min", "attends-to-padding"])
-def test_padding_query_rows_are_free_and_padding_keys_are_not(monkeypatch, rows, value, right):
-    checks = self_checks()
-    monkeypatch.setattr(helpers.SelfAttention, "forward", _attention(rows, value))
-    with contextlib.nullcontext() if right else pytest.raises(AssertionError, match="padding keys get 0"):
-        checks.test_attention_padding()
-
-
-def test_pooling_rejects_nan_for_an_empty_review(monkeypatch):
-    checks = self_checks()
-
-    def no_guard(out, mask, weighted):  # softmax over -inf only: NaN weights for a review with no real token
-        s = out[..., 0].masked_fill(~mask, 0.0)
-        if not weighted:
-            return s.sum(-1), s, None
-        w = torch.softmax(out[..., 1].masked_fill(~mask, float("-inf")), dim=-1)
-        return (w * s).sum(-1), s, w
-
-    monkeypatch.setattr(helpers, "pool_token_scores", no_guard)
-    checks.test_pooling_sum_and_weighted()  # right without padding
-    with pytest.raises(AssertionError, match="no NaN"):
-        checks.test_pooling_padding_and_an_empty_review()
-
-
-def test_the_gru_update_backward_check_finds_a_missing_bypass(monkeypatch):
-    checks = self_checks()
-    reference = helpers.GRUCell.update_backward
-
-    def no_bypass(dh_new, h, cache):
-        d_pre, d_gh, direct = reference(dh_new, h, cache)
-        return d_pre, d_gh, torch.zeros_like(direct)
-
-    checks.test_bptt_gru_update_backward_matches_autograd()
-    monkeypatch.setattr(helpers.GRUCell, "update_backward", staticmethod(no_bypass))
-    with pytest.raises(AssertionError, match="bypass"):
-        checks.test_bptt_gru_update_backward_matches_autograd()
 
 
 # --- notebook 03's objective: its check cell tests the whole contract ---
@@ -279,16 +194,6 @@ def test_the_objective_check_cell_catches_each_broken_rule(mutant):
 
 # --- the release, as a student gets it ---
 
-def _imdb_missing() -> bool:
-    try:
-        helpers.find_imdb(download=False)
-    except helpers.ImdbError:
-        return True
-    return False
-
-
-needs_imdb = pytest.mark.skipif(_imdb_missing(), reason="needs the IMDB dataset (IMDB_PATH)")
-
 
 def test_the_student_run_trains_once_caches_and_retrains_when_the_code_changes(toy_data, monkeypatch, tmp_path,
                                                                              one_thread):
@@ -326,102 +231,3 @@ def test_the_smoke_mode_trains_one_epoch_and_keeps_nothing(toy_data, monkeypatch
     assert model.info.record["epochs_run"] == 1 and not (tmp_path / "student-run").exists()
 
 
-@pytest.fixture(scope="module")
-def release(tmp_path_factory):
-    """The release (it ships the course's full-run records under course_results/runs/), with this repository's
-    tokenized-IMDB cache (so the notebooks do not tokenize again)."""
-    from tools import make_assignment
-
-    out = tmp_path_factory.mktemp("student") / "ex2"
-    make_assignment.make_assignment(out)
-    shipped = sorted(p.name for p in (out / "course_results" / "runs").glob("*.json"))
-    assert shipped == sorted(p.name for p in (helpers.CHECKPOINT_DIR / "runs").glob("*.json"))  # records, all of them
-    assert not list(out.rglob("*.pt")), "no checkpoint in the release"
-    (out / "data" / "cache").mkdir(parents=True, exist_ok=True)
-    for cache in helpers.CACHE_DIR.glob("imdb-*.pt"):
-        shutil.copy2(cache, out / "data" / "cache" / cache.name)
-    return out
-
-
-@pytest.mark.slow  # makes the release (12 s)
-def test_the_release_short_summary_gives_each_missing_part_in_full(release):
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q"], cwd=release, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": str(release), "COLUMNS": "80"})
-    assert done.returncode == 1
-    summary = done.stdout[done.stdout.index("short test summary info"):]
-    failed = [line for line in summary.splitlines() if line.startswith("FAILED")]
-    assert len(failed) >= 10
-    for line in failed:  # the whole message, ending with where it is taught
-        assert re.search(r" - ex2\.layers\.Unimplemented: implement .+: notebook 0[34], section \d$", line), line
-
-
-def _run(release: Path, name: str, timeout: int = 900):
-    from tools import execute_notebooks
-
-    env = {**os.environ, "PYTHONPATH": str(release), "SMOKE_TEST": "1"}  # the test command's quick check
-    for variable in ("RUN_MODE", "RETRAIN", "FULL"):
-        env.pop(variable, None)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(os, "environ", env)
-        return execute_notebooks.run_notebook(release / "notebooks" / name, timeout=timeout)
-
-
-def _errors(nb):
-    return [(i, o) for i, c in enumerate(nb.cells) if c.cell_type == "code" for o in c.get("outputs", [])
-            if o.get("output_type") == "error"]
-
-
-@needs_imdb
-@pytest.mark.slow  # two notebooks on their stubs (about 15 s with the tokenized cache)
-def test_the_release_notebooks_stop_with_one_line_naming_the_missing_part(release):
-    for name, where, what in ((NB03, "code cell 9", "RNNCell.update"), (NB04, "code cell 3", "pool_token_scores")):
-        nb, _, stopped = _run(release, Path(name).name)
-        assert stopped is not None and stopped.startswith(f"stopped at {where}: Unimplemented: implement {what} ")
-        ((_, error),) = _errors(nb)
-        assert len(error["traceback"]) == 1 and "\x1b[31m" in error["traceback"][0], error["traceback"]
-        assert ANSI.sub("", error["traceback"][0]) == f"Unimplemented: {error['evalue']}"
-        text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-        assert "Traceback" not in text and "RuntimeError" not in text
-
-
-@pytest.fixture(scope="module")
-def solved_release(release, tmp_path_factory):
-    """The release with the reference solutions: ex2/layers.py and notebook 03's objective cell pasted in.
-
-    When this repository's quick run is current (notebooks/ run before tests/ in the README's command), its records
-    and checkpoints are copied in, less one record and one checkpoint: a quick run reuses only what the same code
-    made for the same job (experiments/recompute.py `reusable`), so the release's notebooks still start a worker and
-    train a model through the pasted code, without retraining the other 21 jobs a second time."""
-    import nbformat
-
-    out = tmp_path_factory.mktemp("solved") / "ex2"
-    shutil.copytree(release, out)
-    shutil.copy2(ROOT / "ex2" / "layers.py", out / "ex2" / "layers.py")
-    quick = helpers.DATA_DIR / "retrain-smoke"
-    if (quick / "runs").is_dir():
-        shutil.copytree(quick, out / "data" / "retrain-smoke",
-                        ignore=lambda folder, names: [n for n in names if n in ("sum__frozen__seed0.json", "rnn.pt")])
-    objective, _ = _objective_cells()
-    nb = nbformat.read(out / NB03, as_version=4)
-    (cell,) = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "q6_objective"]
-    cell.source = objective
-    nbformat.write(nb, out / NB03)
-    return out
-
-
-@needs_imdb
-@pytest.mark.slow  # both notebooks in smoke mode (the test command's quick check)
-@pytest.mark.parametrize("name", [NB03, NB04], ids=["nb03", "nb04"])
-def test_the_release_notebooks_run_to_the_end_on_the_reference(solved_release, name):
-    nb, _, stopped = _run(solved_release, Path(name).name)
-    assert stopped is None, stopped
-    outputs = [o for c in nb.cells if c.cell_type == "code" and not c.source.startswith("plots.show_source")
-               for o in c.get("outputs", [])]  # shown code may say "NaN" in a comment
-    text = "\n".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs)
-    html = "\n".join(o.get("data", {}).get("text/html", "") for o in outputs)
-    assert not re.search(r"\bnan\b|NaN", text + html), "a table of NaN in the quick run"
-    assert "Warning" not in text and "one seed: no interval" not in text
-    assert str(solved_release) not in text, "an absolute path in the output"
-    assert "the course's full run" in text, "the tables over seeds say they are the course's"
-    if name == NB03:
-        assert "Models: your quick check" in text  # the models are the student's own

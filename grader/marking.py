@@ -1,0 +1,132 @@
+"""What the marker looks out for in each written answer: grade_id -> the common mistakes, printed by the grader's
+instructor report beside the rubric of assignment/questions.py's WRITTEN and the reference answer. Instructors only:
+it is part of the grader, which the student release leaves out."""
+
+MISTAKES: dict[str, list[str]] = {
+    'nb03_s0_results': [
+        'choosing the tokenizer by its test accuracy',
+        "calling the film-disjoint split harder 'because it is smaller'",
+        'quoting the margin without saying it is on validation',
+    ],
+    'nb03_s3_results': [
+        'counting the 400,000-word GloVe table as trainable',
+        'saying the corrections start random (they start at 0, i.e. at GloVe)',
+    ],
+    'nb03_s4_results': [
+        'reading the log axis as linear',
+        'explaining it by the number of parameters',
+        'blaming the frozen vectors themselves rather than what they let training do',
+    ],
+    'nb03_s5_results': [
+        "reading a tie as 'no difference exists' rather than 'none detectable on five seeds'",
+        'comparing the best validation accuracy only',
+    ],
+    'nb03_s6_results': [
+        "reading the search's best score as proof that its size is better",
+        'deciding on the test columns',
+    ],
+    'nb03_s7_results': [
+        'calling the GRU worse than TF-IDF although the verdict is suggestive',
+        'forgetting that the test set decided nothing',
+    ],
+    'nb03_s7_results_3': [
+        "describing the course's figure instead of your own",
+        'concluding from one review that the GRU understands negation or contrast',
+    ],
+    'nb03_summary': [
+        "restating the write-up's claims without the evidence",
+        "citing the search's proxy scores as the result",
+    ],
+    'nb04_s3_results': [
+        "quoting one model's gain only, or the gains without their intervals",
+        'explaining the difference by the number of parameters alone, without saying what a trainable correction '
+        'changes',
+        'reading the frozen and trainable rows of different models as a pair',
+    ],
+    'nb04_s4_results': [
+        "describing the course's figure instead of your own",
+        "saying that `weighted` changes a word's sub-score (only its weight's share changes, through the softmax over "
+        "more words)",
+        'reading a column of the heatmap as a row (row i is where word i looks)',
+    ],
+    'nb04_s5_results': [
+        "saying that the order matters to `sum` or `weighted` 'a little'",
+        'claiming that *good* turns negative without checking its bar',
+        'concluding from one probe that attention understands negation',
+    ],
+    'nb04_s6_results': [
+        'listing reviews without saying why a word-score model gets them wrong',
+        'quoting error rates that are not in the table',
+        'blaming the labels for every error',
+    ],
+    'nb04_s7_results': [
+        'calling the GRU better than `attn_weighted` although the interval includes 0',
+        'choosing a model on the test set alone',
+        "taking the course's five-seed table for the student's own run",
+    ],
+    'nb04_s8_results': [
+        "describing the course's figure instead of your own",
+        'reading the weights as the sub-scores',
+        'reading a column of the heatmap as a row',
+    ],
+    'q1a_derivation': [
+        'evaluating the partial derivatives at the wrong point',
+        'dropping the inner derivative of a slot',
+        'combining the contributions of the slots the wrong way',
+    ],
+    'q1b_derivation': [
+        'evaluating every factor at the same point',
+        'the factors in the wrong order for vector-valued layers',
+        'naming the chain rule without the order of the products and its cost',
+    ],
+    'q1c_answer': [
+        "repeating the write-up's value of the sigmoid's derivative at 0 without checking it",
+        'an activation chosen without a word on the initialisation',
+        'claiming that an activation keeps the gradient unchanged through depth without the measurement',
+    ],
+    'q1c_sweep': [
+        'reading one curve without its spread over seeds',
+        'choosing between ReLU and tanh from a sweep at initialisation',
+    ],
+    'q1d_derivation': [
+        'keeping only one path',
+        'combining the entries of a pair the wrong way',
+        'the matrix factors in the wrong order',
+    ],
+    'q1e_answer': [
+        'a comparison of the two derivatives that assumes the same local derivatives in both',
+        "keeping the write-up's condition without checking it",
+        'claiming that a skip connection makes the gradient exactly 1',
+    ],
+    'q1e_sweep': [
+        'reading a flat curve as healthy branches without the measurement',
+        'claiming that skips keep the gradient near 1 whatever the branches',
+    ],
+    'summary_q1': [
+        'a summary that states results without the evidence',
+        'claims stronger than the measurements (one seed, no spread)',
+    ],
+    'q2_answer': [
+        'invariance claimed without saying where it comes from',
+        'a sequence model where no sequence is modelled',
+        'ignoring whether input and output are aligned',
+    ],
+    'q3a_design': [
+        'letting every loss term train every module without saying what that does',
+        'training everything on the paired data only',
+        'no word on what is generated for a sentence never seen',
+    ],
+    'q3a_result': [
+        'one seed reported as the finding',
+        'a position-only check taken for a shape check',
+    ],
+    'q3b_answer': [
+        'a read-out that does not match the axis of the softmax',
+        "a critique of the write-up's layer that does not say what its queries, keys and values are",
+        'numbers from the toy without saying which variant they come from',
+    ],
+    'summary_q2_q3': [
+        'results without their evidence',
+        "a toy's one-seed result stated as a general finding",
+    ],
+}
