@@ -1,6 +1,6 @@
 """The student release (assignment/make_release.py): no solution and no shortcut in it, the same notebooks as
 `nbgrader generate_assignment`, self-checks that name what is missing (grading the release, the reference, the
-mutants, broken and attacking submissions: tests/test_grading_submissions.py)."""
+mutants, broken and attacking submissions: tests/grader/test_submissions.py)."""
 import json
 import os
 import shutil
