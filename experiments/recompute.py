@@ -190,10 +190,11 @@ def rerun(notebook: int, out: str | Path, smoke: bool = False) -> None:
 
 # --- the workers ---
 
-def run_job(job: dict, data: helpers.Imdb, out: Path) -> tuple[dict, helpers.SentimentModel | None]:
-    """Run one job; returns (record as a dict, trained model or None). One line per epoch, prefixed with the key."""
+def run_job(job: dict, data: helpers.Imdb,
+            out: Path) -> tuple[records.RunRecord | records.AnchorRecord, helpers.SentimentModel | None]:
+    """Run one job; returns (its record, the trained model or None). One line per epoch, prefixed with the key."""
     if job["kind"] == "tfidf":
-        return plan.tfidf_baseline(data), None
+        return records.AnchorRecord(**plan.tfidf_baseline(data)), None
     settings = dict(job["settings"])
     if job["refit_of"]:
         parent = plan.record_path(out, job["refit_of"])
@@ -208,7 +209,7 @@ def run_job(job: dict, data: helpers.Imdb, out: Path) -> tuple[dict, helpers.Sen
     record = records.run_record(model, history, data, job["seed"])
     if job["refit_of"]:  # validation was trained on: no held-out estimate, and no per-review flags for it
         record = dataclasses.replace(record, val_acc=None, correct={"test": record.correct["test"]})
-    return record.to_dict(), model
+    return record, model
 
 
 def code_fingerprint() -> str:
@@ -274,11 +275,11 @@ def worker(keys: list[str], out: Path, smoke: bool) -> None:
             sys.exit(UNIMPLEMENTED)
         if jobs[key].get("checkpoint"):  # seed 0 of a named model
             helpers.save_checkpoint(model, helpers.checkpoint_path(jobs[key]["name"], jobs[key]["finetune"], out))
-        record.update(job=_as_recorded(jobs[key]), code=code, wall_seconds=time.perf_counter() - start,
-                      created=time.strftime("%Y-%m-%d"))
-        helpers.save_json(record, plan.record_path(out, key))
-        summary = {k: round(record[k], 4) for k in ("val_acc", "test_acc") if record.get(k) is not None}
-        print(f"done {key} {json.dumps(summary)} in {record['wall_seconds']:.0f} s", flush=True)
+        record = dataclasses.replace(record, job=_as_recorded(jobs[key]), code=code, created=time.strftime("%Y-%m-%d"),
+                                     wall_seconds=time.perf_counter() - start)
+        records.save(record, out)
+        summary = {k: round(v, 4) for k in ("val_acc", "test_acc") if (v := getattr(record, k)) is not None}
+        print(f"done {key} {json.dumps(summary)} in {record.wall_seconds:.0f} s", flush=True)
 
 
 def launch(shares: list[list[str]], out: Path, smoke: bool) -> list[int]:

@@ -281,7 +281,8 @@ def paired_arrays(a: Sequence, b, metric: Metric) -> tuple[np.ndarray, np.ndarra
 
 def compare(a: Sequence, b, metric: Metric = "test_acc", level: float = 0.95) -> stats.Comparison:
     """Group `a` − group `b` of seed runs on `metric`, paired by seed, over seeds and reviews where the records keep
-    their per-review correctness (`stats.paired_compare`). `b` may be one record (the TF-IDF anchor) or a number."""
+    their per-review correctness (`stats.paired_compare`). `b` may be one record (the TF-IDF anchor) or a number.
+    A record is a `RunRecord` (or `AnchorRecord`), or a mapping with the same keys (synthetic runs in tests)."""
     return stats.paired_compare(*paired_arrays(a, b, metric), level=level)
 
 
