@@ -1,4 +1,5 @@
-"""Objectives and worker processes for the search tests (test_search.py, test_postgres_search.py, test_dashboard.py).
+"""Objectives and worker processes for the search tests (experiments/test_search.py, test_postgres_search.py,
+test_dashboard.py).
 
 The notebook's objective (notebook 03, section 6) trains two seeds per trial; these tests need only something
 an Optuna study can run: `toy_objective` (deterministic, no training, optional pauses so that workers overlap)
