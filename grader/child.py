@@ -191,24 +191,27 @@ def objective(question: dict, namespace: dict):
     exec(compile(question["source"], question["cell"], "exec"), namespace)
     if not callable(namespace.get("make_objective")):
         raise NameError("the cell must define make_objective")
-    studies = []
-    for plan in question["studies"]:
-        prune_at = plan.get("prune_at")
-        pruner = _PruneAt(prune_at) if prune_at else optuna.pruners.NopPruner()
-        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=plan["seed"]),
-                                    pruner=pruner)
-        trials = []
-        for n in range(plan["n_trials"] + (1 if plan.get("repeat_first") else 0)):
-            if n == plan["n_trials"]:
-                study.enqueue_trial({"hidden": study.trials[0].params["hidden"]})
-            calls.clear()
-            study.optimize(namespace["make_objective"](plan["cell"], study), n_trials=1, catch=())
-            t = study.trials[-1]
-            trials.append({"number": t.number, "state": t.state.name, "params": dict(t.params), "value": t.value,
-                           "reported": [[int(k), float(v)] for k, v in sorted(t.intermediate_values.items())],
-                           "user_attrs": _plain(t.user_attrs), "calls": [dict(c) for c in calls]})
-        studies.append(trials)
-    return studies
+    return [_study(optuna, plan, namespace, calls) for plan in question["studies"]]
+
+
+def _study(optuna, plan: dict, namespace: dict, calls: list) -> list[dict]:
+    """One study the grader describes, run trial by trial with the cell's objective: each trial's state, values,
+    reports and attributes, and the training calls it made (`calls`, filled by the stand-in trainer)."""
+    prune_at = plan.get("prune_at")
+    pruner = _PruneAt(prune_at) if prune_at else optuna.pruners.NopPruner()
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=plan["seed"]),
+                                pruner=pruner)
+    trials = []
+    for n in range(plan["n_trials"] + (1 if plan.get("repeat_first") else 0)):
+        if n == plan["n_trials"]:
+            study.enqueue_trial({"hidden": study.trials[0].params["hidden"]})
+        calls.clear()
+        study.optimize(namespace["make_objective"](plan["cell"], study), n_trials=1, catch=())
+        t = study.trials[-1]
+        trials.append({"number": t.number, "state": t.state.name, "params": dict(t.params), "value": t.value,
+                       "reported": [[int(k), float(v)] for k, v in sorted(t.intermediate_values.items())],
+                       "user_attrs": _plain(t.user_attrs), "calls": [dict(c) for c in calls]})
+    return trials
 
 
 class _PruneAt:

@@ -433,14 +433,12 @@ def notebook_names(selection) -> list[str]:
     return [n for n in names if any(n.startswith(prefix) for prefix in selection)]
 
 
-def run_notebook(sb: sandbox.Sandbox, submission: Path, name: str, workdir: Path, slot: int = 0,
-                 limit: float = NOTEBOOK_LIMIT) -> dict:
-    """Execute one of the submission's notebooks in the sandbox, on a copy of the submission (no committed results,
-    SMOKE_TEST=1: a 1,000-review subset) and say whether it ran, or where it stopped."""
-    if not inside(submission / "notebooks" / name, submission):
-        return {"status": "missing", "message": f"no notebooks/{name}", "seconds": 0.0}
+def _notebook_run(sb: sandbox.Sandbox, submission: Path, name: str, workdir: Path, slot: int):
+    """Where and how a submitted notebook runs: (environment, read-only mounts, its working folder, the sandbox's
+    scratch folder or None, a fresh HOME or None). The submission is copied once, less what is large, generated
+    or a shortcut past its code; the IMDB archive is mounted where there is one."""
     tree = workdir / "tree"
-    if not tree.exists():  # the submission, less what is large, generated or a shortcut past its code
+    if not tree.exists():
         tree.mkdir(mode=0o700)
         copy_tree(submission, tree)
         sandbox.own(tree, slot, sb)
@@ -452,15 +450,22 @@ def run_notebook(sb: sandbox.Sandbox, submission: Path, name: str, workdir: Path
         env["IMDB_PATH"] = sb.path("/data/" + imdb.name, imdb)
     except reference.ImdbError:
         pass  # the notebooks that need IMDB stop and say so
-    home = None
     if sb.kind == "bwrap":
-        work, scratch = "/work", "/work"
-    else:  # a copy on disk, owned by the sandbox user, with a fresh HOME of its own
-        work, scratch = str(workdir / f"run-{name}"), None
-        shutil.copytree(tree, work)
-        sandbox.own(Path(work), slot, sb)
-        home = str(sandbox.fresh(workdir / "home", slot, sb))
-        env["PYTHONPATH"] = work
+        return env, read_only, "/work", "/work", None
+    work = str(workdir / f"run-{name}")  # a copy on disk, owned by the sandbox user, with a fresh HOME of its own
+    shutil.copytree(tree, work)
+    sandbox.own(Path(work), slot, sb)
+    env["PYTHONPATH"] = work
+    return env, read_only, work, None, str(sandbox.fresh(workdir / "home", slot, sb))
+
+
+def run_notebook(sb: sandbox.Sandbox, submission: Path, name: str, workdir: Path, slot: int = 0,
+                 limit: float = NOTEBOOK_LIMIT) -> dict:
+    """Execute one of the submission's notebooks in the sandbox, on a copy of the submission (no committed results,
+    SMOKE_TEST=1: a 1,000-review subset) and say whether it ran, or where it stopped."""
+    if not inside(submission / "notebooks" / name, submission):
+        return {"status": "missing", "message": f"no notebooks/{name}", "seconds": 0.0}
+    env, read_only, work, scratch, home = _notebook_run(sb, submission, name, workdir, slot)
     script = (f'cp -r /submission/. {work}/ 2>/dev/null; ' if scratch else "") + f'cd {work}/notebooks && exec "$@"'
     result_path = workdir / "io" / f"{name}.result"
     start = time.monotonic()

@@ -112,16 +112,7 @@ class Sandbox:
             cmd += ["--uid", str(os.getuid()), "--gid", str(os.getgid())]
         for link, target in _system_links():
             cmd += ["--symlink", target, link]
-        binds = [("--ro-bind", *m) for m in _system_mounts()] + [("--ro-bind", k, str(v)) for k, v in read_only.items()]
-        binds += [("--bind", k, str(v)) for k, v in writable.items()]
-        made = {"/", "/tmp", "/proc", "/dev", *([scratch] if scratch else [])}
-        for how, inside, outside in sorted(binds, key=lambda b: b[1].count("/")):
-            for parent in reversed(Path(inside).parents):  # folders on the way, traversable by the sandbox user
-                if str(parent) not in made:
-                    made.add(str(parent))
-                    cmd += ["--perms", "0755", "--dir", str(parent)]
-            made.add(inside)
-            cmd += [how, outside, inside]
+        cmd += _bind_arguments(read_only, writable, scratch)
         for key, value in env.items():
             cmd += ["--setenv", key, value]
         return [*cmd, "--chdir", cwd, *drop, *argv]
@@ -297,6 +288,22 @@ def _system_mounts() -> tuple[tuple[str, str], ...]:
         if not any(entry.is_relative_to(p) for p in map(Path, mounts.values()) if p != Path("/")):
             mounts[str(entry)] = str(entry)
     return tuple(sorted(mounts.items(), key=lambda m: (m[0].count("/"), m[0])))
+
+
+def _bind_arguments(read_only: dict[str, Path], writable: dict[str, Path], scratch: str | None) -> list[str]:
+    """bwrap's mounts: the system's and `read_only` read-only, `writable` read-write, each inside path with the
+    folders on the way to it made first, traversable by the sandbox user."""
+    binds = [("--ro-bind", *m) for m in _system_mounts()] + [("--ro-bind", k, str(v)) for k, v in read_only.items()]
+    binds += [("--bind", k, str(v)) for k, v in writable.items()]
+    made, args = {"/", "/tmp", "/proc", "/dev", *([scratch] if scratch else [])}, []
+    for how, inside, outside in sorted(binds, key=lambda b: b[1].count("/")):
+        for parent in reversed(Path(inside).parents):
+            if str(parent) not in made:
+                made.add(str(parent))
+                args += ["--perms", "0755", "--dir", str(parent)]
+        made.add(inside)
+        args += [how, outside, inside]
+    return args
 
 
 @functools.lru_cache(maxsize=1)

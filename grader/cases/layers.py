@@ -89,8 +89,7 @@ def _checkpoint_case(ref):
     if not path.is_file():
         return None
     model = ref.load_checkpoint(path).cpu()
-    texts = list(ref.WRITEUP_REVIEWS) + ["a dull, predictable plot and wooden acting",
-                                         "one of the best films this year"]
+    texts = [*ref.WRITEUP_REVIEWS, "a dull, predictable plot and wooden acting", "one of the best films this year"]
     ids, lengths, _ = ref.encode(texts, model.info.max_len, model.info.tokenizer)
     labels, what = None, "P(positive) of four reviews"
     try:
