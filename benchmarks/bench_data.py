@@ -14,8 +14,9 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 import helpers
+from ex2 import runtime
 cache = Path(sys.argv[1])
-helpers.CACHE_DIR = cache
+runtime.CACHE_DIR = cache
 start = time.perf_counter()
 data = helpers.load_imdb(verbose=False)
 seconds = time.perf_counter() - start

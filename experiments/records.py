@@ -226,7 +226,7 @@ def run_record(model: helpers.SentimentModel, history: helpers.History, data: he
     history = history.as_dict()
     correct = {"val": correct_flags(model, data.val), "test": correct_flags(model, data.test)}  # one pass each
     record = RunRecord(
-        name=model.info.name, config=model.info.config, seed=seed, settings=model.info.record.get("settings", {}),
+        name=model.info.name, config=model.info.config, seed=seed, settings=model.info.settings,
         history=history, best_epoch=history["best_epoch"], epochs_run=len(history["val_acc"]),
         val_acc=float(correct["val"].mean()) if len(data.val) else 0.0, test_acc=float(correct["test"].mean()),
         correct={split: stats.pack_bits(flags) for split, flags in correct.items()},

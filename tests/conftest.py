@@ -5,9 +5,10 @@ present (`imdb_source`, `imdb_small`, `real_imdb`), otherwise those tests are sk
 
 import pytest
 import torch
+from imdb_fixtures import TOY_LOAD, TOY_REVIEWS, write_archive
 
 import helpers
-from imdb_fixtures import TOY_LOAD, TOY_REVIEWS, write_archive
+from ex2 import runtime
 
 
 @pytest.fixture
@@ -18,11 +19,13 @@ def tiny_archive(tmp_path):
 
 @pytest.fixture
 def isolated_data_dir(tmp_path, monkeypatch):
-    """Point helpers' data/ and cache at a temp dir so tests never touch the real ones."""
+    """Point data/ and its cache at a temp dir so tests never touch the real ones: in `ex2.runtime`, where ex2 reads
+    them, and in the `helpers` face, where the modules beside it read them."""
     data = tmp_path / "data"
     data.mkdir()
-    monkeypatch.setattr(helpers, "DATA_DIR", data)
-    monkeypatch.setattr(helpers, "CACHE_DIR", data / "cache")
+    for module in (runtime, helpers):
+        monkeypatch.setattr(module, "DATA_DIR", data)
+        monkeypatch.setattr(module, "CACHE_DIR", data / "cache")
     monkeypatch.delenv("IMDB_PATH", raising=False)
     return data
 
@@ -37,7 +40,7 @@ def toy_archive(tmp_path_factory):
 @pytest.fixture(scope="session")
 def _toy_imdb(toy_archive, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(helpers, "CACHE_DIR", tmp_path_factory.mktemp("toy-cache"))
+        patch.setattr(runtime, "CACHE_DIR", tmp_path_factory.mktemp("toy-cache"))  # where load_imdb caches
         patch.setenv("IMDB_PATH", str(toy_archive))
         return helpers.load_imdb(**TOY_LOAD, verbose=False)
 

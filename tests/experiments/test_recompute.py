@@ -5,6 +5,7 @@ notebook's section."""
 import pytest
 
 import helpers
+from ex2 import runtime
 from experiments import plan, recompute, records
 
 
@@ -16,7 +17,7 @@ def test_load_or_train_trains_once_prints_its_epochs_and_then_loads(toy_data, tm
         bars.append((kwargs.get("desc"), kwargs.get("disable")))
         return progress(*args, **kwargs)
 
-    monkeypatch.setattr(helpers, "progress_bar", recorded)
+    monkeypatch.setattr(runtime, "progress_bar", recorded)  # where training draws its bars
     model = recompute.load_or_train("weighted", toy_data, folder=tmp_path)
     record = records.RunRecord.from_dict(model.info.record)
     history = helpers.History(**record.history)

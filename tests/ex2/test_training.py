@@ -1,11 +1,14 @@
 """The training engine (train -> train_epoch -> train_step, the optimiser, clipping, early stopping, the epoch
 line), evaluation, predict / explain on odd input, the TF-IDF anchor, and device selection."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 import experiments
 import helpers
+from ex2 import runtime, training
 
 
 @pytest.mark.parametrize("name", ["gru", "attn_weighted"])
@@ -35,7 +38,7 @@ def test_training_runs_every_batch_through_train_step_and_prints_one_line_per_ep
         calls.append(len(labels))
         return train_step(model, optimizer, ids, lengths, labels)
 
-    monkeypatch.setattr(helpers, "train_step", counting)
+    monkeypatch.setattr(training, "train_step", counting)
     model = helpers.make_model("sum", seed=0)
     history = helpers.train(model, toy_data, epochs=2, batch_size=4, progress=False)
     assert calls == [4, 4, 4, 4, 2] * 2  # 18 training reviews in batches of 4, twice
@@ -55,10 +58,11 @@ def test_train_curves_are_measured_in_eval_mode_after_each_epoch(toy_data, monke
     assert history.train_acc == [s["acc"] for s in snapshots]
     assert history.train_loss == pytest.approx([s["loss"] for s in snapshots])
     assert len(history.batch_loss) == 2 and history.batch_loss != history.train_loss  # the optimiser's view
-    monkeypatch.setattr(helpers, "TRAIN_PROBE", 6)  # a larger split: a fixed stratified sample of 6 reviews
+    monkeypatch.setattr(training, "TRAIN_PROBE", 6)  # a larger split: a fixed stratified sample of 6 reviews
     probes = []
     evaluate = helpers.evaluate
-    monkeypatch.setattr(helpers, "evaluate", lambda m, split, **k: probes.append(split.texts) or evaluate(m, split, **k))
+    monkeypatch.setattr(training, "evaluate",
+                        lambda m, split, **k: probes.append(split.texts) or evaluate(m, split, **k))
     helpers.train(helpers.make_model("sum", seed=0), toy_data, epochs=2, batch_size=4, progress=False, verbose=False)
     assert len(probes[0]) == 6 and probes[0] == probes[2] and probes[1] == toy_data.val.texts
 
@@ -67,7 +71,7 @@ def test_train_step_updates_with_clipped_gradients(toy_data, monkeypatch):
     ids, lengths, labels = next(helpers.batches(toy_data.train, 8))
 
     def step(clip: float):
-        monkeypatch.setattr(helpers, "CLIP_NORM", clip)
+        monkeypatch.setattr(training, "CLIP_NORM", clip)
         model = helpers.make_model("gru", seed=0, finetune=False, emb_dropout=0.0)
         before = [p.detach().clone() for p in model.parameters()]
         loss, correct = helpers.train_step(model, helpers.make_optimizer(model, lr=1e-3), ids, lengths, labels)
@@ -236,28 +240,42 @@ def test_models_follow_the_device_they_are_moved_to(monkeypatch, tmp_path):
 
 
 def test_one_run_mode_knob(monkeypatch, tmp_path):
-    """RUN_MODE is the one knob: unset it loads the committed results here ("course") and trains the student run
-    where there are none (the release); SMOKE_TEST=1 is the test command's "smoke"; RETRAIN=1 / FULL=1 mean "full";
-    an unknown value, or "course" without committed results, is an error that names the choices."""
-    for name in ("RUN_MODE", "SMOKE_TEST", "FULL", "RETRAIN"):
+    """RUN_MODE is the one knob, read into one `RunMode`: unset it loads the committed results here ("course") and
+    trains the student run where there are none (the release); SMOKE_TEST=1 is the test command's "smoke"; RETRAIN=1 /
+    FULL=1 mean "full"; RESULTS moves the results folder; an unknown value, or "course" without committed results, is
+    an error that names the choices. The old spellings (`run_mode`, `quick_run`, `should_recompute`) agree."""
+    for name in ("RUN_MODE", "SMOKE_TEST", "FULL", "RETRAIN", "RESULTS"):
         monkeypatch.delenv(name, raising=False)
-    assert (helpers.CHECKPOINT_DIR / "runs").is_dir() and helpers.run_mode() == "course"  # the reference
-    assert not helpers.quick_run() and not helpers.should_recompute()
+
+    def mode(name: str, quick: bool, recompute: bool, results):
+        got = helpers.RunMode.from_environment()
+        assert (got.name, got.quick, got.recompute, got.results) == (name, quick, recompute, results), got
+        assert (helpers.run_mode(), helpers.quick_run(), helpers.should_recompute()) == (name, quick, recompute)
+        return got
+
+    assert (runtime.CHECKPOINT_DIR / "runs").is_dir()  # the reference
+    course = mode("course", False, False, runtime.CHECKPOINT_DIR)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        course.name = "full"
     assert experiments.results_folder() == helpers.CHECKPOINT_DIR
     monkeypatch.setenv("RETRAIN", "1")
-    assert helpers.run_mode() == "full" and helpers.should_recompute() and not helpers.quick_run()
+    mode("full", False, True, runtime.DATA_DIR / "retrain")
     monkeypatch.delenv("RETRAIN")
     monkeypatch.setenv("SMOKE_TEST", "1")
-    assert helpers.run_mode() == "smoke" and helpers.quick_run()
+    mode("smoke", True, True, runtime.DATA_DIR / "retrain-smoke")
     monkeypatch.setenv("RUN_MODE", "student")  # RUN_MODE wins over SMOKE_TEST
-    assert helpers.run_mode() == "student" and experiments.results_folder() == experiments.STUDENT_RUN
+    mode("student", False, False, runtime.DATA_DIR / "student-run")
+    assert experiments.results_folder() == experiments.STUDENT_RUN
+    monkeypatch.setenv("RESULTS", str(tmp_path / "mine"))
+    mode("student", False, False, tmp_path / "mine")
+    monkeypatch.delenv("RESULTS")
     monkeypatch.setenv("RUN_MODE", "fast")
     with pytest.raises(ValueError, match="student, full, smoke, course"):
-        helpers.run_mode()
+        helpers.RunMode.from_environment()
     monkeypatch.delenv("RUN_MODE")
     monkeypatch.delenv("SMOKE_TEST")
-    monkeypatch.setattr(helpers, "CHECKPOINT_DIR", tmp_path / "checkpoints")  # no committed results: the release
-    assert helpers.run_mode() == "student" and not helpers.should_recompute()
+    monkeypatch.setattr(runtime, "CHECKPOINT_DIR", tmp_path / "checkpoints")  # no committed results: the release
+    mode("student", False, False, runtime.DATA_DIR / "student-run")
     monkeypatch.setenv("RUN_MODE", "course")
     with pytest.raises(ValueError, match="not here"):
-        helpers.run_mode()
+        helpers.RunMode.from_environment()

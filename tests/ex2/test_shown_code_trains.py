@@ -1,10 +1,11 @@
-"""The code the notebooks show is the code that trains (issue 15, item 1).
+"""The code the notebooks show is the code that trains.
 
 For each shown computation - the RNN and GRU updates (`RNNCell.update`, `GRUCell.update`), the hand-written
-BPTT (`update_backward` and the recurrence in `RecurrentBPTT.backward`), self-attention (`SelfAttention.forward`, its per-offset code `RelativePositions.scores` / `.values`) and the token heads' pooling
-(`pool_token_scores`) - a wrong variant is monkeypatched in and one `helpers.train_step` must compute something
-else. As a control, the unpatched code gives the numbers of an independent reference (torch.nn.RNN / GRU,
-autograd, the formulas written out here)."""
+BPTT (`update_backward` and the recurrence in `RecurrentBPTT.backward`), self-attention (`SelfAttention.forward`,
+its per-offset code `RelativePositions.scores` / `.values`) and the token heads' pooling (`pool_token_scores`) - a
+wrong variant is monkeypatched in, in the one place it is defined (`ex2.layers`), and one `helpers.train_step` must
+compute something else. As a control, the unpatched code gives the numbers of an independent reference
+(torch.nn.RNN / GRU, autograd, the formulas written out here)."""
 import math
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import helpers
+from ex2 import layers
 
 SMALL = {"finetune": False, "emb_dropout": 0.0, "hidden": 8}
 """Small models without dropout or trainable vectors: one step is deterministic and quick."""
@@ -228,7 +230,8 @@ def test_the_shown_attention_is_what_trains(name, monkeypatch):
     wrong_loss, wrong_params = one_step(name, **config)
     assert wrong_loss != pytest.approx(loss, rel=1e-4)
     assert not torch.allclose(wrong_params, params)
-    assert wrong_loss == pytest.approx(reference_token_loss(name, attention_window=None, **config), rel=1e-5)  # the variant ran
+    variant = reference_token_loss(name, attention_window=None, **config)
+    assert wrong_loss == pytest.approx(variant, rel=1e-5)  # the variant ran
 
 
 @pytest.mark.parametrize("name", ["sum", "weighted", "attn_sum", "attn_weighted"])
@@ -236,7 +239,7 @@ def test_the_shown_pooling_is_what_trains(name, monkeypatch):
     loss, params = one_step(name)
     assert loss == pytest.approx(reference_token_loss(name), rel=1e-5)  # control: Σ s_i or Σ softmax(a)_i s_i
     model = helpers.make_model(name, seed=0, **SMALL)
-    monkeypatch.setattr(helpers, "pool_token_scores", mean_pool)
+    monkeypatch.setattr(layers, "pool_token_scores", mean_pool)
     wrong_loss, wrong_params = one_step(name)
     # at initialisation softmax(a) is close to uniform (attn_weighted: losses 2.873264 vs 2.873257), so the first loss
     # differs only slightly; the step it takes differs clearly (the parameters below)

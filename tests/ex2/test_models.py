@@ -223,8 +223,8 @@ def test_the_frozen_recipe_trains_no_word_vector(toy_data):
     # the trainable recipe of the same model does adapt rows, with dropout while training
     trainable, _ = helpers.train_model("sum", toy_data, seed=0, progress=False, verbose=False, epochs=1)
     assert trainable.delta is not None and len(trainable.adapted_ids) > 0
-    assert model.info.record["settings"] == {**settings, "epochs": 2, "batch_size": 4, "lr": 1e-2}
-    assert trainable.info.record["settings"] == {**helpers.recipe("sum")[1], "epochs": 1}
+    assert model.info.settings == {**settings, "epochs": 2, "batch_size": 4, "lr": 1e-2}
+    assert trainable.info.settings == {**helpers.recipe("sum")[1], "epochs": 1}
     with pytest.raises(ValueError, match="unknown model"):
         helpers.recipe("bert")
 
@@ -296,8 +296,14 @@ def test_model_info_is_the_one_record_of_what_a_model_is():
     model = helpers.make_model("gru", seed=0, hidden=16)
     assert model.info == helpers.ModelInfo(name="gru", config={**helpers.DEFAULT_CONFIGS["gru"], "hidden": 16})
     assert model.cell.hidden_size == 16  # the config is the one the model was built with
-    for gone in ("name", "config", "meta", "max_len", "train_settings"):
-        assert not hasattr(model, gone)
+
+
+def test_a_recurrent_model_builds_only_the_cells_it_has():
+    assert type(helpers.make_model("rnn", seed=0, hidden=4).cell) is helpers.RNNCell
+    assert type(helpers.make_model("gru", seed=0, cell="gru", hidden=4).cell) is helpers.GRUCell
+    for cell in ("lstm", "GRU", ""):
+        with pytest.raises(ValueError, match=f"cell must be one of rnn, gru, got {cell!r}"):
+            helpers.make_model("rnn", seed=0, cell=cell)
 
 
 def test_full_config_says_when_two_configs_build_the_same_model():
@@ -308,5 +314,6 @@ def test_full_config_says_when_two_configs_build_the_same_model():
     assert experiments.full_config("gru", {"hidden": 64}) != experiments.full_config("gru")
     # a record keeps the merged config it was built with: read without merging today's DEFAULT_CONFIGS again
     made = helpers.make_model("attn_weighted", seed=0, positions="relative").info.config
-    assert experiments.full_config("attn_weighted", made, named=False) == experiments.full_config("attn_weighted", {"positions": "relative"})
+    relative = experiments.full_config("attn_weighted", {"positions": "relative"})
+    assert experiments.full_config("attn_weighted", made, named=False) == relative
     assert experiments.full_config("attn_weighted", {"layout": "residual"}, named=False)["positions"] == "absolute"

@@ -5,9 +5,10 @@ import time
 
 import pytest
 import torch
+from imdb_fixtures import REVIEWS, write_archive, write_folder
 
 import helpers
-from imdb_fixtures import REVIEWS, write_archive, write_folder
+from ex2 import data as imdb
 
 
 def test_tokenizer_matches_glove_conventions():
@@ -98,7 +99,8 @@ def test_load_imdb_from_env_archive_then_cache(tiny_imdb, isolated_data_dir, cap
     assert len(list((isolated_data_dir / "cache").glob("*.pt"))) == 2
     other = helpers.load_imdb(max_len=5, val_size=2, tokenizer="glove6b-v1")  # and another tokenizer
     assert len(list((isolated_data_dir / "cache").glob("*.pt"))) == 3 and other.tokenizer == "glove6b-v1"
-    assert helpers.token_words(other.test.ids[1, :other.test.lengths[1]].tolist()) == ["awful", ".", "just", "awful", "."]
+    words = helpers.token_words(other.test.ids[1, :other.test.lengths[1]].tolist())
+    assert words == ["awful", ".", "just", "awful", "."]
     course = helpers.load_imdb(max_len=5, val_size=2, tokenizer="course-v1")
     assert helpers.token_words(course.test.ids[1, :course.test.lengths[1]].tolist()) == ["awful", "just", "awful"]
     with pytest.raises(ValueError, match="unknown tokenizer"):
@@ -108,16 +110,17 @@ def test_load_imdb_from_env_archive_then_cache(tiny_imdb, isolated_data_dir, cap
 def test_a_second_process_waits_for_the_cache_instead_of_tokenizing_again(tiny_imdb, isolated_data_dir):
     """Two processes that need the same cache (notebook 03's workers, the grader's children): while one builds it
     (here: this test, holding the cache's lock), the other waits and then reads that file."""
-    cache = isolated_data_dir / "cache" / f"imdb-{helpers._cache_key(tiny_imdb, 5, helpers.TOKENIZER_VERSION)}.pt"
-    child = ("import sys; from pathlib import Path; import helpers; helpers.CACHE_DIR = Path(sys.argv[1]); "
-             "print('ready', flush=True); data = helpers.load_imdb(max_len=5, val_size=2); print('loaded', len(data.test))")
+    cache = isolated_data_dir / "cache" / f"imdb-{imdb._cache_key(tiny_imdb, 5, helpers.TOKENIZER_VERSION)}.pt"
+    child = ("import sys; from pathlib import Path; import helpers, ex2.runtime; "
+             "ex2.runtime.CACHE_DIR = Path(sys.argv[1]); print('ready', flush=True); "
+             "data = helpers.load_imdb(max_len=5, val_size=2); print('loaded', len(data.test))")
     with helpers.exclusive_lock(cache.with_suffix(".lock")):
         proc = subprocess.Popen([sys.executable, "-c", child, str(cache.parent)], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, cwd=helpers.ROOT)
         assert proc.stdout.readline() == "ready\n"
         time.sleep(1.0)  # the child reaches the lock and finds no cache
         assert proc.poll() is None, proc.stdout.read()  # it waits
-        data = helpers._tokenize_imdb(helpers.read_imdb(tiny_imdb), 5, helpers.TOKENIZER_VERSION)
+        data = imdb._tokenize_imdb(helpers.read_imdb(tiny_imdb), 5, helpers.TOKENIZER_VERSION)
         torch.save(data, cache)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0 and out.endswith("loaded 2\n"), out
@@ -133,7 +136,7 @@ def test_missing_data_without_network_names_every_option(isolated_data_dir, monk
     def offline(*args, **kwargs):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(helpers.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(imdb.urllib.request, "urlopen", offline)
     with pytest.raises(helpers.ImdbError) as info:
         helpers.load_imdb()
     message = str(info.value)
@@ -182,7 +185,7 @@ class _FakeResponse:
 
 def test_download_verifies_checksum_and_writes_atomically(tmp_path, isolated_data_dir, monkeypatch):
     payload = write_archive(tmp_path / "src.tar.gz").read_bytes()
-    monkeypatch.setattr(helpers.urllib.request, "urlopen", lambda *a, **k: _FakeResponse(payload))
+    monkeypatch.setattr(imdb.urllib.request, "urlopen", lambda *a, **k: _FakeResponse(payload))
     dest = isolated_data_dir / "aclImdb_v1.tar.gz"
     with pytest.raises(helpers.ImdbError, match="checksum mismatch"):
         helpers.download_imdb(md5="0" * 32, dest=dest)
@@ -216,7 +219,8 @@ def test_stratified_sample_is_seeded_balanced_and_disjoint():
     labels = torch.tensor([1.0] * 30 + [0.0] * 70)
     rest, sample = helpers.stratified_sample(labels, 20, seed=0)
     assert len(sample) == 20 and len(rest) == 80
-    assert set(rest.tolist()).isdisjoint(sample.tolist()) and set(rest.tolist()) | set(sample.tolist()) == set(range(100))
+    assert set(rest.tolist()).isdisjoint(sample.tolist())
+    assert set(rest.tolist()) | set(sample.tolist()) == set(range(100))
     assert labels[sample].sum() == 6  # the 30 / 70 balance of the whole: 6 positives of 20
     assert rest.tolist() == sorted(rest.tolist()) and sample.tolist() == sorted(sample.tolist())
     again, other = helpers.stratified_sample(labels, 20, seed=0)[1], helpers.stratified_sample(labels, 20, seed=1)[1]
