@@ -20,12 +20,9 @@ from ex2.checkpoints import (
 from ex2.data import (
     IMDB_ARCHIVE_NAME,
     IMDB_MD5,
-    IMDB_URL,
-    PAD,
     SPLIT_VERSION,
     TOKENIZER_VERSION,
     TOKENIZERS,
-    UNK,
     Imdb,
     ImdbError,
     Split,
@@ -34,7 +31,6 @@ from ex2.data import (
     download_imdb,
     encode,
     find_imdb,
-    get_tokenizer,
     load_glove,
     load_imdb,
     read_imdb,
@@ -44,10 +40,7 @@ from ex2.data import (
     validation_split,
 )
 from ex2.layers import (
-    PLAIN,
-    RED,
     GRUCell,
-    PositionCode,
     RecurrentBPTT,
     RelativePositions,
     RNNCell,
@@ -57,12 +50,10 @@ from ex2.layers import (
     lengths_to_mask,
     pool_token_scores,
     run_cell,
-    sinusoidal_positions,
 )
 from ex2.models import (
     DEFAULT_CONFIGS,
     MODEL_NAMES,
-    ModelInfo,
     RecurrentClassifier,
     SentimentModel,
     TokenScoreClassifier,
@@ -79,7 +70,6 @@ from ex2.runtime import (
     RUN_MODES,
     RunMode,
     atomic_path,
-    exclusive_lock,
     get_device,
     load_json,
     model_device,
@@ -120,10 +110,9 @@ __all__ = [  # what the notebooks (code and prose) and the READMEs name
     "predict_split", "quick_run", "read_imdb", "recipe", "relative", "run_cell", "run_mode", "set_seed",
     "stratified_sample", "token_words", "tokenize", "train", "train_epoch", "train_model", "train_step",
     "training_vocabulary", "validation_split",
-    # read through this face by the other modules (experiments/, tools/, benchmarks/) and the tests
-    "CACHE_DIR", "CHECKPOINT_DIR", "DATA_DIR", "IMDB_ARCHIVE_NAME", "IMDB_MD5", "IMDB_URL", "Imdb", "ImdbError",
-    "ModelInfo", "PAD", "PLAIN", "PositionCode", "RED", "RESTORE_HINT", "ROOT", "SPLIT_VERSION", "UNK",
-    "Unimplemented", "atomic_path", "batches", "check_name", "checkpoint_path", "download_imdb", "encode",
-    "exclusive_lock", "exercise", "get_tokenizer", "is_correct", "load_checkpoint", "load_json", "progress_bar",
-    "save_checkpoint", "save_json", "should_recompute", "sinusoidal_positions", "split_logits", "student_recipe",
+    # read through this face by the other modules (experiments/, grader/, tools/, benchmarks/) and the tests
+    "CACHE_DIR", "CHECKPOINT_DIR", "DATA_DIR", "IMDB_ARCHIVE_NAME", "IMDB_MD5", "Imdb", "ImdbError", "RESTORE_HINT",
+    "ROOT", "SPLIT_VERSION", "Unimplemented", "atomic_path", "batches", "check_name", "checkpoint_path",
+    "download_imdb", "encode", "exercise", "is_correct", "load_checkpoint", "load_json", "progress_bar",
+    "save_checkpoint", "save_json", "should_recompute", "split_logits", "student_recipe",
 ]

@@ -13,6 +13,7 @@ import numpy as np
 from torch import nn
 
 import helpers
+from ex2.layers import PLAIN, RED
 
 
 def show_source(*objects):
@@ -52,7 +53,7 @@ def name_stubs(notebook: int) -> None:
         cell = getattr(shell.compile, "_filename_map", {}).get(code.co_filename)
         where = f"cell In[{cell}], line {line}" if cell is not None else f"{os.path.basename(code.co_filename)}, line {line}"
         value.args = (f"{name} is not written yet (notebook {notebook:02d}, {where})",)  # the error's text too
-        shell._showtraceback(etype, value, [f"{helpers.RED}{etype.__name__}: {value}{helpers.PLAIN}"])
+        shell._showtraceback(etype, value, [f"{RED}{etype.__name__}: {value}{PLAIN}"])
         return None
 
     shell.set_custom_exc((NotImplementedError,), one_line)

@@ -9,6 +9,7 @@ from imdb_fixtures import REVIEWS, write_archive, write_folder
 
 import helpers
 from ex2 import data as imdb
+from ex2 import runtime
 
 
 def test_tokenizer_matches_glove_conventions():
@@ -29,7 +30,7 @@ def test_course_tokenizer_is_the_course_loaders_definition():
     assert set(helpers.TOKENIZERS) == {"glove6b-v1", "course-v1"}
     assert helpers.TOKENIZERS["course-v1"] is helpers.course_tokenize
     with pytest.raises(ValueError, match="unknown tokenizer 'bpe'.*course-v1"):
-        helpers.get_tokenizer("bpe")
+        imdb.get_tokenizer("bpe")
     with pytest.raises(ValueError):
         helpers.course_tokenize(3)
     ids, lengths, kept = helpers.encode(["Don't miss it!!"], max_len=5, tokenizer="course-v1")
@@ -52,11 +53,11 @@ def test_glove_vector_of_the_is_the_published_one():
     expected = torch.tensor([0.418, 0.24968, -0.41242, 0.1217, 0.34527])
     torch.testing.assert_close(glove["the"][:5], expected, rtol=0, atol=1e-6)
     assert glove.index["the"] == 2
-    assert torch.count_nonzero(glove.vectors[helpers.PAD]) == 0
-    torch.testing.assert_close(glove.vectors[helpers.UNK], glove.vectors[2:].mean(0))
-    assert glove.lookup(["the", "qwzxqwzx", "do", "n't"]) == [2, helpers.UNK, glove.index["do"], glove.index["n't"]]
+    assert torch.count_nonzero(glove.vectors[imdb.PAD]) == 0
+    torch.testing.assert_close(glove.vectors[imdb.UNK], glove.vectors[2:].mean(0))
+    assert glove.lookup(["the", "qwzxqwzx", "do", "n't"]) == [2, imdb.UNK, glove.index["do"], glove.index["n't"]]
     # an unknown hyphenated word falls back to its parts
-    assert glove.lookup(["xqzw-movie"]) == [helpers.UNK, glove.index["movie"]]
+    assert glove.lookup(["xqzw-movie"]) == [imdb.UNK, glove.index["movie"]]
 
 
 @pytest.fixture
@@ -89,7 +90,7 @@ def test_load_imdb_from_env_archive_then_cache(tiny_imdb, isolated_data_dir, cap
     assert data.val.texts == [REVIEWS["train", "pos"][1], REVIEWS["train", "neg"][1]]  # the highest id of each label
     assert (data.tokenizer, data.split) == (helpers.TOKENIZER_VERSION, "idblock-v1") and "idblock-v1" in repr(data)
     assert data.train.ids.shape[1] == 5 and int(data.train.lengths.max()) <= 5
-    assert (data.train.ids[~data.train.mask] == helpers.PAD).all()
+    assert (data.train.ids[~data.train.mask] == imdb.PAD).all()
     assert 0.9 < data.coverage["kept"] <= 1.0
     again = helpers.load_imdb(max_len=5, val_size=2)
     assert "tokenized IMDB" not in capsys.readouterr().out  # second load came from the cache
@@ -114,7 +115,7 @@ def test_a_second_process_waits_for_the_cache_instead_of_tokenizing_again(tiny_i
     child = ("import sys; from pathlib import Path; import helpers, ex2.runtime; "
              "ex2.runtime.CACHE_DIR = Path(sys.argv[1]); print('ready', flush=True); "
              "data = helpers.load_imdb(max_len=5, val_size=2); print('loaded', len(data.test))")
-    with helpers.exclusive_lock(cache.with_suffix(".lock")):
+    with runtime.exclusive_lock(cache.with_suffix(".lock")):
         proc = subprocess.Popen([sys.executable, "-c", child, str(cache.parent)], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, cwd=helpers.ROOT)
         assert proc.stdout.readline() == "ready\n"
@@ -140,7 +141,7 @@ def test_missing_data_without_network_names_every_option(isolated_data_dir, monk
     with pytest.raises(helpers.ImdbError) as info:
         helpers.load_imdb()
     message = str(info.value)
-    assert "IMDB_PATH" in message and str(isolated_data_dir) in message and helpers.IMDB_URL in message
+    assert "IMDB_PATH" in message and str(isolated_data_dir) in message and imdb.IMDB_URL in message
     assert not list(isolated_data_dir.iterdir())  # nothing half-written
 
 
@@ -241,9 +242,9 @@ def test_encode_pads_cuts_and_keeps_the_tokens():
     glove = helpers.load_glove()
     ids, lengths, kept = helpers.encode(["a great film", "bad " * 10, "qwzxqwzx"], max_len=4)
     assert ids.shape == (3, 4) and lengths.tolist() == [3, 4, 1]
-    assert ids[0].tolist() == [glove.index["a"], glove.index["great"], glove.index["film"], helpers.PAD]
+    assert ids[0].tolist() == [glove.index["a"], glove.index["great"], glove.index["film"], imdb.PAD]
     assert ids[1].tolist() == [glove.index["bad"]] * 4  # cut to max_len
-    assert ids[2, 0] == helpers.UNK and kept[0] == ["a", "great", "film"]
+    assert ids[2, 0] == imdb.UNK and kept[0] == ["a", "great", "film"]
 
 
 def test_real_imdb_sizes_and_split(real_imdb, imdb_small, imdb_source):

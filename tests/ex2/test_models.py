@@ -8,6 +8,8 @@ import torch
 
 import experiments
 import helpers
+from ex2 import data as imdb
+from ex2 import layers, models
 
 
 def _copy(src, cell):
@@ -67,7 +69,7 @@ def test_padding_does_not_change_the_logit(name):
     model = helpers.make_model(name, seed=0).eval()
     ids = torch.randint(2, 5000, (3, 9))
     lengths = torch.tensor([9, 4, 6])
-    padded = torch.cat([ids, torch.full((3, 11), helpers.PAD)], dim=1)
+    padded = torch.cat([ids, torch.full((3, 11), imdb.PAD)], dim=1)
     garbage = torch.cat([ids, torch.randint(2, 5000, (3, 11))], dim=1)  # padding slots hold junk
     with torch.no_grad():
         base = model(ids, lengths)
@@ -184,7 +186,7 @@ def test_run_cell_all_states_and_start_state(ours):
 
 def test_only_training_vocabulary_rows_are_trained_and_checkpoints_store_them(toy_data, tmp_path):
     vocab = helpers.training_vocabulary(toy_data.train, min_count=3)
-    assert helpers.PAD not in vocab.tolist() and helpers.UNK not in vocab.tolist()
+    assert imdb.PAD not in vocab.tolist() and imdb.UNK not in vocab.tolist()
     words = set(helpers.token_words(vocab.tolist()))
     assert {"great", "bad", "film"} <= words and "number" in words
     assert not ({"0", "11"} & words)  # each number occurs once or twice per class: below min_count
@@ -281,20 +283,20 @@ def test_exercise_layout_attends_in_the_hidden_space_without_residual():
 
 def test_position_code_is_added_and_grows_for_long_inputs():
     # the Transformer's code, by hand: P[p, 2i] = sin(p / 10000^(2i/d)), P[p, 2i+1] = cos(p / 10000^(2i/d))
-    table = helpers.sinusoidal_positions(600, 6)
+    table = layers.sinusoidal_positions(600, 6)
     for p_, i in ((0, 0), (1, 0), (1, 1), (7, 2), (599, 1)):
         angle = p_ / 10000 ** (2 * i / 6)
         assert math.isclose(table[p_, 2 * i], math.sin(angle), abs_tol=1e-5)
         assert math.isclose(table[p_, 2 * i + 1], math.cos(angle), abs_tol=1e-5)
-    code = helpers.PositionCode(6)
+    code = layers.PositionCode(6)
     x = torch.zeros(1, 600, 6)  # longer than the initial table
-    torch.testing.assert_close(code(x)[0], helpers.sinusoidal_positions(600, 6))
-    torch.testing.assert_close(code(x[:, :3] + 1)[0], helpers.sinusoidal_positions(3, 6) + 1)
+    torch.testing.assert_close(code(x)[0], layers.sinusoidal_positions(600, 6))
+    torch.testing.assert_close(code(x[:, :3] + 1)[0], layers.sinusoidal_positions(3, 6) + 1)
 
 
 def test_model_info_is_the_one_record_of_what_a_model_is():
     model = helpers.make_model("gru", seed=0, hidden=16)
-    assert model.info == helpers.ModelInfo(name="gru", config={**helpers.DEFAULT_CONFIGS["gru"], "hidden": 16})
+    assert model.info == models.ModelInfo(name="gru", config={**helpers.DEFAULT_CONFIGS["gru"], "hidden": 16})
     assert model.cell.hidden_size == 16  # the config is the one the model was built with
 
 

@@ -64,7 +64,7 @@ def reference_attention(att, x, mask, window="layer"):
     """softmax(Q Kᵀ / √d) V over the allowed keys (real tokens within the window), residual if asked; with relative
     positions each neighbour's key and value input is x_j + r_{j−i}, built out as a (B, T, T, d) tensor."""
     T, d = x.shape[1], x.shape[2]
-    xp = x + helpers.sinusoidal_positions(T, d) if att.positions is not None else x
+    xp = x + layers.sinusoidal_positions(T, d) if att.positions is not None else x
     i, j = torch.meshgrid(torch.arange(T), torch.arange(T), indexing="ij")
     if att.relative is not None:
         k = att.relative.max_offset
@@ -89,7 +89,7 @@ def reference_token_loss(name: str, attention_window="layer", **config) -> float
     with torch.no_grad():
         x = model.embed(ids)
         if model.head is not None:  # the exercise's layout: token layer, attention in its space, output layer
-            u = model.token(x if model.positions is None else x + helpers.sinusoidal_positions(x.shape[1], x.shape[2]))
+            u = model.token(x if model.positions is None else x + layers.sinusoidal_positions(x.shape[1], x.shape[2]))
             out = model.head(reference_attention(model.attention, u, mask, attention_window))
         else:
             if model.attention is not None:
