@@ -7,7 +7,6 @@ setting, variant=..., seeds=...)`); the comparisons of groups of records (`compa
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,12 +133,10 @@ def save(record: RunRecord | AnchorRecord | SearchRecord, folder: str | Path) ->
 
 
 def results_folder() -> Path:
-    """Where notebooks 03 and 04 read (and, training, write) their runs, by `helpers.run_mode()`: the committed
-    checkpoints/ ("course"), data/retrain/ ("full"), data/student-run/ ("student") or data/retrain-smoke/ ("smoke");
-    $RESULTS overrides it (maintainers: `RUN_MODE=full RESULTS=checkpoints` refreshes the committed results)."""
-    folders = {"course": helpers.CHECKPOINT_DIR, "full": helpers.DATA_DIR / "retrain",
-               "student": STUDENT_RUN, "smoke": helpers.DATA_DIR / "retrain-smoke"}
-    return Path(os.environ.get("RESULTS") or folders[helpers.run_mode()])
+    """Where notebooks 03 and 04 read (and, training, write) their runs: the run mode's folder
+    (`helpers.RunMode.from_environment().results`: checkpoints/, data/retrain/, data/student-run/ or
+    data/retrain-smoke/, or $RESULTS)."""
+    return helpers.RunMode.from_environment().results
 
 
 STUDENT_RUN = helpers.DATA_DIR / "student-run"
