@@ -21,14 +21,21 @@ from experiments.records import (
     run_summary,
 )
 from experiments.search import make_study, optuna_storage, run_study, search_minutes, trial_records, trial_table
-from experiments.stats import Comparison, adjust_for_family, format_mean_std, mean_std, unpaired_compare
+from experiments.stats import (
+    Comparison,
+    adjust_for_family,
+    family_report,
+    format_mean_std,
+    mean_std,
+    unpaired_compare,
+)
 
 __all__ = ["plan", "records", "search", "stats", "ATTN_ABLATION", "RNN_ABLATION", "SEEDS", "SEEDS3",
            "experiment_plan", "full_config", "tfidf_baseline", "PUBLISHED_SOLUTIONS", "STUDENT_RUN", "Ledger",
            "Results", "RunRecord", "compare", "compare_groups", "course_results", "results_folder", "results_table",
            "run_summary", "make_study", "optuna_storage", "run_study", "search_minutes", "trial_records",
-           "trial_table", "Comparison", "adjust_for_family", "format_mean_std", "mean_std", "unpaired_compare",
-           "recompute", "load_or_train", "check_exercises", "STUDENT_MODELS", "NOTEBOOK_MODELS"]
+           "trial_table", "Comparison", "adjust_for_family", "family_report", "format_mean_std", "mean_std",
+           "unpaired_compare", "recompute", "load_or_train", "check_exercises", "STUDENT_MODELS", "NOTEBOOK_MODELS"]
 
 _FROM_RECOMPUTE = ("load_or_train", "check_exercises", "STUDENT_MODELS", "NOTEBOOK_MODELS")
 

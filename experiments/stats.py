@@ -267,3 +267,18 @@ def adjust_for_family(family: Sequence[Comparison | float] | Mapping[str, Compar
         result.append(dataclasses.replace(c, p_adjusted=p, verdict_adjusted=verdict, family_size=len(adjusted),
                                           method=method))
     return dict(zip(labels, result)) if labels is not None else result
+
+
+def family_report(family: Mapping[str, Comparison], name: str, method: str = "holm", level: float = 0.95) -> str:
+    """A declared family ({label: Comparison}) judged together by `adjust_for_family`, as lines to print: a heading
+    with the family's name, size and method, then per comparison 'label  p 0.021 → 0.255: worse → tie' (its own
+    p-value and verdict, then the family's)."""
+    adjusted = adjust_for_family(family, method, level)
+    size = next(iter(adjusted.values())).family_size if adjusted else 0
+    how = {"holm": "Holm", "bh": "Benjamini–Hochberg"}[method]
+    width = max(map(len, family), default=0)
+    lines = [f"{name}: a family of {size} comparisons, {how}-adjusted (p → adjusted p: verdict → adjusted verdict)"]
+    for label, c in adjusted.items():
+        p = "no p-value" if math.isnan(c.p) else f"p {c.p:.3f} → {c.p_adjusted:.3f}"
+        lines.append(f"  {label:{width}s}  {p}: {c.verdict} → {c.verdict_adjusted}")
+    return "\n".join(lines)

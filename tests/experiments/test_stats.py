@@ -8,7 +8,7 @@ from scipy import stats
 from scipy.special import ndtr
 
 from experiments import records
-from experiments.stats import Comparison, adjust_for_family, pack_bits, unpack_bits
+from experiments.stats import Comparison, adjust_for_family, family_report, pack_bits, unpack_bits
 
 # latent model: a is right on review i at seed s iff z_i + a_s + e_si > 0, b iff z_i − d_i + b_s + e'_si > 0
 REGIMES = {
@@ -141,3 +141,19 @@ def test_a_family_of_comparisons_keeps_its_labels_directions_and_the_untested():
     # a marginal result of a large family loses its verdict
     marginal = Comparison(n=5, diff=0.01, p=0.03, verdict="better")
     assert adjust_for_family([marginal] + [0.5] * 9)[0].verdict_adjusted == "tie"
+
+
+def test_a_family_report_prints_each_comparisons_holm_p_and_verdict():
+    # worked by hand: sorted p 0.004, 0.01, 0.03, 0.3 -> Holm 4 * 0.004 = 0.016, 3 * 0.01 = 0.03,
+    # 2 * 0.03 = 0.06, max(1 * 0.3, 0.06) = 0.3
+    family = {"big gain": Comparison(n=5, diff=0.05, p=0.01, verdict="better"),
+              "loss": Comparison(n=5, diff=-0.02, p=0.004, verdict="worse"),
+              "marginal": Comparison(n=5, diff=0.01, p=0.03, verdict="better"),
+              "noise": Comparison(n=5, diff=0.001, p=0.3, verdict="tie")}
+    lines = family_report(family, "§5").splitlines()
+    assert lines[0].startswith("§5: a family of 4 comparisons, Holm-adjusted")
+    assert lines[1:] == ["  big gain  p 0.010 → 0.030: better → better",
+                         "  loss      p 0.004 → 0.016: worse → worse",
+                         "  marginal  p 0.030 → 0.060: better → suggestive",
+                         "  noise     p 0.300 → 0.300: tie → tie"]
+    assert "Benjamini–Hochberg" in family_report(family, "§5", method="bh").splitlines()[0]
