@@ -41,7 +41,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from ex2.runtime import ROOT
+
 STUDENT = ROOT / "assignment" / "student"
 """Files that exist only in the release (README, public self-checks, their summary, their CI), copied over its root."""
 LEFT_OUT = ("grader/", "checkpoints/", "tests/", "benchmarks/", "tools/", "assignment/", ".github/", ".ci/",

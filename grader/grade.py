@@ -34,10 +34,10 @@ import torch
 
 import helpers as reference  # the reference: expected values
 from assignment.questions import QUESTIONS
+from ex2.runtime import ROOT
 from grader import cases, reports, sandbox, untrusted, wire
 from grader.notebooks import nbgrader_cells
 
-ROOT = reference.ROOT
 HERE = Path(__file__).resolve().parent
 TIME_LIMIT = 90.0
 """Seconds one question may run (loading the modules included): CPU seconds of the child's processes where the

@@ -26,7 +26,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from ex2.runtime import ROOT
+
 PACKAGES = ("grader", "ex2", "experiments")
 """Folders whose Python files the zip holds whole: the grader, and the reference it computes expected values with."""
 FILES = ("pyproject.toml", "checkpoints/gru.pt", "assignment/__init__.py", "assignment/questions.py")

@@ -12,8 +12,8 @@ import json
 import re
 from pathlib import Path
 
+from ex2.runtime import atomic_path
 from grader import untrusted
-from helpers import atomic_path
 
 MAX_MESSAGE = 600
 """Characters of a failing check's message kept in the feedback."""

@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ex2.runtime import ROOT
+
 FIRST_UID = 61000
 """Sandbox users as root: uid FIRST_UID + slot, one per submission graded at once (the process limit is per uid)."""
 MAX_SLOTS = 512
@@ -235,7 +237,7 @@ def _hidden() -> tuple[str, ...]:
     """What "user" mode covers with an empty tmpfs in the child's own mount namespace: the shared temporary
     folders, the home folders and this grader's source tree, each unless the Python the child runs lies inside."""
     python = [Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.executable)]
-    candidates = [*_SHARED_TMP, "/home", "/root", str(Path(__file__).resolve().parent.parent)]
+    candidates = [*_SHARED_TMP, "/home", "/root", str(ROOT)]
     kept = [p for p in candidates if Path(p).is_dir() and not Path(p).is_symlink()
             and not any(q.is_relative_to(Path(p).resolve()) for q in python)]
     return tuple(p for p in kept if not any(p != q and Path(p).is_relative_to(q) for q in kept))
@@ -271,7 +273,6 @@ def _network_off(network: bool) -> tuple[str, ...]:
 def _system_mounts() -> tuple[tuple[str, str], ...]:
     """What a Python program needs to run: /usr (and the /bin, /lib links into it), the dynamic linker's cache,
     the Python installation and every folder on its path, each read-only. Nothing of the grader's own tree."""
-    grader_root = Path(__file__).resolve().parent.parent
     mounts = {"/usr": "/usr"}
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         path = Path("/") / name
@@ -283,7 +284,7 @@ def _system_mounts() -> tuple[tuple[str, str], ...]:
     prefixes = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(sys.executable).resolve().parent}
     for entry in [*prefixes, *map(Path, sys.path)]:
         entry = entry.resolve() if entry.exists() else None
-        if entry is None or entry.is_relative_to(grader_root) or not entry.is_dir() or str(entry) == "/":
+        if entry is None or entry.is_relative_to(ROOT) or not entry.is_dir() or str(entry) == "/":
             continue
         if not any(entry.is_relative_to(p) for p in map(Path, mounts.values()) if p != Path("/")):
             mounts[str(entry)] = str(entry)
@@ -316,9 +317,8 @@ def _system_links() -> tuple[tuple[str, str], ...]:
 def _grader_files(limit: int = 20_000) -> list[Path]:
     """What the sandbox user must not read: the grader's whole tree (its folders and files, the reference
     notebooks, the hidden tests, .git), up to `limit` paths."""
-    root = Path(__file__).resolve().parent.parent
-    found = [root]
-    for folder, dirs, files in os.walk(root):
+    found = [ROOT]
+    for folder, dirs, files in os.walk(ROOT):
         found += [Path(folder) / n for n in [*dirs, *files]]
         if len(found) > limit:
             break

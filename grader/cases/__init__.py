@@ -20,8 +20,8 @@ from __future__ import annotations
 import functools
 import json
 
+from ex2.runtime import ROOT
 from grader.cases import cells, layers
-from helpers import ROOT
 
 CASES = {name.removeprefix("case_"): case for module in (layers, cells) for name, case in vars(module).items()
          if name.startswith("case_") and callable(case)}

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from assignment.questions import QUESTIONS
+from ex2.runtime import ROOT
 from grader.cases import compare
 from grader.notebooks import nbgrader_cells
-from helpers import ROOT
 
 
 @functools.lru_cache(maxsize=8)

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ex2.runtime import ROOT
 from grader.cases import compare
-from helpers import ROOT
 
 SIZES = [(1, 1), (3, 2), (5, 7)]  # (input size, hidden size): the notebooks' checks use others
 

@@ -87,10 +87,20 @@ def tree_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def student_code(folder: Path) -> None:
+    """What a student's repository holds beside ex2/layers.py and the notebooks, as the release ships it: the face
+    (helpers.py), plots.py and the other modules of ex2/ (the notebooks the grader runs for feedback import them)."""
+    (folder / "ex2").mkdir(parents=True)
+    for rel in ("helpers.py", "plots.py", *(str(p.relative_to(ROOT)) for p in (ROOT / "ex2").glob("*.py"))):
+        if rel != "ex2/layers.py":
+            shutil.copy2(ROOT / rel, folder / rel)
+
+
 def release_like(folder: Path, appended: str = "") -> Path:
-    """The release's ex2/layers.py (solutions stubbed) with `appended` at its end, and the student notebooks."""
+    """The release's ex2/layers.py (solutions stubbed) with `appended` at its end, the student notebooks and the
+    rest of the student's code."""
     (folder / "notebooks").mkdir(parents=True)
-    (folder / "ex2").mkdir()
+    student_code(folder)
     text, _ = make_release.stub_python((ROOT / "ex2" / "layers.py").read_text(encoding="utf-8"))
     (folder / "ex2" / "layers.py").write_text(text + appended, encoding="utf-8")
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
@@ -99,11 +109,12 @@ def release_like(folder: Path, appended: str = "") -> Path:
 
 
 def reference_with(folder: Path, rel: str = "ex2/layers.py", old: str = "", new: str = "") -> Path:
-    """The reference's ex2/layers.py and notebooks with one (file, old, new) edit (none when `old` is empty)."""
+    """The reference's ex2/layers.py and notebooks, with the rest of the student's code, and one (file, old, new)
+    edit (none when `old` is empty)."""
     (folder / "notebooks").mkdir(parents=True)
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         shutil.copy2(nb, folder / "notebooks" / nb.name)
-    (folder / "ex2").mkdir()
+    student_code(folder)
     shutil.copy2(ROOT / "ex2" / "layers.py", folder / "ex2" / "layers.py")
     if old:
         text = (folder / rel).read_text(encoding="utf-8")
