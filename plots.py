@@ -51,7 +51,8 @@ def name_stubs(notebook: int) -> None:
         code, line = last.tb_frame.f_code, traceback.extract_tb(tb)[-1].lineno
         name = code.co_qualname.replace(".<locals>", "") if code.co_name != "<module>" else "this cell's code"
         cell = getattr(shell.compile, "_filename_map", {}).get(code.co_filename)
-        where = f"cell In[{cell}], line {line}" if cell is not None else f"{os.path.basename(code.co_filename)}, line {line}"
+        where = (f"cell In[{cell}], line {line}" if cell is not None
+                 else f"{os.path.basename(code.co_filename)}, line {line}")
         value.args = (f"{name} is not written yet (notebook {notebook:02d}, {where})",)  # the error's text too
         shell._showtraceback(etype, value, [f"{RED}{etype.__name__}: {value}{PLAIN}"])
         return None
@@ -285,7 +286,8 @@ def plot_search(searches: dict, reference: dict | None = None):
         for t in done:
             running = max(running, t["value"])
             best.append(running)
-        ax_hist.plot([t["number"] for t in new], [t["value"] for t in new], "o", color="tab:blue", label="completed trial")
+        ax_hist.plot([t["number"] for t in new], [t["value"] for t in new], "o", color="tab:blue",
+                     label="completed trial")
         ax_hist.plot([t["number"] for t in done if t not in new], [t["value"] for t in done if t not in new], "o",
                      mfc="none", color="tab:blue", label="a size proposed again (result reused, not retrained)")
         ax_hist.step([t["number"] for t in done], best, where="post", color="tab:red", label="best so far")

@@ -22,11 +22,13 @@ import torch
 
 import experiments
 import helpers
+from ex2.checkpoints import checkpoint_path, load_checkpoint
+from ex2.data import Imdb, batches
 
 BATCHES = 40
 
 
-def epoch_seconds(name: str, finetune: bool, data: helpers.Imdb, device: torch.device, **overrides) -> float:
+def epoch_seconds(name: str, finetune: bool, data: Imdb, device: torch.device, **overrides) -> float:
     config, settings = helpers.recipe(name, finetune)
     model = helpers.make_model(name, seed=0, **{**config, **overrides}).to(device)
     if model.finetune:
@@ -36,7 +38,7 @@ def epoch_seconds(name: str, finetune: bool, data: helpers.Imdb, device: torch.d
     model.train()
     batch_size = settings["batch_size"]
     times = []
-    for i, batch in enumerate(helpers.batches(data.train, batch_size, shuffle=True, generator=generator,
+    for i, batch in enumerate(batches(data.train, batch_size, shuffle=True, generator=generator,
                                               device=device)):
         if i > BATCHES:
             break
@@ -88,7 +90,7 @@ def main() -> None:
             records = results.group(name, setting)
             val, val_sd = experiments.mean_std([r.val_acc for r in records])
             test, test_sd = experiments.mean_std([r.test_acc for r in records])
-            model = helpers.load_checkpoint(helpers.checkpoint_path(name, finetune))
+            model = load_checkpoint(checkpoint_path(name, finetune))
             again = helpers.evaluate(model, data.test)["acc"]
             print(f"| {name} | {setting} | {records[0].parameters:,} | {val:.2%} ± {val_sd:.2%} | "
                   f"**{test:.2%} ± {test_sd:.2%}** | {val - test:+.2%} | {again:.2%} "

@@ -1,6 +1,6 @@
 """The student run, timed: `python benchmarks/bench_student_run.py` trains, for notebooks 03 and 04, each model its
 sections need in the student run (`experiments.STUDENT_MODELS`), exactly as the notebooks do
-(`experiments.load_or_train` with RUN_MODE=student: the full training split, `helpers.student_recipe`, seed 0,
+(`experiments.load_or_train` with RUN_MODE=student: the full training split, `student_recipe`, seed 0,
 one torch thread as the notebooks set), into a temporary folder (so nothing is loaded from an earlier run), and
 prints one row per model: section, model, epochs run (of the cap), best validation and test accuracy, wall time
 and CPU time (one thread: on an idle core the wall time would be about the CPU time, so it is the number that does
@@ -24,6 +24,7 @@ import torch
 
 import experiments
 import helpers
+from ex2.training import STUDENT_EPOCHS
 
 SECTIONS = {("rnn", True): "03 §4 gradient reach, §7", ("rnn", False): "03 §4 gradient reach",
             ("gru", True): "03 §4, §7 running prediction", ("gru", False): "03 §4 gradient reach",
@@ -62,7 +63,7 @@ def main(argv=None) -> None:
                 totals[notebook] = (wall + seconds, used + cpu)
                 rows.append((SECTIONS.get((name, finetune), f"0{notebook}"),
                              f"{name} {'trainable' if finetune else 'frozen'}",
-                             f"{record['epochs_run']} of {helpers.STUDENT_EPOCHS[name]} (best {record['best_epoch']})",
+                             f"{record['epochs_run']} of {STUDENT_EPOCHS[name]} (best {record['best_epoch']})",
                              f"{100 * record['val_acc']:.1f} %", f"{100 * record['test_acc']:.1f} %",
                              f"{seconds:.0f} s", f"{cpu:.0f} s"))
                 print(" | ".join(rows[-1]), flush=True)

@@ -80,21 +80,6 @@ class RunMode:
         return cls(name, Path(os.environ.get("RESULTS") or folders[name]))
 
 
-def run_mode() -> str:
-    """The name of the run mode ($RUN_MODE, see `RunMode.from_environment`)."""
-    return RunMode.from_environment().name
-
-
-def quick_run() -> bool:
-    """True in the test command's quick check (`RunMode.quick`)."""
-    return RunMode.from_environment().quick
-
-
-def should_recompute() -> bool:
-    """True where a notebook reruns its whole plan instead of loading records (`RunMode.recompute`)."""
-    return RunMode.from_environment().recompute
-
-
 def set_seed(seed: int = 0) -> None:
     """Seed Python, NumPy and torch (used at the top of every notebook and by `train`)."""
     random.seed(seed)

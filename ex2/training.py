@@ -279,7 +279,7 @@ is what notebook 03, section 4 is about), measured on 2 cores."""
 
 
 def student_recipe(name: str, finetune: bool = True) -> tuple[dict, dict]:
-    """(config overrides, training settings) of the student run (`run_mode()` "student"): `recipe(name, finetune)`
+    """(config overrides, training settings) of the student run (`RunMode` "student"): `recipe(name, finetune)`
     capped at STUDENT_EPOCHS[name] epochs; early stopping and the best epoch's weights as in the recipe."""
     config, settings = recipe(name, finetune)
     return config, {**settings, "epochs": min(settings["epochs"], STUDENT_EPOCHS[models.check_name(name)])}

@@ -9,6 +9,9 @@ import re
 from pathlib import Path
 
 import helpers
+from ex2 import runtime
+from ex2.data import Imdb
+from ex2.models import DEFAULT_CONFIGS, check_name
 from experiments.stats import pack_bits
 
 # --- the key grammar: <group>/seed<seed>, a group being [tokens-<version>/]<model>[-<variant>]/<setting> ---
@@ -167,7 +170,7 @@ def job(key: str, name: str, notebook: int, seed: int = 0, finetune: bool = True
 def searched_size(out: Path, cell: str) -> int | None:
     """The hidden size notebook 03's search found for `cell` (its record in <out>/runs), if it has run."""
     path = record_path(out, search_key(cell))
-    record = helpers.load_json(path, f"the {cell} search record", "rerun notebook 03") if path.exists() else {}
+    record = runtime.load_json(path, f"the {cell} search record", "rerun notebook 03") if path.exists() else {}
     return record.get("best_size")  # None: not run yet
 
 
@@ -239,7 +242,7 @@ def _input_jobs() -> list[dict]:
                    for v in (helpers.TOKENIZER_VERSION, *other)]
 
 
-def experiment_plan(smoke: bool = False, out: Path = helpers.CHECKPOINT_DIR) -> list[dict]:
+def experiment_plan(smoke: bool = False, out: Path = runtime.CHECKPOINT_DIR) -> list[dict]:
     """The jobs behind notebooks 03 and 04. `smoke`: seed 0 of each group only, one epoch each."""
     jobs = _model_jobs() + _variant_jobs(out) + _input_jobs()
     if smoke:
@@ -251,22 +254,22 @@ def experiment_plan(smoke: bool = False, out: Path = helpers.CHECKPOINT_DIR) -> 
 
 
 def full_config(name: str, config: dict | None = None, named: bool = True) -> dict:
-    """Every constructor argument of model `name`: `config` applied to `helpers.DEFAULT_CONFIGS[name]` (`named`; or,
+    """Every constructor argument of model `name`: `config` applied to `DEFAULT_CONFIGS[name]` (`named`; or,
     for a config that is already complete such as a record's `model.info.config`, `named=False`) and the rest at the
     constructors' defaults. Two configs build the same model exactly when their full configs are equal: how a record
     is matched to the job that should have made it."""
-    cls = helpers.RecurrentClassifier if helpers.check_name(name) in ("rnn", "gru") else helpers.TokenScoreClassifier
+    cls = helpers.RecurrentClassifier if check_name(name) in ("rnn", "gru") else helpers.TokenScoreClassifier
     empty = inspect.Parameter.empty
     defaults = {k: p.default for c in (helpers.SentimentModel, cls)
                 for k, p in inspect.signature(c.__init__).parameters.items() if p.default is not empty}
-    return {**defaults, **(helpers.DEFAULT_CONFIGS[name] if named else {}), **(config or {})}
+    return {**defaults, **(DEFAULT_CONFIGS[name] if named else {}), **(config or {})}
 
 
 TFIDF_C = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 """The inverse regularisation strengths `tfidf_baseline` tries; validation accuracy picks one."""
 
 
-def tfidf_baseline(data: helpers.Imdb) -> dict:
+def tfidf_baseline(data: Imdb) -> dict:
     """TF-IDF (1-2-grams) + logistic regression on the same first-`max_len`-token inputs: the non-neural
     anchor the models are compared with. C is the value of TFIDF_C with the best validation accuracy;
     test is scored once, for that C."""

@@ -38,6 +38,11 @@ from pathlib import Path
 import torch
 
 import helpers
+from ex2 import layers, runtime
+from ex2.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
+from ex2.data import Imdb
+from ex2.models import check_name
+from ex2.training import student_recipe
 from experiments import plan, records
 
 MODULE = __spec__.name if __spec__ is not None else __name__
@@ -80,8 +85,8 @@ def check_exercises(names: Iterable[str]) -> None:
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 check()
-        except helpers.Unimplemented as exc:
-            raise helpers.Unimplemented(str(exc)) from None  # one line, no chain
+        except layers.Unimplemented as exc:
+            raise layers.Unimplemented(str(exc)) from None  # one line, no chain
         except Exception:  # noqa: BLE001 - written, if not yet right: the training shows how
             pass
 
@@ -105,23 +110,23 @@ STUDENT_MODELS = {3: (("rnn", True), ("rnn", False), ("gru", True), ("gru", Fals
 seed 0: notebook 03's sections 4 and 7, notebook 04's figures (a benchmark of the reference times them)."""
 
 
-def student_key(name: str, config: dict, settings: dict, data: helpers.Imdb) -> str:
+def student_key(name: str, config: dict, settings: dict, data: Imdb) -> str:
     """8 hex digits naming a student-run model: the source of the parts it runs (EXERCISE_PARTS), its full config,
     its settings and the data (tokenizer, split, sizes). Any change to them names another file, so a stale model is
     never loaded."""
-    parts = [inspect.getsource(getattr(helpers, part)) for part in EXERCISE_PARTS[helpers.check_name(name)]]
+    parts = [inspect.getsource(getattr(helpers, part)) for part in EXERCISE_PARTS[check_name(name)]]
     what = repr((parts, sorted(plan.full_config(name, config).items()), sorted(settings.items()), data.tokenizer,
                  data.split, data.max_len, len(data.train), len(data.val), len(data.test)))
     return hashlib.sha256(what.encode()).hexdigest()[:8]
 
 
-def load_or_train(name: str, data: helpers.Imdb, finetune: bool = True,
+def load_or_train(name: str, data: Imdb, finetune: bool = True,
                   folder: str | Path | None = None) -> helpers.SentimentModel:
     """The seed-0 model `name` (trainable word vectors; `finetune=False`: frozen GloVe) that a section of notebook 03
-    or 04 needs, trained or loaded when the section gets there, as `helpers.run_mode()` says:
+    or 04 needs, trained or loaded when the section gets there, as the run mode says:
 
-    - "student": trained on `data` (the full training split) with `helpers.student_recipe` (the recipe, at most
-      `helpers.STUDENT_EPOCHS[name]` epochs, seed 0) and cached in data/student-run/<name>[_frozen]-<key>.pt, where
+    - "student": trained on `data` (the full training split) with `student_recipe` (the recipe, at most
+      `STUDENT_EPOCHS[name]` epochs, seed 0) and cached in data/student-run/<name>[_frozen]-<key>.pt, where
       <key> hashes the source of the exercise parts the model runs, the recipe and the data: a rerun loads it, and
       a changed part of your code trains it again;
     - "smoke": one epoch on `data` (the test command's 1,000-review subset), never saved;
@@ -131,20 +136,20 @@ def load_or_train(name: str, data: helpers.Imdb, finetune: bool = True,
     In every mode a checkpoint already in an explicitly given `folder` is loaded. Before any training, a part of
     the exercise the model needs that is still a stub stops with its one line (`check_exercises`).
     `model.info.record` holds the model's run record (validation and test accuracy on `data`)."""
-    mode = helpers.run_mode()
+    mode = runtime.RunMode.from_environment().name
     if folder is not None or mode in ("course", "full"):
-        path = helpers.checkpoint_path(name, finetune, folder or records.results_folder())
+        path = checkpoint_path(name, finetune, folder or records.results_folder())
         if path.exists():
-            return helpers.load_checkpoint(path)
+            return load_checkpoint(path)
         if mode in ("course", "full"):
             return _train(name, data, *helpers.recipe(name, finetune), path)
-    config, settings = helpers.student_recipe(name, finetune)
+    config, settings = student_recipe(name, finetune)
     if mode == "smoke":
         return _train(name, data, config, {**settings, "epochs": 1}, None)
     key = student_key(name, config, settings, data)
-    path = records.STUDENT_RUN / f"{helpers.checkpoint_path(name, finetune).stem}-{key}.pt"
+    path = records.STUDENT_RUN / f"{checkpoint_path(name, finetune).stem}-{key}.pt"
     if path.exists():
-        return helpers.load_checkpoint(path)
+        return load_checkpoint(path)
     return _train(name, data, config, settings, path)
 
 
@@ -154,7 +159,7 @@ def _train(name, data, config, settings, path):
     model, history = helpers.train_model(name, data, seed=0, config=config, **settings)
     records.run_record(model, history, data, seed=0)
     if path is not None:
-        helpers.save_checkpoint(model, path)
+        save_checkpoint(model, path)
     return model
 
 
@@ -168,21 +173,21 @@ def rerun(notebook: int, out: str | Path, smoke: bool = False) -> None:
     check_exercises(NOTEBOOK_MODELS.get(notebook, helpers.MODEL_NAMES))
     command = [sys.executable, "-m", MODULE, "--notebook", str(notebook), "--out", str(Path(out).resolve()),
                *(["--smoke"] if smoke else [])]
-    unimplemented, root = None, f"{helpers.ROOT}{os.sep}"
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=helpers.ROOT,
+    unimplemented, root = None, f"{runtime.ROOT}{os.sep}"
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=runtime.ROOT,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"}) as proc:
         first = proc.stdout.readline().replace(root, "")
         print(first, end="")
         total = int(first.split()[0]) if first[:1].isdigit() else None
-        with helpers.progress_bar(total=total, desc="jobs", unit="job") as bar:
+        with runtime.progress_bar(total=total, desc="jobs", unit="job") as bar:
             for line in proc.stdout:
-                if line.startswith(f"{helpers.Unimplemented.__name__}: "):  # a worker met a stub: that line alone
+                if line.startswith(f"{layers.Unimplemented.__name__}: "):  # a worker met a stub: that line alone
                     unimplemented = line.split(": ", 1)[1].strip()
                     continue
                 print(line.replace(root, ""), end="", flush=True)
                 bar.update(line.startswith("done "))
     if unimplemented:
-        raise helpers.Unimplemented(unimplemented)
+        raise layers.Unimplemented(unimplemented)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(command[1:])} failed (exit code {proc.returncode}); its last lines are "
                            f"above. The finished jobs are kept in {helpers.relative(out)}: rerun to continue.")
@@ -190,7 +195,7 @@ def rerun(notebook: int, out: str | Path, smoke: bool = False) -> None:
 
 # --- the workers ---
 
-def run_job(job: dict, data: helpers.Imdb,
+def run_job(job: dict, data: Imdb,
             out: Path) -> tuple[records.RunRecord | records.AnchorRecord, helpers.SentimentModel | None]:
     """Run one job; returns (its record, the trained model or None). One line per epoch, prefixed with the key."""
     if job["kind"] == "tfidf":
@@ -200,7 +205,7 @@ def run_job(job: dict, data: helpers.Imdb,
         parent = plan.record_path(out, job["refit_of"])
         if not parent.exists():
             raise RuntimeError(f"{job['key']} refits {job['refit_of']}, which has no record in {out}: run it first")
-        best = helpers.load_json(parent, "the refit's parent record", f"python -m {MODULE}")["best_epoch"]
+        best = runtime.load_json(parent, "the refit's parent record", f"python -m {MODULE}")["best_epoch"]
         data = dataclasses.replace(data, train=data.train.concat(data.val))  # validation is no longer held out
         settings = {**settings, "epochs": best, "patience": None}
     model, history = helpers.train_model(
@@ -270,11 +275,11 @@ def worker(keys: list[str], out: Path, smoke: bool) -> None:
             datasets[version] = helpers.load_imdb(subset=1000 if smoke else None, verbose=False, tokenizer=version)
         try:
             record, model = run_job(jobs[key], datasets[version], out)
-        except helpers.Unimplemented as exc:  # a stub of the student release: its one line, no traceback
+        except layers.Unimplemented as exc:  # a stub of the student release: its one line, no traceback
             print(f"{type(exc).__name__}: {exc}", flush=True)
             sys.exit(UNIMPLEMENTED)
         if jobs[key].get("checkpoint"):  # seed 0 of a named model
-            helpers.save_checkpoint(model, helpers.checkpoint_path(jobs[key]["name"], jobs[key]["finetune"], out))
+            save_checkpoint(model, checkpoint_path(jobs[key]["name"], jobs[key]["finetune"], out))
         record = dataclasses.replace(record, job=_as_recorded(jobs[key]), code=code, created=time.strftime("%Y-%m-%d"),
                                      wall_seconds=time.perf_counter() - start)
         records.save(record, out)
@@ -286,7 +291,7 @@ def launch(shares: list[list[str]], out: Path, smoke: bool) -> list[int]:
     """Start one worker per share and relay their lines (the notebooks show them); returns the exit codes."""
     env = {**os.environ, "HELPERS_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
     procs = [subprocess.Popen([sys.executable, "-m", MODULE, "--out", str(out), *(["--smoke"] if smoke else []),
-                               "--worker-keys", *keys], cwd=helpers.ROOT, env=env, stdout=subprocess.PIPE,
+                               "--worker-keys", *keys], cwd=runtime.ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for keys in shares if keys]
     selector = selectors.DefaultSelector()
     for proc in procs:
@@ -295,7 +300,7 @@ def launch(shares: list[list[str]], out: Path, smoke: bool) -> list[int]:
     while open_streams:
         for event, _ in selector.select():
             line = event.fileobj.readline()
-            if line.startswith(f"{helpers.Unimplemented.__name__}: "):  # several workers meet the same stub: once
+            if line.startswith(f"{layers.Unimplemented.__name__}: "):  # several workers meet the same stub: once
                 if line in said:
                     continue
                 said.add(line)
@@ -324,7 +329,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", default=[], help="run jobs whose key contains this (repeatable)")
     parser.add_argument("--notebook", type=int, choices=(3, 4), help="only the jobs behind this notebook")
-    parser.add_argument("--out", type=Path, default=helpers.CHECKPOINT_DIR, help="where records and checkpoints go")
+    parser.add_argument("--out", type=Path, default=runtime.CHECKPOINT_DIR, help="where records and checkpoints go")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--force", action="store_true", help="redo jobs that already have a record")
     parser.add_argument("--add-correctness", action="store_true", help="redo the run records that keep no per-review "

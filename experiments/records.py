@@ -15,6 +15,10 @@ import numpy as np
 import torch
 
 import helpers
+from ex2 import runtime
+from ex2.checkpoints import RESTORE_HINT
+from ex2.data import Imdb
+from ex2.training import is_correct, split_logits
 from experiments import plan, stats
 
 if TYPE_CHECKING:
@@ -129,7 +133,7 @@ def from_dict(record: Mapping, where: str = "a record") -> RunRecord | AnchorRec
 
 def save(record: RunRecord | AnchorRecord | SearchRecord, folder: str | Path) -> Path:
     """Write `record` to <folder>/runs/ under its job's key, atomically (what `Results.load` reads back)."""
-    return helpers.save_json(record.to_dict(), plan.record_path(folder, record.key))
+    return runtime.save_json(record.to_dict(), plan.record_path(folder, record.key))
 
 
 def results_folder() -> Path:
@@ -139,10 +143,10 @@ def results_folder() -> Path:
     return helpers.RunMode.from_environment().results
 
 
-STUDENT_RUN = helpers.DATA_DIR / "student-run"
+STUDENT_RUN = runtime.DATA_DIR / "student-run"
 """Where the student run caches each model it trained (git-ignored, like all of data/)."""
 
-COURSE_RESULTS = helpers.ROOT / "course_results"
+COURSE_RESULTS = runtime.ROOT / "course_results"
 """The course's full-run records in the student release (what checkpoints/runs/ holds here, without the
 checkpoints): the multi-seed tables of a quick run are drawn from them."""
 
@@ -158,14 +162,14 @@ class Results:
     def load(cls, folder: str | Path | None = None) -> Results:
         """Every job record in <folder>/runs/ (default checkpoints/; written by `experiments.recompute` and
         notebook 03's search), by key. A damaged record names its file."""
-        folder = Path(folder or helpers.CHECKPOINT_DIR)
+        folder = Path(folder or runtime.CHECKPOINT_DIR)
         paths = sorted((folder / "runs").glob("*.json"))
         if not paths:
-            hint = helpers.RESTORE_HINT.format(path=folder / "runs")
+            hint = RESTORE_HINT.format(path=folder / "runs")
             raise FileNotFoundError(f"no results in {folder / 'runs'}: {hint}")
         runs = {}
         for path in paths:
-            record = helpers.load_json(path, "one job's record", helpers.RESTORE_HINT.format(path=path))
+            record = runtime.load_json(path, "one job's record", RESTORE_HINT.format(path=path))
             runs[record["job"]["key"]] = from_dict(record, str(path))
         return cls(runs, folder)
 
@@ -205,19 +209,19 @@ class Results:
 def course_results() -> Results | None:
     """The course's full run (five seeds per comparison, the searches' trials), with its `folder`:
     course_results/ in the student release, the committed checkpoints/ here; None where neither has records."""
-    for folder in (COURSE_RESULTS, helpers.CHECKPOINT_DIR):
+    for folder in (COURSE_RESULTS, runtime.CHECKPOINT_DIR):
         if (folder / "runs").is_dir() and any((folder / "runs").glob("*.json")):
             return Results.load(folder)
     return None
 
 
 def correct_flags(model: torch.nn.Module, split: helpers.Split) -> np.ndarray:
-    """Whether `model` classifies each review of `split` right (`helpers.is_correct`, as `helpers.evaluate` counts),
+    """Whether `model` classifies each review of `split` right (`is_correct`, as `helpers.evaluate` counts),
     in order: its mean is the accuracy."""
-    return helpers.is_correct(helpers.split_logits(model, split), split.labels).numpy()
+    return is_correct(split_logits(model, split), split.labels).numpy()
 
 
-def run_record(model: helpers.SentimentModel, history: helpers.History, data: helpers.Imdb, seed: int) -> RunRecord:
+def run_record(model: helpers.SentimentModel, history: helpers.History, data: Imdb, seed: int) -> RunRecord:
     """The `RunRecord` of a trained model on `data` (the test split is read here, once per run); kept as a plain
     dict in `model.info.record`, which its checkpoint saves."""
     history = history.as_dict()

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import helpers
+from ex2 import runtime
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,18 +26,18 @@ def optuna_storage():
     # RDB URL (`sqlite:///x.db`, `postgresql://user:pw@host/db`) is passed on to Optuna.
     spec = os.environ.get("OPTUNA_STORAGE", "").strip()
     if not spec:
-        folder = helpers.DATA_DIR / "optuna"
+        folder = runtime.DATA_DIR / "optuna"
         folder.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{folder / 'ex2.db'}"
     if spec.startswith("journal:") or spec.endswith((".log", ".journal")):
-        path = helpers.ROOT / Path(spec.removeprefix("journal:")).expanduser()  # an absolute path stays as it is
+        path = runtime.ROOT / Path(spec.removeprefix("journal:")).expanduser()  # an absolute path stays as it is
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
     if "://" not in spec:
         raise ValueError(f"OPTUNA_STORAGE={spec!r} is neither a journal file (.log, .journal, journal:...) "
                          f"nor a database URL such as sqlite:///path/to/study.db")
     if spec.startswith("sqlite:///") and not spec.startswith(("sqlite:////", "sqlite:///:memory:")):  # a relative path
-        return f"sqlite:///{helpers.ROOT / spec.removeprefix('sqlite:///')}"
+        return f"sqlite:///{runtime.ROOT / spec.removeprefix('sqlite:///')}"
     return spec
 
 

@@ -7,13 +7,14 @@ from functools import lru_cache
 import pytest
 
 import helpers
+from ex2.data import ImdbError
 
 
 @lru_cache(maxsize=1)
 def _imdb_missing_reason() -> str | None:
     try:
         helpers.find_imdb(download=False)
-    except helpers.ImdbError as exc:
+    except ImdbError as exc:
         return f"needs the IMDB dataset. {exc}"
     return None
 

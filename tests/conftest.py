@@ -9,6 +9,7 @@ from imdb_fixtures import TOY_LOAD, TOY_REVIEWS, write_archive
 
 import helpers
 from ex2 import runtime
+from ex2.data import ImdbError
 
 
 @pytest.fixture
@@ -19,13 +20,12 @@ def tiny_archive(tmp_path):
 
 @pytest.fixture
 def isolated_data_dir(tmp_path, monkeypatch):
-    """Point data/ and its cache at a temp dir so tests never touch the real ones: in `ex2.runtime`, where ex2 reads
-    them, and in the `helpers` face, where the modules beside it read them."""
+    """Point data/ and its cache at a temp dir so tests never touch the real ones: in `ex2.runtime`, where every
+    module reads them (`runtime.DATA_DIR` at call time, never a copy)."""
     data = tmp_path / "data"
     data.mkdir()
-    for module in (runtime, helpers):
-        monkeypatch.setattr(module, "DATA_DIR", data)
-        monkeypatch.setattr(module, "CACHE_DIR", data / "cache")
+    monkeypatch.setattr(runtime, "DATA_DIR", data)
+    monkeypatch.setattr(runtime, "CACHE_DIR", data / "cache")
     monkeypatch.delenv("IMDB_PATH", raising=False)
     return data
 
@@ -61,7 +61,7 @@ def imdb_source():
     """Where the real IMDB is ($IMDB_PATH or data/, never downloaded); skipped (with how-to) when absent."""
     try:
         return helpers.find_imdb(download=False)
-    except helpers.ImdbError as exc:
+    except ImdbError as exc:
         pytest.skip(f"real IMDB not available - set IMDB_PATH to aclImdb_v1.tar.gz. {exc}")
 
 

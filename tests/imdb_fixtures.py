@@ -3,7 +3,6 @@ import io
 import tarfile
 from pathlib import Path
 
-
 REVIEWS = {
     ("train", "pos"): ["A wonderful, moving film.<br />Loved it!", "Great acting; don't miss it."],
     ("train", "neg"): ["Terrible plot. I can't recommend it.", "Boring, bad and far too long..."],

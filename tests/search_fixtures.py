@@ -86,6 +86,7 @@ def _worker(study_name: str, seed: str, n_trials: str, n_workers: str, ready_dir
 
     import experiments
     import helpers
+    from ex2 import runtime
 
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -94,7 +95,7 @@ def _worker(study_name: str, seed: str, n_trials: str, n_workers: str, ready_dir
         from imdb_fixtures import TOY_LOAD
 
         os.environ["IMDB_PATH"] = toy_archive
-        helpers.CACHE_DIR = ready / f"cache-{os.getpid()}"  # the test's temp dir, not the repository's data/
+        runtime.CACHE_DIR = ready / f"cache-{os.getpid()}"  # the test's temp dir, not the repository's data/
         objective = training_objective(helpers.load_imdb(**TOY_LOAD, verbose=False), pause=0.2)
     else:
         def objective(trial):

@@ -47,7 +47,7 @@ def execute_notebook(path: str | Path, timeout: int | None = 7200) -> float:
     raises RuntimeError naming it, and the file on disk is left as it was."""
     import nbformat
 
-    import helpers
+    from ex2 import runtime
 
     env = os.environ.pop("SMOKE_TEST", None)
     try:
@@ -55,7 +55,7 @@ def execute_notebook(path: str | Path, timeout: int | None = 7200) -> float:
         if error:
             raise RuntimeError(f"{path}: {error}")
         strip_widget_state(nb)
-        with helpers.atomic_path(Path(path).resolve()) as tmp:
+        with runtime.atomic_path(Path(path).resolve()) as tmp:
             nbformat.write(nb, tmp)
         return seconds
     finally:
@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(p) for p in paths if not p.is_file() or p.suffix != ".ipynb"]
     if missing:
         parser.error(f"not a notebook: {', '.join(missing)}")
-    import helpers
+    from ex2 import runtime
 
-    timeout = None if helpers.should_recompute() else 7200  # a recompute cell may run for hours
+    timeout = None if runtime.RunMode.from_environment().recompute else 7200  # a recompute cell may run for hours
     for path in paths:
         print(f"{path}: {execute_notebook(path, timeout):.0f} s", flush=True)
     return 0

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 import helpers
+from ex2 import runtime
+from ex2.models import DEFAULT_CONFIGS
 from experiments import plan, records, stats
 
 LABELS = {
@@ -45,7 +47,7 @@ def markdown_table(results: records.Results) -> str:
         own = helpers.count_parameters(helpers.make_model(name, seed=None), embeddings=False)
         c = records.compare(trainable, frozen)
         gap = [stats.mean_std([r.val_acc - r.test_acc for r in g])[0] * 100 for g in (trainable, frozen)]
-        rows.append(f"| {LABELS[name]} | {helpers.DEFAULT_CONFIGS[name]['hidden']} | "
+        rows.append(f"| {LABELS[name]} | {DEFAULT_CONFIGS[name]['hidden']} | "
                     f"{own:,} + {trainable[0].parameters - own:,} | {len(trainable)} | "
                     f"**{pct([r.test_acc for r in trainable])}** | {pct([r.test_acc for r in frozen])} | {c.short()} | "
                     f"{gap[0]:+.1f} / {gap[1]:+.1f} pts |")
@@ -75,7 +77,7 @@ def peer_table(results: records.Results) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=helpers.CHECKPOINT_DIR, help="the folder with runs/")
+    parser.add_argument("--out", type=Path, default=runtime.CHECKPOINT_DIR, help="the folder with runs/")
     args = parser.parse_args(argv)
     results = records.Results.load(args.out)
     print(markdown_table(results), peer_table(results), sep="\n\n")

@@ -8,13 +8,13 @@ import subprocess
 import sys
 
 import pytest
-from test_ci_workflow import actionlint
+from workflow_fixtures import actionlint
 
-import helpers
 from assignment import make_release
 from assignment.questions import QUESTIONS
+from ex2 import runtime
 
-ROOT = helpers.ROOT
+ROOT = runtime.ROOT
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def release(tmp_path_factory):
 
 def test_release_holds_no_solution_and_no_shortcut(release):
     out, made = release
-    cells = [c for nb in (helpers.ROOT / "notebooks").glob("*.ipynb") for c in json.loads(nb.read_text())["cells"]
+    cells = [c for nb in (runtime.ROOT / "notebooks").glob("*.ipynb") for c in json.loads(nb.read_text())["cells"]
              if c.get("metadata", {}).get("nbgrader", {}).get("solution")]
     code_regions = sum("".join(c["source"]).count(make_release.BEGIN) for c in cells if c["cell_type"] == "code")
     written = sum(c["cell_type"] == "markdown" for c in cells)

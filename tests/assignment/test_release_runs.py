@@ -13,9 +13,11 @@ import pytest
 
 import helpers
 from assignment import make_release
+from ex2 import runtime
+from ex2.data import ImdbError
 from grader.notebooks import run_notebook
 
-ROOT = helpers.ROOT
+ROOT = runtime.ROOT
 NB03, NB04 = "notebooks/03_rnn_gru_tpe_search.ipynb", "notebooks/04_token_scores_and_attention.ipynb"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -29,7 +31,7 @@ def _objective_cells():
 def _imdb_missing() -> bool:
     try:
         helpers.find_imdb(download=False)
-    except helpers.ImdbError:
+    except ImdbError:
         return True
     return False
 
@@ -45,10 +47,10 @@ def release(tmp_path_factory):
     out = tmp_path_factory.mktemp("student") / "ex2"
     make_release.make_release(out)
     shipped = sorted(p.name for p in (out / "course_results" / "runs").glob("*.json"))
-    assert shipped == sorted(p.name for p in (helpers.CHECKPOINT_DIR / "runs").glob("*.json"))  # records, all of them
+    assert shipped == sorted(p.name for p in (runtime.CHECKPOINT_DIR / "runs").glob("*.json"))  # records, all of them
     assert not list(out.rglob("*.pt")), "no checkpoint in the release"
     (out / "data" / "cache").mkdir(parents=True, exist_ok=True)
-    for cache in helpers.CACHE_DIR.glob("imdb-*.pt"):
+    for cache in runtime.CACHE_DIR.glob("imdb-*.pt"):
         shutil.copy2(cache, out / "data" / "cache" / cache.name)
     return out
 
@@ -106,7 +108,7 @@ def solved_release(release, tmp_path_factory):
     out = tmp_path_factory.mktemp("solved") / "ex2"
     shutil.copytree(release, out)
     shutil.copy2(ROOT / "ex2" / "layers.py", out / "ex2" / "layers.py")
-    quick = helpers.DATA_DIR / "retrain-smoke"
+    quick = runtime.DATA_DIR / "retrain-smoke"
     if (quick / "runs").is_dir():
         shutil.copytree(quick, out / "data" / "retrain-smoke",
                         ignore=lambda folder, names: [n for n in names if n in ("sum__frozen__seed0.json", "rnn.pt")])

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-import helpers
+from ex2 import runtime
 
 NB03 = "notebooks/03_rnn_gru_tpe_search.ipynb"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 needs_imdb = pytest.mark.skipif(os.environ.get("IMDB_PATH") is None and not any(
-    (helpers.DATA_DIR / name).exists() for name in ("aclImdb_v1.tar.gz", "aclImdb")),
+    (runtime.DATA_DIR / name).exists() for name in ("aclImdb_v1.tar.gz", "aclImdb")),
     reason="needs the IMDB dataset (IMDB_PATH)")
 
 
@@ -23,7 +23,7 @@ def layers_with_one_stub(function: str) -> str:
     from assignment import make_release
 
     out, region, keep, scope = [], False, True, []
-    for line in (helpers.ROOT / "ex2" / "layers.py").read_text(encoding="utf-8").splitlines(keepends=True):
+    for line in (runtime.ROOT / "ex2" / "layers.py").read_text(encoding="utf-8").splitlines(keepends=True):
         match = re.match(r"(\s*)(?:class|def) (\w+)", line)
         if match and not region:
             depth = len(match.group(1))
@@ -49,7 +49,7 @@ def release(tmp_path_factory):
     out = tmp_path_factory.mktemp("stops") / "ex2"
     make_release.make_release(out)
     (out / "data" / "cache").mkdir(parents=True, exist_ok=True)
-    for cache in helpers.CACHE_DIR.glob("imdb-*.pt"):  # the tokenized IMDB, so the notebook does not tokenize again
+    for cache in runtime.CACHE_DIR.glob("imdb-*.pt"):  # the tokenized IMDB, so the notebook does not tokenize again
         shutil.copy2(cache, out / "data" / "cache" / cache.name)
     return out
 
@@ -94,7 +94,7 @@ def test_notebook_03_stops_at_the_first_section_that_needs_the_missing_part(rele
     folder = tmp_path / "ex2"
     shutil.copytree(release, folder)
     (folder / "ex2" / "layers.py").write_text(layers_with_one_stub(part) if part else
-                                              (helpers.ROOT / "ex2" / "layers.py").read_text(encoding="utf-8"),
+                                              (runtime.ROOT / "ex2" / "layers.py").read_text(encoding="utf-8"),
                                               encoding="utf-8")
     nb, stopped = execute(folder)
     assert stopped is not None, "ran to the end with a part missing"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import helpers
 from assignment import make_release
+from ex2 import runtime
 
 NB04 = "notebooks/04_token_scores_and_attention.ipynb"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -83,7 +83,7 @@ def test_with_only_the_attention_left_it_stops_at_the_attention_section(release,
 
     solved = tmp_path / "ex2"
     shutil.copytree(release, solved)
-    reference = (helpers.ROOT / "ex2" / "layers.py").read_text(encoding="utf-8")
+    reference = (runtime.ROOT / "ex2" / "layers.py").read_text(encoding="utf-8")
     stubbed = only_stub(reference, "SelfAttention", "forward")
     assert stubbed.count("raise NotImplementedError()") == reference.count("raise NotImplementedError()") + 1
     (solved / "ex2" / "layers.py").write_text(stubbed, encoding="utf-8")

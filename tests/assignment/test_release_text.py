@@ -11,10 +11,10 @@ import nbformat
 import pytest
 import torch
 
-import helpers
 from assignment import make_release
+from ex2 import runtime
 
-ROOT = helpers.ROOT
+ROOT = runtime.ROOT
 
 NB01 = "notebooks/01_derivatives_backprop_skip_connections.ipynb"
 NB02 = "notebooks/02_architectures_and_text_to_image.ipynb"

@@ -9,8 +9,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-import helpers
 from assignment import make_release
+from ex2 import runtime
 from grader.notebooks import run_notebook
 
 NB01 = "01_derivatives_backprop_skip_connections.ipynb"
@@ -28,7 +28,7 @@ def release(tmp_path_factory) -> Path:
 def solution(grade_id: str) -> str:
     """The reference's source of a solution code cell of notebook 01 or 02, by its nbgrader grade_id."""
     for name in (NB01, NB02):
-        for cell in nbformat.read(helpers.ROOT / "notebooks" / name, as_version=4).cells:
+        for cell in nbformat.read(runtime.ROOT / "notebooks" / name, as_version=4).cells:
             if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
                 return cell.source
     raise KeyError(grade_id)

@@ -15,8 +15,9 @@ import torch
 
 import helpers
 from assignment.questions import QUESTIONS
+from ex2 import runtime
 
-ROOT = helpers.ROOT
+ROOT = runtime.ROOT
 STUDENT = ROOT / "assignment" / "student"
 
 

@@ -6,11 +6,11 @@ import re
 
 import pytest
 
-import helpers
 from assignment import questions
+from ex2 import runtime
 from grader import marking
 
-NOTEBOOKS = sorted((helpers.ROOT / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((runtime.ROOT / "notebooks").glob("*.ipynb"))
 
 
 def answer_cells() -> dict[str, tuple[str, dict, str]]:

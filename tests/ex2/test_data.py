@@ -10,6 +10,7 @@ from imdb_fixtures import REVIEWS, write_archive, write_folder
 import helpers
 from ex2 import data as imdb
 from ex2 import runtime
+from ex2.data import ImdbError, batches, download_imdb, encode
 
 
 def test_tokenizer_matches_glove_conventions():
@@ -33,7 +34,7 @@ def test_course_tokenizer_is_the_course_loaders_definition():
         imdb.get_tokenizer("bpe")
     with pytest.raises(ValueError):
         helpers.course_tokenize(3)
-    ids, lengths, kept = helpers.encode(["Don't miss it!!"], max_len=5, tokenizer="course-v1")
+    ids, lengths, kept = encode(["Don't miss it!!"], max_len=5, tokenizer="course-v1")
     assert kept == [["don", "miss", "it"]] and lengths.tolist() == [3]
 
 
@@ -117,7 +118,7 @@ def test_a_second_process_waits_for_the_cache_instead_of_tokenizing_again(tiny_i
              "data = helpers.load_imdb(max_len=5, val_size=2); print('loaded', len(data.test))")
     with runtime.exclusive_lock(cache.with_suffix(".lock")):
         proc = subprocess.Popen([sys.executable, "-c", child, str(cache.parent)], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, cwd=helpers.ROOT)
+                                stderr=subprocess.STDOUT, text=True, cwd=runtime.ROOT)
         assert proc.stdout.readline() == "ready\n"
         time.sleep(1.0)  # the child reaches the lock and finds no cache
         assert proc.poll() is None, proc.stdout.read()  # it waits
@@ -138,7 +139,7 @@ def test_missing_data_without_network_names_every_option(isolated_data_dir, monk
         raise OSError("network unreachable")
 
     monkeypatch.setattr(imdb.urllib.request, "urlopen", offline)
-    with pytest.raises(helpers.ImdbError) as info:
+    with pytest.raises(ImdbError) as info:
         helpers.load_imdb()
     message = str(info.value)
     assert "IMDB_PATH" in message and str(isolated_data_dir) in message and imdb.IMDB_URL in message
@@ -147,7 +148,7 @@ def test_missing_data_without_network_names_every_option(isolated_data_dir, monk
 
 def test_missing_env_path_is_reported(isolated_data_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("IMDB_PATH", str(tmp_path / "nope.tar.gz"))
-    with pytest.raises(helpers.ImdbError, match="nope.tar.gz does not exist"):
+    with pytest.raises(ImdbError, match="nope.tar.gz does not exist"):
         helpers.load_imdb()
 
 
@@ -156,7 +157,7 @@ def test_corrupt_archive_names_the_file(tmp_path, isolated_data_dir, monkeypatch
     good = write_archive(tmp_path / "good.tar.gz").read_bytes()
     bad.write_bytes(good[: len(good) // 2])  # truncated download
     monkeypatch.setenv("IMDB_PATH", str(bad))
-    with pytest.raises(helpers.ImdbError, match="aclImdb_v1.tar.gz is not a readable IMDB archive"):
+    with pytest.raises(ImdbError, match="aclImdb_v1.tar.gz is not a readable IMDB archive"):
         helpers.load_imdb()
     assert not list((isolated_data_dir / "cache").glob("*.pt*"))  # no cache entry, no partial file (the lock stays)
 
@@ -165,7 +166,7 @@ def test_wrong_layout_says_what_was_found(tmp_path, monkeypatch, isolated_data_d
     flat = {("train", "pos"): ["good"], ("test", "pos"): ["fine"]}  # no negatives at all
     path = write_archive(tmp_path / "flat.tar.gz", reviews=flat)
     monkeypatch.setenv("IMDB_PATH", str(path))
-    with pytest.raises(helpers.ImdbError, match=r"wrong layout.*found 1 pos / 0 neg"):
+    with pytest.raises(ImdbError, match=r"wrong layout.*found 1 pos / 0 neg"):
         helpers.load_imdb()
 
 
@@ -188,12 +189,12 @@ def test_download_verifies_checksum_and_writes_atomically(tmp_path, isolated_dat
     payload = write_archive(tmp_path / "src.tar.gz").read_bytes()
     monkeypatch.setattr(imdb.urllib.request, "urlopen", lambda *a, **k: _FakeResponse(payload))
     dest = isolated_data_dir / "aclImdb_v1.tar.gz"
-    with pytest.raises(helpers.ImdbError, match="checksum mismatch"):
-        helpers.download_imdb(md5="0" * 32, dest=dest)
+    with pytest.raises(ImdbError, match="checksum mismatch"):
+        download_imdb(md5="0" * 32, dest=dest)
     assert list(isolated_data_dir.iterdir()) == []  # partial file removed
     import hashlib
     good_md5 = hashlib.md5(payload).hexdigest()
-    assert helpers.download_imdb(md5=good_md5, dest=dest) == dest
+    assert download_imdb(md5=good_md5, dest=dest) == dest
     assert dest.read_bytes() == payload
     assert [p.name for p in isolated_data_dir.iterdir()] == ["aclImdb_v1.tar.gz"]
 
@@ -240,7 +241,7 @@ def test_subset_keeps_a_stratified_sample_of_each_split(toy_data):
 
 def test_encode_pads_cuts_and_keeps_the_tokens():
     glove = helpers.load_glove()
-    ids, lengths, kept = helpers.encode(["a great film", "bad " * 10, "qwzxqwzx"], max_len=4)
+    ids, lengths, kept = encode(["a great film", "bad " * 10, "qwzxqwzx"], max_len=4)
     assert ids.shape == (3, 4) and lengths.tolist() == [3, 4, 1]
     assert ids[0].tolist() == [glove.index["a"], glove.index["great"], glove.index["film"], imdb.PAD]
     assert ids[1].tolist() == [glove.index["bad"]] * 4  # cut to max_len
@@ -266,5 +267,5 @@ def test_real_imdb_sizes_and_split(real_imdb, imdb_small, imdb_source):
 
 def test_batches_trim_to_longest_review(tiny_imdb):
     data = helpers.load_imdb(max_len=50, val_size=2, verbose=False)
-    ids, lengths, labels = next(helpers.batches(data.test, 8))
+    ids, lengths, labels = next(batches(data.test, 8))
     assert ids.shape[1] == int(lengths.max()) and len(labels) == 2

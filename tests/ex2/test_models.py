@@ -8,8 +8,8 @@ import torch
 
 import experiments
 import helpers
+from ex2 import checkpoints, layers, models
 from ex2 import data as imdb
-from ex2 import layers, models
 
 
 def _copy(src, cell):
@@ -203,10 +203,10 @@ def test_only_training_vocabulary_rows_are_trained_and_checkpoints_store_them(to
     assert model.delta.weight[0].abs().sum() == 0  # the fixed zero row
     assert helpers.count_parameters(model) - helpers.count_parameters(model, embeddings=False) == len(vocab) * 50
 
-    path = helpers.save_checkpoint(model, tmp_path / "m.pt")
+    path = checkpoints.save_checkpoint(model, tmp_path / "m.pt")
     stored = torch.load(path, weights_only=True)["state_dict"]
     assert stored["delta.weight"].dtype == torch.float16 and "embedding" not in stored
-    loaded = helpers.load_checkpoint(path)
+    loaded = checkpoints.load_checkpoint(path)
     assert torch.equal(loaded.adapted_ids, model.adapted_ids)
     texts = ["a great wonderful film", "bad boring awful"]
     np.testing.assert_allclose(helpers.predict(loaded, texts), helpers.predict(model, texts), atol=2e-3)
@@ -296,7 +296,7 @@ def test_position_code_is_added_and_grows_for_long_inputs():
 
 def test_model_info_is_the_one_record_of_what_a_model_is():
     model = helpers.make_model("gru", seed=0, hidden=16)
-    assert model.info == models.ModelInfo(name="gru", config={**helpers.DEFAULT_CONFIGS["gru"], "hidden": 16})
+    assert model.info == models.ModelInfo(name="gru", config={**models.DEFAULT_CONFIGS["gru"], "hidden": 16})
     assert model.cell.hidden_size == 16  # the config is the one the model was built with
 
 

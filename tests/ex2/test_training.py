@@ -8,7 +8,8 @@ import torch
 
 import experiments
 import helpers
-from ex2 import runtime, training
+from ex2 import data, runtime, training
+from ex2.checkpoints import load_checkpoint, save_checkpoint
 
 
 @pytest.mark.parametrize("name", ["gru", "attn_weighted"])
@@ -68,7 +69,7 @@ def test_train_curves_are_measured_in_eval_mode_after_each_epoch(toy_data, monke
 
 
 def test_train_step_updates_with_clipped_gradients(toy_data, monkeypatch):
-    ids, lengths, labels = next(helpers.batches(toy_data.train, 8))
+    ids, lengths, labels = next(data.batches(toy_data.train, 8))
 
     def step(clip: float):
         monkeypatch.setattr(training, "CLIP_NORM", clip)
@@ -89,7 +90,7 @@ def test_train_step_updates_with_clipped_gradients(toy_data, monkeypatch):
 
 
 def test_the_word_vector_decay_acts_on_the_corrections_only(toy_data):
-    ids, lengths, labels = next(helpers.batches(toy_data.train, 8))
+    ids, lengths, labels = next(data.batches(toy_data.train, 8))
 
     def step(emb_weight_decay: float):
         model = helpers.make_model("sum", seed=0, emb_dropout=0.0)
@@ -233,8 +234,8 @@ def test_device_selection(monkeypatch):
 def test_models_follow_the_device_they_are_moved_to(monkeypatch, tmp_path):
     monkeypatch.setenv("DEVICE", "cpu")
     model = helpers.make_model("gru", seed=0)
-    path = helpers.save_checkpoint(model, tmp_path / "g.pt")
-    loaded = helpers.load_checkpoint(path)
+    path = save_checkpoint(model, tmp_path / "g.pt")
+    loaded = load_checkpoint(path)
     assert helpers.model_device(loaded) == torch.device("cpu")
     assert helpers.predict(loaded, "fine").shape == (1,)
 
@@ -243,21 +244,20 @@ def test_one_run_mode_knob(monkeypatch, tmp_path):
     """RUN_MODE is the one knob, read into one `RunMode`: unset it loads the committed results here ("course") and
     trains the student run where there are none (the release); SMOKE_TEST=1 is the test command's "smoke"; RETRAIN=1 /
     FULL=1 mean "full"; RESULTS moves the results folder; an unknown value, or "course" without committed results, is
-    an error that names the choices. The old spellings (`run_mode`, `quick_run`, `should_recompute`) agree."""
+    an error that names the choices."""
     for name in ("RUN_MODE", "SMOKE_TEST", "FULL", "RETRAIN", "RESULTS"):
         monkeypatch.delenv(name, raising=False)
 
     def mode(name: str, quick: bool, recompute: bool, results):
         got = helpers.RunMode.from_environment()
         assert (got.name, got.quick, got.recompute, got.results) == (name, quick, recompute, results), got
-        assert (helpers.run_mode(), helpers.quick_run(), helpers.should_recompute()) == (name, quick, recompute)
         return got
 
     assert (runtime.CHECKPOINT_DIR / "runs").is_dir()  # the reference
     course = mode("course", False, False, runtime.CHECKPOINT_DIR)
     with pytest.raises(dataclasses.FrozenInstanceError):
         course.name = "full"
-    assert experiments.results_folder() == helpers.CHECKPOINT_DIR
+    assert experiments.results_folder() == runtime.CHECKPOINT_DIR
     monkeypatch.setenv("RETRAIN", "1")
     mode("full", False, True, runtime.DATA_DIR / "retrain")
     monkeypatch.delenv("RETRAIN")

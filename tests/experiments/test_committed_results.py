@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 import helpers
+from ex2 import data, runtime
+from ex2.checkpoints import checkpoint_path, load_checkpoint
+from ex2.models import DEFAULT_CONFIGS
 from experiments import plan, records, stats
 
 
@@ -45,7 +48,7 @@ def test_committed_records_cover_the_plan():
             assert record.seed == job["seed"] and record.settings == settings
             assert plan.full_config(job["name"], record.config, named=False) == plan.full_config(
                 job["name"], job["config"]), job["key"]  # the same model, whether a default is spelt out or not
-            assert (record.tokenizer, record.split) == (job["tokenizer"], helpers.SPLIT_VERSION)
+            assert (record.tokenizer, record.split) == (job["tokenizer"], data.SPLIT_VERSION)
             if not job["refit_of"] and job["settings"]["patience"] is not None:  # patience, not a cap, ended it
                 assert record.epochs_run < job["settings"]["epochs"], job["key"]
             elif not job["refit_of"]:  # a fixed number of epochs (the published recipe): all of them, the last kept
@@ -57,27 +60,27 @@ def test_committed_records_cover_the_plan():
             if t["state"] == "complete" and t["repeat_of"] is None:
                 assert t["value"] == pytest.approx(np.mean(t["seed_values"]), abs=1e-4)
     # each record keeps its 30,000 predicted labels packed in bits (about 5 kB): the whole folder stays small
-    assert sum(p.stat().st_size for p in (helpers.CHECKPOINT_DIR / "runs").iterdir()) < 3_000_000
+    assert sum(p.stat().st_size for p in (runtime.CHECKPOINT_DIR / "runs").iterdir()) < 3_000_000
 
 
 def test_every_committed_checkpoint_is_a_named_model():
-    expected = {helpers.checkpoint_path(name, finetune) for name in helpers.MODEL_NAMES for finetune in (True, False)}
-    assert set(helpers.CHECKPOINT_DIR.glob("*.pt")) == expected
+    expected = {checkpoint_path(name, finetune) for name in helpers.MODEL_NAMES for finetune in (True, False)}
+    assert set(runtime.CHECKPOINT_DIR.glob("*.pt")) == expected
 
 
 @pytest.mark.parametrize("finetune", [True, False], ids=["trainable", "frozen"])
 @pytest.mark.parametrize("name", helpers.MODEL_NAMES)
 def test_committed_checkpoints_load_and_match_their_records(name, finetune):
-    path = helpers.checkpoint_path(name, finetune)
+    path = checkpoint_path(name, finetune)
     assert path.exists(), f"{path} is missing: python -m experiments.recompute --only {name}/"
     assert path.stat().st_size <= 2_000_000
-    model = helpers.load_checkpoint(path)
+    model = load_checkpoint(path)
     record = committed()[f"{name}/{'trainable' if finetune else 'frozen'}/seed0"]
     for key in ("test_acc", "val_acc", "history", "writeup_probs", "settings", "config"):
         assert model.info.record[key] == getattr(record, key), key  # seed 0 of the records is this checkpoint
     # trained with today's recipe: the named architecture and settings
     config, settings = helpers.recipe(name, finetune)
-    assert model.info.name == name and model.info.config == {**helpers.DEFAULT_CONFIGS[name], **config}
+    assert model.info.name == name and model.info.config == {**DEFAULT_CONFIGS[name], **config}
     assert model.info.record["settings"] == settings and model.info.tokenizer == helpers.TOKENIZER_VERSION
     assert model.finetune == finetune and (model.delta is not None) == finetune
     p = helpers.predict(model, ["an absolute masterpiece, i loved every minute of it",
@@ -88,7 +91,7 @@ def test_committed_checkpoints_load_and_match_their_records(name, finetune):
 
 
 def test_the_committed_checkpoint_reproduces_its_test_accuracy(real_imdb, one_thread):
-    model = helpers.load_checkpoint(helpers.checkpoint_path("weighted"))
+    model = load_checkpoint(checkpoint_path("weighted"))
     assert helpers.evaluate(model, real_imdb.test)["acc"] == committed()["weighted/trainable/seed0"].test_acc
 
 
@@ -96,9 +99,9 @@ def test_the_readme_table_is_the_committed_records():
     from tools import readme_table as tool
 
     results = records.Results.load()
-    assert tool.peer_table(results) in (helpers.ROOT / "README.md").read_text(), "README.md's table is stale"
+    assert tool.peer_table(results) in (runtime.ROOT / "README.md").read_text(), "README.md's table is stale"
     table = tool.markdown_table(results)
-    assert table in (helpers.ROOT / "README.md").read_text(), "README.md's table is stale: python -m tools.readme_table"
+    assert table in (runtime.ROOT / "README.md").read_text(), "README.md's table is stale: python -m tools.readme_table"
     for name in helpers.MODEL_NAMES:  # each row's test accuracies, recomputed here from the raw records
         row = next(line for line in table.splitlines() if line.startswith(f"| {tool.LABELS[name]} |"))
         for setting in ("trainable", "frozen"):
@@ -113,7 +116,7 @@ def test_every_committed_record_reads_back_as_it_was_written():
     results = records.Results.load()
     in_order = 0
     for key, record in results.runs.items():
-        path = plan.record_path(helpers.CHECKPOINT_DIR, key)
+        path = plan.record_path(runtime.CHECKPOINT_DIR, key)
         text = path.read_text(encoding="utf-8")
         assert json.loads(text) == record.to_dict(), key
         in_order += text == json.dumps(record.to_dict(), separators=(",", ":"))

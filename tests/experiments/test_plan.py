@@ -5,6 +5,8 @@ import json
 import pytest
 
 import helpers
+from ex2 import runtime
+from ex2.checkpoints import checkpoint_path
 from experiments import plan
 
 
@@ -13,8 +15,8 @@ def test_the_plan_has_one_checkpoint_per_named_model_and_a_smoke_version():
     keys = [job["key"] for job in jobs]
     assert len(set(keys)) == len(keys)
     runs = [job for job in jobs if job["kind"] == "run"]
-    checkpoints = [helpers.checkpoint_path(job["name"], job["finetune"]) for job in runs if job["checkpoint"]]
-    assert sorted(checkpoints) == sorted(helpers.checkpoint_path(name, finetune) for name in helpers.MODEL_NAMES
+    checkpoints = [checkpoint_path(job["name"], job["finetune"]) for job in runs if job["checkpoint"]]
+    assert sorted(checkpoints) == sorted(checkpoint_path(name, finetune) for name in helpers.MODEL_NAMES
                                          for finetune in (True, False))
     for job in runs:
         config, settings = helpers.recipe(job["name"], job["finetune"])
@@ -75,7 +77,7 @@ def test_the_plan_trains_the_size_the_search_found(tmp_path):
     assert not any(key.startswith("gru-99/") for key in before)
     for cell, size in (("gru", 99), ("rnn", 128)):
         record = {"best_size": size, "trials": [], "job": {"key": f"search/{cell}"}}
-        helpers.save_json(record, plan.record_path(tmp_path, plan.search_key(cell)))
+        runtime.save_json(record, plan.record_path(tmp_path, plan.search_key(cell)))
     after = {job["key"] for job in plan.experiment_plan(out=tmp_path)}
     assert after - before == {f"gru-99/trainable/seed{seed}" for seed in plan.SEEDS3}  # 128 is the named model
 
@@ -86,10 +88,10 @@ def test_record_files_are_written_atomically_and_named_after_the_key(tmp_path):
     keys = [job["key"] for job in plan.experiment_plan()] + ["search/rnn", "search/gru"]
     paths = {plan.record_path(tmp_path, key) for key in keys}
     assert len(paths) == len(keys) and {p.parent for p in paths} == {tmp_path / "runs"}  # one file per job
-    path = helpers.save_json({"job": {"key": "a/b"}, "acc": 0.5}, plan.record_path(tmp_path, "a/b"))
-    assert helpers.load_json(path, "a record", "rerun it") == {"job": {"key": "a/b"}, "acc": 0.5}
+    path = runtime.save_json({"job": {"key": "a/b"}, "acc": 0.5}, plan.record_path(tmp_path, "a/b"))
+    assert runtime.load_json(path, "a record", "rerun it") == {"job": {"key": "a/b"}, "acc": 0.5}
     with pytest.raises(RuntimeError, match="disk full"):
-        with helpers.atomic_path(path) as tmp:
+        with runtime.atomic_path(path) as tmp:
             tmp.write_text("{half a rec")
             raise RuntimeError("disk full")
     assert json.loads(path.read_text())["acc"] == 0.5  # the old file is untouched, no temporary file is left
@@ -110,7 +112,7 @@ def test_the_key_grammar_spells_every_group_of_the_plan():
     spelt |= {plan.group_key(name, "trainable", variant) for variant, (name, *_) in plan.RECIPE_VARIANTS.items()}
     spelt |= {plan.group_key(cell, "trainable", size) for cell, size in plan.WRITE_UP_SIZES.items()}
     spelt |= {plan.group_key(cell, "trainable", size) for cell in plan.WRITE_UP_SIZES
-              if (size := plan.searched_size(helpers.CHECKPOINT_DIR, cell)) not in (None, 64, 128)}
+              if (size := plan.searched_size(runtime.CHECKPOINT_DIR, cell)) not in (None, 64, 128)}
     spelt |= {plan.group_key(name, setting, tokenizer=v) for name in plan.TOKENIZER_CHECK for setting in plan.SETTINGS
               for v in helpers.TOKENIZERS if v != helpers.TOKENIZER_VERSION}
     spelt |= {plan.group_key(name, "trainable", variant) for variant, (name, _) in plan.VOCAB_CHECK.items()}

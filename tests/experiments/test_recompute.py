@@ -6,12 +6,14 @@ import pytest
 
 import helpers
 from ex2 import runtime
+from ex2.checkpoints import checkpoint_path, load_checkpoint
+from ex2.models import DEFAULT_CONFIGS
 from experiments import plan, recompute, records
 
 
 def test_load_or_train_trains_once_prints_its_epochs_and_then_loads(toy_data, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("SMOKE_TEST", raising=False)
-    bars, progress = [], helpers.progress_bar
+    bars, progress = [], runtime.progress_bar
 
     def recorded(*args, **kwargs):
         bars.append((kwargs.get("desc"), kwargs.get("disable")))
@@ -28,7 +30,7 @@ def test_load_or_train_trains_once_prints_its_epochs_and_then_loads(toy_data, tm
     assert record.seed == 0 and record.settings == helpers.recipe("weighted")[1]  # the named recipe
     right = (helpers.predict_split(model, toy_data.test) > 0.5) == toy_data.test.labels.numpy().astype(bool)
     assert record.test_acc == pytest.approx(right.mean())
-    path = helpers.checkpoint_path("weighted", folder=tmp_path)
+    path = checkpoint_path("weighted", folder=tmp_path)
     assert path.exists()
 
     def no_training(*args, **kwargs):
@@ -55,7 +57,7 @@ def test_list_shows_every_job_and_which_are_done(tmp_path, capsys):
     assert [line.split()[0] for line in lines] == [job["key"].split()[0] for job in plan.experiment_plan(out=tmp_path)]
     assert len(lines) == len(plan.experiment_plan(out=tmp_path)) and not any(line.endswith("done") for line in lines)
     tfidf = next(job for job in plan.experiment_plan(out=tmp_path) if job["key"] == "tfidf")
-    helpers.save_json({**made_for(tool, tfidf)}, plan.record_path(tmp_path, "tfidf"))
+    runtime.save_json({**made_for(tool, tfidf)}, plan.record_path(tmp_path, "tfidf"))
     assert tool.main(["--list", "--notebook", "4", "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     expected = [job for job in plan.experiment_plan(out=tmp_path) if job["notebook"] == 4 or job["kind"] == "tfidf"]
@@ -96,10 +98,10 @@ def test_workers_write_records_and_checkpoints_that_results_load_reads(toy_data,
                                        "epochs": results[job["refit_of"]].best_epoch}
             continue
         assert record.epochs_run == 1 and record.seed == 0 and record.settings == job["settings"]
-        assert record.config == {**helpers.DEFAULT_CONFIGS[job["name"]], **job["config"]}
+        assert record.config == {**DEFAULT_CONFIGS[job["name"]], **job["config"]}
         if job["checkpoint"]:
-            path = helpers.checkpoint_path(job["name"], job["finetune"], tmp_path)
-            model = helpers.load_checkpoint(path)
+            path = checkpoint_path(job["name"], job["finetune"], tmp_path)
+            model = load_checkpoint(path)
             assert model.info.record["test_acc"] == record.test_acc and model.info.config == record.config
             saved.add(path.name)
     assert {p.name for p in tmp_path.glob("*.pt")} == saved and len(saved) == 8  # 4 models, trainable and frozen
@@ -109,7 +111,7 @@ def made_for(tool, job: dict) -> dict:
     """The part of a record `reusable` reads: the job it was made for and, for a training run, the model's config."""
     record = {"job": tool._as_recorded(job)}
     if job["kind"] == "run":
-        record["config"] = {**helpers.DEFAULT_CONFIGS[job["name"]], **job["config"]}
+        record["config"] = {**DEFAULT_CONFIGS[job["name"]], **job["config"]}
     return record
 
 
@@ -124,29 +126,29 @@ def test_a_rerun_runs_only_the_missing_jobs(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(tool, "launch", launch)
     jobs = [job for job in plan.experiment_plan(out=tmp_path) if job["notebook"] == 4 or job["kind"] == "tfidf"]
     for job in jobs[1:]:
-        helpers.save_json({**made_for(tool, job)}, plan.record_path(tmp_path, job["key"]))
+        runtime.save_json({**made_for(tool, job)}, plan.record_path(tmp_path, job["key"]))
     args = ["--notebook", "4", "--out", str(tmp_path), "--workers", "3"]
     assert tool.main(args) == 0
     assert launched.pop() == ([jobs[0]["key"]], 1, False)  # only the missing job, on one worker
     assert capsys.readouterr().out.startswith(f"1 of {len(jobs)} jobs to run on 1 workers")
-    helpers.save_json({**made_for(tool, jobs[0])}, plan.record_path(tmp_path, jobs[0]["key"]))
+    runtime.save_json({**made_for(tool, jobs[0])}, plan.record_path(tmp_path, jobs[0]["key"]))
     assert tool.main(args) == 0 and not launched  # everything done: nothing starts
     assert capsys.readouterr().out.startswith(f"0 of {len(jobs)} jobs to run")
     changed = next(j for j in jobs if j["kind"] == "run")  # a record made with another recipe is due again
     other_recipe = {**tool._as_recorded(changed), "settings": {**changed["settings"], "batch_size": 7}}
-    helpers.save_json({**made_for(tool, changed), "job": other_recipe}, plan.record_path(tmp_path, changed["key"]))
+    runtime.save_json({**made_for(tool, changed), "job": other_recipe}, plan.record_path(tmp_path, changed["key"]))
     assert tool.main(args) == 0 and launched.pop()[0] == [changed["key"]]
     capsys.readouterr()
-    helpers.save_json({**made_for(tool, changed)}, plan.record_path(tmp_path, changed["key"]))
+    runtime.save_json({**made_for(tool, changed)}, plan.record_path(tmp_path, changed["key"]))
     assert tool.main(args) == 0 and not launched
     # a model whose default config changed since its record is due again; spelling a default out changes nothing
-    bigger = {**helpers.DEFAULT_CONFIGS[changed["name"]], "hidden": 3}
-    monkeypatch.setitem(helpers.DEFAULT_CONFIGS, changed["name"], bigger)
+    bigger = {**DEFAULT_CONFIGS[changed["name"]], "hidden": 3}
+    monkeypatch.setitem(DEFAULT_CONFIGS, changed["name"], bigger)
     assert tool.main(args) == 0 and changed["key"] in launched.pop()[0]
     monkeypatch.undo()
     monkeypatch.setattr(tool, "launch", launch)
-    spelt = {**changed, "config": {**changed["config"], "hidden": helpers.DEFAULT_CONFIGS[changed["name"]]["hidden"]}}
-    helpers.save_json({**made_for(tool, changed), "job": tool._as_recorded(spelt)},
+    spelt = {**changed, "config": {**changed["config"], "hidden": DEFAULT_CONFIGS[changed["name"]]["hidden"]}}
+    runtime.save_json({**made_for(tool, changed), "job": tool._as_recorded(spelt)},
                       plan.record_path(tmp_path, changed["key"]))
     assert tool.main(args) == 0 and not launched
     assert capsys.readouterr().out.startswith(f"0 of {len(jobs)} jobs to run")
@@ -160,11 +162,11 @@ def test_a_rerun_runs_only_the_missing_jobs(tmp_path, monkeypatch, capsys):
                   if j["notebook"] == 4 or j["kind"] == "tfidf"]
     assert sorted(keys) == sorted(j["key"] for j in smoke_jobs)  # records of other code (none here) are redone
     for job in smoke_jobs[1:]:  # records this code made for these jobs stand in a quick run too
-        helpers.save_json({**made_for(tool, job), "code": tool.code_fingerprint()},
+        runtime.save_json({**made_for(tool, job), "code": tool.code_fingerprint()},
                           plan.record_path(tmp_path, job["key"]))
     assert tool.main([*args, "--smoke"]) == 0
     assert launched.pop()[0] == [smoke_jobs[0]["key"]]
-    helpers.save_json({**made_for(tool, smoke_jobs[1]), "code": "other code"},
+    runtime.save_json({**made_for(tool, smoke_jobs[1]), "code": "other code"},
                       plan.record_path(tmp_path, smoke_jobs[1]["key"]))  # helpers.py edited since
     assert tool.main([*args, "--smoke"]) == 0
     assert sorted(launched.pop()[0]) == sorted(j["key"] for j in smoke_jobs[:2])
@@ -202,7 +204,7 @@ def test_rerun_relays_the_recompute_and_says_how_to_continue(tmp_path, monkeypat
                     "print('done a')\nprint('done b')\nsys.exit(sys.argv[-1] == '--smoke')\n")
     assert recompute.MODULE == "experiments.recompute"  # derived from the module itself, not spelt out
     monkeypatch.setattr(recompute, "MODULE", "fake_recompute")
-    monkeypatch.setattr(helpers, "ROOT", tmp_path / "root")
+    monkeypatch.setattr(runtime, "ROOT", tmp_path / "root")
     out = tmp_path / "out"
     recompute.rerun(3, out)
     assert capsys.readouterr().out.splitlines() == [
@@ -230,7 +232,7 @@ def test_recompute_smoke_end_to_end(imdb_source, tmp_path, capsys):
     assert set(results) == {job["key"] for job in jobs}
     assert all(r.n_train == 1000 and r.epochs_run == 1 for r in results.values() if not r.job["refit_of"])
     assert all(r.n_train == 2000 for r in results.values() if r.job["refit_of"])  # train + validation
-    model = helpers.load_checkpoint(helpers.checkpoint_path("attn_weighted", folder=tmp_path))
+    model = load_checkpoint(checkpoint_path("attn_weighted", folder=tmp_path))
     assert model.info.record["test_acc"] == results["attn_weighted/trainable/seed0"].test_acc
 
 
@@ -238,8 +240,8 @@ def test_recompute_smoke_end_to_end(imdb_source, tmp_path, capsys):
 def test_add_correctness_redoes_only_the_runs_whose_records_lack_it(tmp_path):
     job = plan.job("gru/frozen/seed0", "gru", 3, 0, False)
     assert not recompute.lacks_correctness(job, tmp_path)  # no record: due anyway, not for this reason
-    helpers.save_json({"val_acc": 0.8}, plan.record_path(tmp_path, job["key"]))
+    runtime.save_json({"val_acc": 0.8}, plan.record_path(tmp_path, job["key"]))
     assert recompute.lacks_correctness(job, tmp_path)
-    helpers.save_json({"val_acc": 0.8, "correct": {}}, plan.record_path(tmp_path, job["key"]))
+    runtime.save_json({"val_acc": 0.8, "correct": {}}, plan.record_path(tmp_path, job["key"]))
     assert not recompute.lacks_correctness(job, tmp_path)
     assert not recompute.lacks_correctness({"key": "tfidf", "kind": "tfidf"}, tmp_path)

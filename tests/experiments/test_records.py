@@ -5,6 +5,7 @@ import json
 import pytest
 
 import helpers
+from ex2 import checkpoints, runtime
 from experiments import plan, records, stats
 
 
@@ -23,9 +24,9 @@ def test_a_run_record_is_plain_json_and_its_checkpoint_keeps_it(tmp_path, toy_da
     assert len(model.adapted_ids) > 0 and record.settings["batch_size"] == 4
     assert record.flags("test").mean() == record.test_acc and len(record.flags("val")) == len(toy_data.val)
     assert record.job is None and "job" not in record.to_dict()  # a worker adds the job that made it
-    path = helpers.save_checkpoint(model, tmp_path / "m.pt")
+    path = checkpoints.save_checkpoint(model, tmp_path / "m.pt")
     assert path.stat().st_size < 2_000_000 and not list(tmp_path.glob("*.part"))
-    loaded = helpers.load_checkpoint(path)
+    loaded = checkpoints.load_checkpoint(path)
     assert loaded.info == model.info  # name, config, max_len, tokenizer and the run record, all of it
     assert loaded.info.config["window"] == 3 and loaded.attention.window == 3 and loaded.info.max_len == 12
     right = (helpers.predict_split(model, toy_data.test) > 0.5) == toy_data.test.labels.numpy().astype(bool)
@@ -34,7 +35,7 @@ def test_a_run_record_is_plain_json_and_its_checkpoint_keeps_it(tmp_path, toy_da
     text = "a wonderful film"
     assert helpers.predict(loaded, text) == pytest.approx(helpers.predict(model, text), abs=1e-4)
     with pytest.raises(ValueError, match="unknown model"):
-        helpers.checkpoint_path("bert")
+        checkpoints.checkpoint_path("bert")
 
 
 def run(key: str, acc: float, **fields) -> dict:
@@ -52,13 +53,13 @@ def test_results_load_every_record_by_its_key_as_its_kind(tmp_path):
               {"trials": [], "best_size": 99, "tokenizer": "t", "split": "s", "job": {"key": "search/gru",
                                                                                        "kind": "search"}}]
     for record in stored:
-        helpers.save_json(record, plan.record_path(tmp_path, record["job"]["key"]))
+        runtime.save_json(record, plan.record_path(tmp_path, record["job"]["key"]))
     results = records.Results.load(tmp_path)
     assert len(results) == 4 and results.folder == tmp_path
     assert isinstance(results.anchor(), records.AnchorRecord) and results.anchor().test_acc == 0.75
     assert results.search("gru").best_size == 99 and results.search("rnn") is None
     assert [r.test_acc for r in results.group("gru", "trainable")] == [0.8, 0.7]
-    helpers.save_json({**run("sum/trainable/seed0", 0.8), "loss": 1.0}, plan.record_path(tmp_path, "x"))
+    runtime.save_json({**run("sum/trainable/seed0", 0.8), "loss": 1.0}, plan.record_path(tmp_path, "x"))
     with pytest.raises(ValueError, match=r"x\.json: fields \['loss'\] are not those of a RunRecord"):
         records.Results.load(tmp_path)  # a record of another shape is named, not half read
 
@@ -88,13 +89,13 @@ def test_a_group_is_asked_for_by_model_setting_variant_and_seeds():
 
 
 def test_a_cut_record_names_the_file(tmp_path):
-    path = helpers.save_json(run("sum/trainable/seed0", 0.8), plan.record_path(tmp_path, "sum/trainable/seed0"))
+    path = runtime.save_json(run("sum/trainable/seed0", 0.8), plan.record_path(tmp_path, "sum/trainable/seed0"))
     path.write_text(path.read_text()[:20])  # cut short, as by a full disk or an interrupted copy
     with pytest.raises(ValueError) as info:
         records.Results.load(tmp_path)
     assert str(path) in str(info.value) and "is damaged" in str(info.value) and "git checkout" in str(info.value)
     with pytest.raises(FileNotFoundError, match="missing"):
-        helpers.load_json(tmp_path / "nope.json", "a record", "rerun it")
+        runtime.load_json(tmp_path / "nope.json", "a record", "rerun it")
 
 
 def test_mean_std_ties_and_the_results_table():

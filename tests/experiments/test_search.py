@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 from search_fixtures import FINISHED, run_workers, toy_objective, toy_value, training_objective
 
 import helpers
+from ex2 import runtime
 from experiments import search
 
 
@@ -48,7 +49,7 @@ def test_optuna_storage_follows_the_environment(isolated_data_dir, tmp_path, mon
     # relative paths mean the same file from any working directory (a notebook's kernel runs in notebooks/)
     root, elsewhere = tmp_path / "repo", tmp_path / "notebooks"
     elsewhere.mkdir()
-    monkeypatch.setattr(helpers, "ROOT", root)
+    monkeypatch.setattr(runtime, "ROOT", root)
     monkeypatch.chdir(elsewhere)
     monkeypatch.setenv("OPTUNA_STORAGE", "sqlite:///data/optuna/other.db")
     assert search.optuna_storage() == f"sqlite:///{root / 'data' / 'optuna' / 'other.db'}"

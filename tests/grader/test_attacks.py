@@ -32,9 +32,10 @@ from submissions import (
 import helpers
 from assignment import make_release
 from assignment.questions import QUESTIONS
+from ex2 import runtime
 from grader import batch, cases, child, grade, sandbox, wire
 
-ROOT = helpers.ROOT
+ROOT = runtime.ROOT
 NB02 = QUESTIONS["q3b"]["notebook"]
 FD = "int(__import__('sys').argv[-1])"  # the child's value channel, as the submission's code can find it
 

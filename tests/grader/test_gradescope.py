@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from submissions import CHEATS, FULL, reference_with, release_like, sandbox_processes
 
-import helpers
 from assignment.questions import QUESTIONS
+from ex2 import runtime
 from grader import gradescope
 
-ROOT = helpers.ROOT
+ROOT = runtime.ROOT
 pytestmark = pytest.mark.slow
 
 

@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-import helpers
+from ex2 import runtime
 from grader import grade, sandbox
 
-ROOT = helpers.ROOT
+ROOT = runtime.ROOT
 
 
 @pytest.fixture(scope="module")

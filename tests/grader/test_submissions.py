@@ -15,11 +15,11 @@ import nbformat
 import pytest
 from submissions import CHEATS, FULL, NB01, NB03, lost, reference_with, release_like, sandbox_processes, tree_digest
 
-import helpers
 from assignment.questions import QUESTIONS
+from ex2 import runtime
 from grader import sandbox
 
-ROOT = helpers.ROOT
+ROOT = runtime.ROOT
 pytestmark = pytest.mark.slow
 
 

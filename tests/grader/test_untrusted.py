@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from submissions import NB01, npy_header, reference_with, zip_bytes
 
-import helpers
 from assignment.questions import QUESTIONS
+from ex2 import runtime
 from grader import grade, reports, untrusted
 from grader.__main__ import gather
 
-ROOT = helpers.ROOT
+ROOT = runtime.ROOT
 NB02 = QUESTIONS["q3b"]["notebook"]
 
 

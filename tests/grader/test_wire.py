@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import helpers
+from ex2 import runtime
 from grader import cases, grade, wire
 
-ROOT = helpers.ROOT
+ROOT = runtime.ROOT
 
 
 def test_a_verdict_from_the_child_counts_for_nothing():

@@ -9,7 +9,8 @@ def notebook(printed: str, prose: str) -> dict:
 
 
 def test_a_quoted_number_counts_as_printed_when_a_printout_rounds_to_it():
-    nb = notebook("test acc 0.8137 | gap −0.012\n", "It reaches 81.4 % (0.814), a gap of −1.2 points, and 0.52 elsewhere.")
+    nb = notebook("test acc 0.8137 | gap −0.012\n",
+                  "It reaches 81.4 % (0.814), a gap of −1.2 points, and 0.52 elsewhere.")
     assert [n for _, n, _ in tool.unprinted(nb)] == ["0.52"]
 
 

@@ -16,15 +16,17 @@ import pytest
 import experiments
 import helpers
 import plots
+from ex2 import layers, runtime
+from ex2.training import STUDENT_EPOCHS
 
-ROOT = helpers.ROOT
+ROOT = runtime.ROOT
 NB03, NB04 = "notebooks/03_rnn_gru_tpe_search.ipynb", "notebooks/04_token_scores_and_attention.ipynb"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def stub(what: str, where: str):
     """A stand-in for a part that is still nbgrader's stub, behind the same @exercise wrapper as the release's."""
-    @helpers.exercise(what, where)
+    @layers.exercise(what, where)
     def unwritten(*args, **kwargs):
         raise NotImplementedError()
     return unwritten
@@ -47,10 +49,10 @@ def run_cells(*sources: str) -> list:
 # --- one line where work is missing ---
 
 def test_a_bare_notebook_stub_shows_one_red_line_naming_its_function():
-    outputs = run_cells("import helpers\nimport plots\nplots.name_stubs(notebook=1)",
+    outputs = run_cells("import plots\nfrom ex2 import layers\nplots.name_stubs(notebook=1)",
                         "def vjp(v):\n    # YOUR CODE HERE\n    raise NotImplementedError()",
                         "vjp(1)",
-                        "raise helpers.Unimplemented('implement RNNCell.update (h\\'): notebook 03, section 1')",
+                        "raise layers.Unimplemented('implement RNNCell.update (h\\'): notebook 03, section 1')",
                         "raise NotImplementedError('a message of its own')")
     (error,) = [o for o in outputs[2] if o["output_type"] == "error"]
     assert error["ename"] == "NotImplementedError"
@@ -67,16 +69,17 @@ def test_a_bare_notebook_stub_shows_one_red_line_naming_its_function():
 
 def test_the_exercise_check_names_the_first_missing_part_in_the_readme_order(monkeypatch):
     experiments.check_exercises(["rnn", "gru", "sum", "attn_weighted"])  # the reference: every part runs
-    monkeypatch.setattr(helpers.GRUCell, "update", staticmethod(stub("GRUCell.update (gates)", "notebook 03, section 1")))
+    gates = stub("GRUCell.update (gates)", "notebook 03, section 1")
+    monkeypatch.setattr(helpers.GRUCell, "update", staticmethod(gates))
     monkeypatch.setattr(helpers, "pool_token_scores", stub("pool_token_scores (logits)", "notebook 04, section 1"))
-    with pytest.raises(helpers.Unimplemented, match=r"^implement GRUCell\.update \(gates\): notebook 03, section 1$"):
+    with pytest.raises(layers.Unimplemented, match=r"^implement GRUCell\.update \(gates\): notebook 03, section 1$"):
         experiments.check_exercises(["attn_sum", "gru", "rnn"])
-    with pytest.raises(helpers.Unimplemented, match="pool_token_scores"):
+    with pytest.raises(layers.Unimplemented, match="pool_token_scores"):
         experiments.check_exercises(["rnn", "sum"])  # the RNN needs no GRU
     experiments.check_exercises(["rnn"])
     monkeypatch.setattr(helpers.RecurrentBPTT, "backward",
                         staticmethod(stub("RecurrentBPTT.backward (δ)", "notebook 03, section 2")))
-    with pytest.raises(helpers.Unimplemented, match=r"RecurrentBPTT\.backward"):  # reached through autograd
+    with pytest.raises(layers.Unimplemented, match=r"RecurrentBPTT\.backward"):  # reached through autograd
         experiments.check_exercises(["rnn"])
 
 
@@ -84,7 +87,7 @@ def test_recompute_stops_with_the_missing_part_before_starting_workers(monkeypat
     monkeypatch.setattr(helpers.RNNCell, "update", staticmethod(stub("RNNCell.update (h')", "notebook 03, section 1")))
     started = []
     monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(a) or pytest.fail("a worker started"))
-    with pytest.raises(helpers.Unimplemented) as caught:
+    with pytest.raises(layers.Unimplemented) as caught:
         experiments.recompute.rerun(notebook=3, out=tmp_path, smoke=True)
     assert str(caught.value) == "implement RNNCell.update (h'): notebook 03, section 1"
     assert caught.value.__cause__ is None and caught.value.__suppress_context__ and not started
@@ -127,7 +130,7 @@ def test_a_worker_that_meets_a_stub_reports_only_that_line(monkeypatch, capsys):
     monkeypatch.setattr(tool.helpers, "load_imdb", lambda **kwargs: None)
 
     def meets_a_stub(job, data, out):
-        raise helpers.Unimplemented("implement GRUCell.update (gates): notebook 03, section 1")
+        raise layers.Unimplemented("implement GRUCell.update (gates): notebook 03, section 1")
 
     monkeypatch.setattr(tool, "run_job", meets_a_stub)
     with pytest.raises(SystemExit) as exited:
@@ -135,7 +138,8 @@ def test_a_worker_that_meets_a_stub_reports_only_that_line(monkeypatch, capsys):
     assert exited.value.code == tool.UNIMPLEMENTED
     assert capsys.readouterr().out == "Unimplemented: implement GRUCell.update (gates): notebook 03, section 1\n"
     monkeypatch.setattr(tool, "launch", lambda shares, out, smoke: [tool.UNIMPLEMENTED, 0])
-    assert tool.main(["--smoke", "--out", str(Path("/tmp") / "no-such-results"), "--only", "gru/"]) == tool.UNIMPLEMENTED
+    nowhere = str(Path("/tmp") / "no-such-results")
+    assert tool.main(["--smoke", "--out", nowhere, "--only", "gru/"]) == tool.UNIMPLEMENTED
     assert capsys.readouterr().err == ""  # no "a worker failed" paragraph after the one line
     monkeypatch.setattr(tool, "launch", lambda shares, out, smoke: [1, tool.UNIMPLEMENTED])
     assert tool.main(["--smoke", "--out", str(Path("/tmp") / "no-such-results"), "--only", "gru/"]) == 1
@@ -143,8 +147,8 @@ def test_a_worker_that_meets_a_stub_reports_only_that_line(monkeypatch, capsys):
 
 
 def test_paths_print_relative_to_the_repository_root(tmp_path):
-    assert helpers.relative(helpers.CHECKPOINT_DIR) == "checkpoints"
-    assert helpers.relative(helpers.DATA_DIR / "retrain-smoke" / "rnn.pt") == "data/retrain-smoke/rnn.pt"
+    assert helpers.relative(runtime.CHECKPOINT_DIR) == "checkpoints"
+    assert helpers.relative(runtime.DATA_DIR / "retrain-smoke" / "rnn.pt") == "data/retrain-smoke/rnn.pt"
     assert helpers.relative(tmp_path) == str(tmp_path)  # outside the repository: as given
 
 
@@ -202,7 +206,7 @@ def test_the_student_run_trains_once_caches_and_retrains_when_the_code_changes(t
     stale model is never loaded; a stub stops it with one line before any training."""
     monkeypatch.setenv("RUN_MODE", "student")
     monkeypatch.setattr(experiments.records, "STUDENT_RUN", tmp_path / "student-run")
-    monkeypatch.setitem(helpers.STUDENT_EPOCHS, "gru", 2)
+    monkeypatch.setitem(STUDENT_EPOCHS, "gru", 2)
     model = experiments.load_or_train("gru", toy_data)
     assert model.info.record["settings"]["epochs"] == 2 and model.info.record["seed"] == 0
     (saved,) = (tmp_path / "student-run").glob("gru-*.pt")
@@ -219,7 +223,7 @@ def test_the_student_run_trains_once_caches_and_retrains_when_the_code_changes(t
     with pytest.raises(AssertionError, match="trained again"):
         experiments.load_or_train("gru", toy_data)
     monkeypatch.setattr(helpers.GRUCell, "update", stub("GRUCell.update", "notebook 03, section 1"))
-    with pytest.raises(helpers.Unimplemented, match="^implement GRUCell.update: notebook 03, section 1$"):
+    with pytest.raises(layers.Unimplemented, match="^implement GRUCell.update: notebook 03, section 1$"):
         experiments.load_or_train("gru", toy_data, finetune=False)
     assert saved.exists()
 

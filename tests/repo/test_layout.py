@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("ex2", "experiments", "grader", "assignment", "tools")
 MODULES = ["helpers.py", "plots.py", *sorted(str(p.relative_to(ROOT)) for package in PACKAGES
                                              for p in (ROOT / package).rglob("*.py"))]

@@ -24,7 +24,8 @@ def close_figures():
 
 def history(val_acc, offset=0.0) -> dict:
     n = len(val_acc)
-    return helpers.History(train_loss=[0.7 - 0.1 * i + offset for i in range(n)], train_acc=[0.6 + 0.05 * i for i in range(n)],
+    return helpers.History(train_loss=[0.7 - 0.1 * i + offset for i in range(n)],
+                           train_acc=[0.6 + 0.05 * i for i in range(n)],
                            val_loss=[0.6 - 0.05 * i for i in range(n)], val_acc=list(val_acc),
                            epoch_seconds=[1.0] * n, best_epoch=int(np.argmax(val_acc)) + 1).as_dict()
 
@@ -43,7 +44,8 @@ def test_learning_curves_overlaid_and_one_column_per_run():
     assert len(fig.axes) == 4  # loss and accuracy, one column per run
     sum_acc = fig.axes[2]  # rows are (loss, acc): axes[0], axes[1] are the top row
     lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
-    assert set(lines) == {"reference train", "reference validation", "train (eval mode)", "validation", "best epoch (kept)"}
+    assert set(lines) == {"reference train", "reference validation", "train (eval mode)", "validation",
+                          "best epoch (kept)"}
     assert list(lines["best epoch (kept)"].get_xdata()) == [2, 2]  # sum's best validation accuracy, epoch 2
     assert "best val acc 0.800 at epoch 2" in fig.axes[0].get_title()
     assert "best val acc 0.820 at epoch 4" in fig.axes[1].get_title()
@@ -55,7 +57,8 @@ def test_model_comparison_draws_means_from_chance_with_intervals_and_the_anchor(
     records = {"a": [{"val_acc": 0.8, "test_acc": 0.80, "best_epoch": 3, "parameters": 1000},
                      {"val_acc": 0.8, "test_acc": 0.84, "best_epoch": 3, "parameters": 1000}],
                "b": [{"val_acc": 0.7, "test_acc": 0.75, "best_epoch": 1, "parameters": 50}]}
-    table = experiments.results_table({label: [experiments.RunRecord(name=label, seed=seed, **r) for seed, r in enumerate(rs)]
+    table = experiments.results_table({label: [experiments.RunRecord(name=label, seed=seed, **r)
+                                               for seed, r in enumerate(rs)]
                                        for label, rs in records.items()})
     fig = plots.plot_model_comparison(table, anchor=0.77)
     acc, params = fig.axes
@@ -135,7 +138,8 @@ def test_show_source_shows_the_code_that_runs():
         exec(textwrap.dedent(shown), namespace)  # the shown text, run, computes what helpers computes
     out, mask = torch.randn(2, 5, 2), torch.tensor([[True] * 5, [True, True, False, False, False]])
     for weighted in (False, True):
-        for a, b in zip(namespace["pool_token_scores"](out, mask, weighted), helpers.pool_token_scores(out, mask, weighted)):
+        shown, reference = namespace["pool_token_scores"], helpers.pool_token_scores
+        for a, b in zip(shown(out, mask, weighted), reference(out, mask, weighted)):
             assert (a is None and b is None) or torch.equal(a, b)
     x_proj, gh, h = torch.randn(3, 12), torch.randn(3, 12), torch.randn(3, 4)
     torch.testing.assert_close(namespace["update"](x_proj, gh, h)[0], helpers.GRUCell.update(x_proj, gh, h)[0])
