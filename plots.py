@@ -74,8 +74,10 @@ def try_review(model: nn.Module, text: str) -> None:
     plt.show()
     verdict = "positive" if info["prob"] > 0.5 else "negative"
     unknown = len(info["known"]) - sum(info["known"])
-    print(f"{model.info.name}: P(positive) = {info['prob']:.3f} -> {verdict}"
-          f" | {len(info['tokens'])} tokens read" + (f", {unknown} of them unknown to GloVe (<unk>)" if unknown else ""))
+    read = f" | {len(info['tokens'])} tokens read"
+    if unknown:
+        read += f", {unknown} of them unknown to GloVe (<unk>)"
+    print(f"{model.info.name}: P(positive) = {info['prob']:.3f} -> {verdict}{read}")
 
 
 def plot_history(histories: dict, reference: dict | None = None, title: str = "Learning curves",

@@ -34,6 +34,7 @@ import torch
 
 import helpers as reference  # the reference: expected values
 from assignment.questions import QUESTIONS
+from ex2.data import ImdbError, find_imdb
 from ex2.runtime import ROOT
 from grader import cases, reports, sandbox, untrusted, wire
 from grader.notebooks import nbgrader_cells
@@ -445,10 +446,10 @@ def _notebook_run(sb: sandbox.Sandbox, submission: Path, name: str, workdir: Pat
     env = {"SMOKE_TEST": "1", "HELPERS_PROGRESS": "0", "PYTHONPATH": "/work"}
     read_only = {"/child": workdir / "child", "/submission": tree}
     try:
-        imdb = reference.find_imdb(download=False)
+        imdb = find_imdb(download=False)
         read_only["/data/" + imdb.name] = imdb
         env["IMDB_PATH"] = sb.path("/data/" + imdb.name, imdb)
-    except reference.ImdbError:
+    except ImdbError:
         pass  # the notebooks that need IMDB stop and say so
     if sb.kind == "bwrap":
         return env, read_only, "/work", "/work", None

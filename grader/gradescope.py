@@ -60,9 +60,10 @@ apt-get install -y -qq --no-install-recommends python3 python3-pip python3-venv 
 python3 -m venv /opt/grader
 /opt/grader/bin/pip install --quiet -r /autograder/source/requirements.txt
 # the IMDB archive for the notebooks' runs and the GRU checkpoint's test reviews (world-readable: the sandbox user
-# reads it; Stanford's archive, its MD5 checked by helpers)
+# reads it; Stanford's archive, its MD5 checked by ex2.data)
 mkdir -p /autograder/data && cd /autograder/source
-/opt/grader/bin/python -c "import helpers; helpers.download_imdb(dest='/autograder/data/aclImdb_v1.tar.gz')" \\
+/opt/grader/bin/python -c "from ex2.data import download_imdb
+download_imdb(dest='/autograder/data/aclImdb_v1.tar.gz')" \\
   || echo "IMDB not downloaded: the GRU checkpoint is checked on four reviews, notebooks 03/04 stop at the data"
 chmod -R a+rX /autograder/data /opt/grader
 # the grader's own files: private to root, so the submission's user cannot read the hidden tests or the reference

@@ -9,6 +9,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ex2 import runtime
+from ex2.checkpoints import load_checkpoint
+from ex2.data import ImdbError, encode, find_imdb, load_imdb
 from ex2.runtime import ROOT
 from grader.cases import compare
 
@@ -88,14 +91,14 @@ def _checkpoint_case(ref):
     path = ROOT / "checkpoints" / "gru.pt"
     if not path.is_file():
         return None
-    model = ref.load_checkpoint(path).cpu()
+    model = load_checkpoint(path).cpu()
     texts = [*ref.WRITEUP_REVIEWS, "a dull, predictable plot and wooden acting", "one of the best films this year"]
-    ids, lengths, _ = ref.encode(texts, model.info.max_len, model.info.tokenizer)
+    ids, lengths, _ = encode(texts, model.info.max_len, model.info.tokenizer)
     labels, what = None, "P(positive) of four reviews"
     try:
-        ids, lengths, labels = _test_subset(ref, model.info)
+        ids, lengths, labels = _test_subset(model.info)
         what = f"P(positive) of {len(labels)} test reviews"
-    except ref.ImdbError:
+    except ImdbError:
         pass  # no IMDB here: the four reviews are the check
     width = max(int(lengths.max()), 1)
     ids = ids[:, :width]
@@ -123,23 +126,23 @@ def _checkpoint_case(ref):
     return request, check
 
 
-def _test_subset(ref, info):
+def _test_subset(info):
     """(ids, lengths, labels) of load_imdb(subset=1000)'s test reviews, kept in the data cache as plain arrays (the
     whole tokenized corpus takes seconds to read; the grader needs these 1,000 rows)."""
     import hashlib
 
-    source = ref.find_imdb(download=False)
+    source = find_imdb(download=False)
     key = hashlib.sha256(repr((str(source), source.stat().st_size, source.stat().st_mtime_ns, info.tokenizer,
                                info.max_len)).encode()).hexdigest()[:16]
-    path = ref.CACHE_DIR / f"grader-test-subset-{key}.npz"
+    path = runtime.CACHE_DIR / f"grader-test-subset-{key}.npz"
     try:
         with np.load(path, allow_pickle=False) as cached:
             return tuple(torch.from_numpy(cached[k]) for k in ("ids", "lengths", "labels"))
     except (OSError, KeyError, ValueError):
         pass
-    test = ref.load_imdb(subset=1000, max_len=info.max_len, tokenizer=info.tokenizer, verbose=False).test
+    test = load_imdb(subset=1000, max_len=info.max_len, tokenizer=info.tokenizer, verbose=False).test
     path.parent.mkdir(parents=True, exist_ok=True)
-    with ref.atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with runtime.atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, ids=test.ids.numpy(), lengths=test.lengths.numpy(), labels=test.labels.numpy())
     return test.ids, test.lengths, test.labels
 

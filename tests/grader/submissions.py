@@ -9,12 +9,12 @@ from pathlib import Path
 
 import nbformat
 
-import helpers
 from assignment import make_release
 from assignment.questions import QUESTIONS
+from ex2 import runtime
 from grader import sandbox
 
-ROOT = helpers.ROOT
+ROOT = runtime.ROOT
 FULL = {q: spec["points"] for q, spec in QUESTIONS.items()}
 NB01, NB03 = QUESTIONS["q1a"]["notebook"], QUESTIONS["objective"]["notebook"]
 

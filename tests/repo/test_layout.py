@@ -59,6 +59,29 @@ def test_helpers_defines_nothing_and_names_what_it_gathers():
     assert sorted(exported) == sorted(set(exported)) == sorted(imported)
 
 
+def names_notebooks_use() -> dict[str, set[str]]:
+    """Each `helpers.<name>` the notebooks name, with the notebooks that name it: in their code, or in prose that
+    sends the student to it (`helpers.TRAIN_SETTINGS`)."""
+    import nbformat
+
+    used: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            for name in re.findall(r"\bhelpers\.(?!py\b)(\w+)", cell.source):
+                used.setdefault(name, set()).add(path.name[:2])
+    return used
+
+
+def test_helpers_exports_exactly_what_the_notebooks_use():
+    """The face holds only what a notebook names: every other module and test imports from its ex2 module."""
+    import helpers
+
+    used = names_notebooks_use()
+    unused = sorted(set(helpers.__all__) - set(used))
+    assert not unused, f"helpers.__all__ names what no notebook uses (import it from ex2 instead): {unused}"
+    assert not set(used) - set(helpers.__all__), sorted(set(used) - set(helpers.__all__))
+
+
 def test_ex2_never_imports_the_modules_that_build_on_it():
     for path in ["helpers.py", *(m for m in MODULES if m.startswith("ex2/"))]:
         assert not imported_modules(path) & {"helpers", "experiments", "plots", "tools", "grader", "assignment"}, path
