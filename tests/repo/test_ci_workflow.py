@@ -52,7 +52,7 @@ def test_actionlint_would_catch_a_broken_workflow(tmp_path):
 
 def test_the_workflow_runs_exactly_the_readme_commands():
     install, test = readme_commands()
-    assert (install, test) == ("pip install -r requirements.txt", "SMOKE_TEST=1 python -m pytest")
+    assert (install, test) == ("pip install -r requirements.txt", "SMOKE_TEST=1 python -m pytest -n 2 --dist loadgroup")
     runs = [step["run"].strip() for step in steps() if "run" in step]
     assert install in runs and test in runs
     assert runs[-1] == test  # the test command is the last thing the job does
