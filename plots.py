@@ -283,41 +283,59 @@ def plot_search(searches: dict, reference: dict | None = None):
     fig, axes = plt.subplots(len(searches), 3, figsize=(17, 5.6 * len(searches)), squeeze=False)
     for (label, trials), (ax_hist, ax_size, ax_curve) in zip(searches.items(), axes):
         done = [t for t in trials if t["state"] == "complete"]
-        new = [t for t in done if t["repeat_of"] is None]
-        best, running = [], float("-inf")
-        for t in done:
-            running = max(running, t["value"])
-            best.append(running)
-        ax_hist.plot([t["number"] for t in new], [t["value"] for t in new], "o", color="tab:blue",
-                     label="completed trial")
-        ax_hist.plot([t["number"] for t in done if t not in new], [t["value"] for t in done if t not in new], "o",
-                     mfc="none", color="tab:blue", label="a size proposed again (result reused, not retrained)")
-        ax_hist.step([t["number"] for t in done], best, where="post", color="tab:red", label="best so far")
-        ax_hist.set(xlabel="trial", ylabel="score (mean of seeds' best val acc)", title=f"{label}: completed trials")
-        ax_hist.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-        for t in new:
-            ax_size.plot([t["hidden"]] * len(t["seed_values"]), t["seed_values"], ".", color="tab:blue", alpha=0.4)
-        ax_size.plot([t["hidden"] for t in new], [t["value"] for t in new], "o", color="tab:blue",
-                     label="completed size (mean; dots: seeds)")
-        if done:
-            top = max(done, key=lambda t: t["value"])
-            ax_size.plot(top["hidden"], top["value"], "*", color="tab:red", markersize=14,
-                         label=f"best: {top['hidden']} units")
-        if label in reference:
-            ax_size.axvline(reference[label], color="tab:green", ls="--", label=f"write-up: {reference[label]}")
-        ax_size.set(xlabel="hidden units", ylabel="score (mean of seeds' best val acc)", title=f"{label}: hidden size")
-        colors = plt.get_cmap("tab10")
-        for k, t in enumerate(t for t in trials if t["history"]["val_acc"]):  # a repeat has no curve of its own
-            acc = t["history"]["val_acc"]
-            ax_curve.plot(range(1, len(acc) + 1), acc, "-o" if t["state"] == "complete" else "--x",
-                          color=colors(k % 10), markersize=4, label=f"{t['hidden']} units ({t['state']})")
-        ax_curve.set(xlabel="epoch", ylabel="first seed's val acc", title=f"{label}: what the pruner compares")
-        ax_curve.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        _search_by_trial(ax_hist, label, done)
+        _search_by_size(ax_size, label, done, reference.get(label))
+        _search_curves(ax_curve, label, trials)
         for ax, columns in ((ax_hist, 1), (ax_size, 1), (ax_curve, 2)):  # legends below the panels: no point hidden
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=columns, frameon=False)
     fig.tight_layout()
     return fig
+
+
+def _search_by_trial(ax, label: str, done: list[dict]) -> None:
+    """The completed trials' scores in the order they ran, a repeated size hollow, and the best so far."""
+    import matplotlib.pyplot as plt
+
+    new = [t for t in done if t["repeat_of"] is None]
+    best, running = [], float("-inf")
+    for t in done:
+        running = max(running, t["value"])
+        best.append(running)
+    ax.plot([t["number"] for t in new], [t["value"] for t in new], "o", color="tab:blue", label="completed trial")
+    ax.plot([t["number"] for t in done if t not in new], [t["value"] for t in done if t not in new], "o",
+            mfc="none", color="tab:blue", label="a size proposed again (result reused, not retrained)")
+    ax.step([t["number"] for t in done], best, where="post", color="tab:red", label="best so far")
+    ax.set(xlabel="trial", ylabel="score (mean of seeds' best val acc)", title=f"{label}: completed trials")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+
+
+def _search_by_size(ax, label: str, done: list[dict], write_up: int | None) -> None:
+    """Each completed size's score (mean of seeds) with its seeds as dots, the best starred, the write-up's size."""
+    new = [t for t in done if t["repeat_of"] is None]
+    for t in new:
+        ax.plot([t["hidden"]] * len(t["seed_values"]), t["seed_values"], ".", color="tab:blue", alpha=0.4)
+    ax.plot([t["hidden"] for t in new], [t["value"] for t in new], "o", color="tab:blue",
+            label="completed size (mean; dots: seeds)")
+    if done:
+        top = max(done, key=lambda t: t["value"])
+        ax.plot(top["hidden"], top["value"], "*", color="tab:red", markersize=14, label=f"best: {top['hidden']} units")
+    if write_up is not None:
+        ax.axvline(write_up, color="tab:green", ls="--", label=f"write-up: {write_up}")
+    ax.set(xlabel="hidden units", ylabel="score (mean of seeds' best val acc)", title=f"{label}: hidden size")
+
+
+def _search_curves(ax, label: str, trials: list[dict]) -> None:
+    """The first seed's validation accuracy after each epoch, per trial: completed solid, pruned dashed."""
+    import matplotlib.pyplot as plt
+
+    colors = plt.get_cmap("tab10")
+    for k, t in enumerate(t for t in trials if t["history"]["val_acc"]):  # a repeat has no curve of its own
+        acc = t["history"]["val_acc"]
+        ax.plot(range(1, len(acc) + 1), acc, "-o" if t["state"] == "complete" else "--x",
+                color=colors(k % 10), markersize=4, label=f"{t['hidden']} units ({t['state']})")
+    ax.set(xlabel="epoch", ylabel="first seed's val acc", title=f"{label}: what the pruner compares")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
 
 
 def _find_tokens(needle: list[str], haystack: list[str]) -> int:

@@ -67,6 +67,14 @@ def main(argv=None) -> None:
                              f"{100 * record['val_acc']:.1f} %", f"{100 * record['test_acc']:.1f} %",
                              f"{seconds:.0f} s", f"{cpu:.0f} s"))
                 print(" | ".join(rows[-1]), flush=True)
+    print_table(rows, totals)
+    load_after = os.getloadavg()
+    print(f"\nload average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} (5 min: {load_after[1]:.2f});"
+          f" {os.cpu_count()} CPU cores; wall time in all {(time.perf_counter() - start) / 60:.1f} min")
+
+
+def print_table(rows: list[tuple], totals: dict) -> None:
+    """The Markdown table: one row per model, then each notebook's total wall and CPU time."""
     print()
     print("| section | model | epochs run | val acc | test acc | wall time | CPU time |")
     print("|---|---|---|---|---|---|---|")
@@ -74,10 +82,6 @@ def main(argv=None) -> None:
         print("| " + " | ".join(row) + " |")
     for notebook, (seconds, cpu) in totals.items():
         print(f"| notebook 0{notebook} | total | | | | {seconds / 60:.1f} min | {cpu / 60:.1f} min |")
-    load_after = os.getloadavg()
-    print(f"\nload average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} "
-          f"(5 min: {load_after[1]:.2f}); "
-          f"{os.cpu_count()} CPU cores; wall time in all {(time.perf_counter() - start) / 60:.1f} min")
 
 
 if __name__ == "__main__":

@@ -151,10 +151,8 @@ def train(model: nn.Module, data: imdb.Imdb, epochs: int = 10, lr: float = 1e-3,
     history, best_state, since_best = History(), None, 0
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        loss, acc = train_epoch(model, data.train, optimizer, batch_size, generator, f"epoch {epoch}/{epochs}",
-                                progress)
-        seconds = time.perf_counter() - start
-        best = history.add((loss, acc), evaluate(model, probe), evaluate(model, data.val), seconds)
+        batches = train_epoch(model, data.train, optimizer, batch_size, generator, f"epoch {epoch}/{epochs}", progress)
+        best = history.add(batches, evaluate(model, probe), evaluate(model, data.val), time.perf_counter() - start)
         if verbose:
             print(history.line(epoch), flush=True)
         if best:
