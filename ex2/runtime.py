@@ -26,22 +26,24 @@ CACHE_DIR = DATA_DIR / "cache"
 CHECKPOINT_DIR = ROOT / "checkpoints"
 
 RUN_MODES = {
-    "student": "the student run (the release's default): your code trains, on the full training split for a few "
-               "epochs (STUDENT_EPOCHS), seed 0, only the models a section needs, each cached in data/student-run/",
-    "full": "every run behind a notebook, five seeds, the full recipes (hours on a CPU), into data/retrain/",
-    "smoke": "the test command's quick check (SMOKE_TEST=1): 1,000 reviews per split, one epoch, nothing kept",
-    "course": "this repository's default: load the committed run records and checkpoints (checkpoints/)",
+    "student": "the student run, the release's default: your code trains the models a section needs (seed 0, the "
+               "full training split, a few epochs: STUDENT_EPOCHS), each kept in data/student-run/",
+    "full": "every run behind a notebook's tables, five seeds, the full recipes (hours on a CPU), into data/retrain/",
+    "smoke": "for maintainers: the test command's quick check, 1,000 reviews per split, one epoch, nothing kept",
+    "course": "for maintainers: the answer key loads its committed run records and checkpoints (checkpoints/)",
 }
-"""The values of $RUN_MODE, the one knob of notebooks 03 and 04 (`RunMode`)."""
+"""The values of $RUN_MODE, the one knob of notebooks 03 and 04 (`RunMode`). A student chooses between "student"
+(the default) and "full"; "smoke" and "course" are the maintainers' (the test command, the answer key)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class RunMode:
-    """How notebooks 03 and 04 get their models, read from the environment once (`RunMode.from_environment()`).
+    """How notebooks 03 and 04 get their models, read once from $RUN_MODE (`RunMode.from_environment()`): in the
+    student release, "student" (the default) or "full" (see RUN_MODES).
 
-    `name` is one of RUN_MODES; `quick` is the test command's check (1,000 reviews per split, one epoch); `recompute`
-    says a notebook reruns its whole plan instead of loading records ("full", and "smoke" with its thinned plan);
-    `results` is the folder its runs are read from and written to."""
+    `name` is one of RUN_MODES; `quick` is the test command's check ("smoke": 1,000 reviews per split, one epoch);
+    `recompute` says a notebook reruns its whole plan instead of loading records ("full", and "smoke" with its thinned
+    plan); `results` is the folder its runs are read from and written to."""
 
     name: str
     results: Path
@@ -56,11 +58,12 @@ class RunMode:
 
     @classmethod
     def from_environment(cls) -> "RunMode":
-        """$RUN_MODE, or unset: "smoke" with SMOKE_TEST=1 (the test command), "full" with RETRAIN=1 or FULL=1
-        (maintainers' spellings of RUN_MODE=full), "course" where committed results exist (checkpoints/runs/, this
-        repository) and "student" where they do not (the student release). "course" needs the committed results;
-        an unknown value is an error naming the choices. $RESULTS overrides the results folder (maintainers:
-        `RUN_MODE=full RESULTS=checkpoints` refreshes the committed results)."""
+        """The run mode $RUN_MODE names; unset, "student" in the student release (no committed results).
+
+        For maintainers only: unset, it is "course" where the committed results exist (checkpoints/runs/, the answer
+        key), "smoke" with SMOKE_TEST=1 (the test command) and "full" with RETRAIN=1 or FULL=1; $RESULTS overrides
+        the results folder (`RUN_MODE=full RESULTS=checkpoints` refreshes the committed results). "course" needs
+        the committed results; an unknown value is an error naming the choices."""
         name = os.environ.get("RUN_MODE", "").strip().lower()
         committed = (CHECKPOINT_DIR / "runs").is_dir()
         if not name:
