@@ -18,7 +18,9 @@ What it does, from the files git tracks here:
   answer shows is part of that answer, and stays out too (`answer_figures`).
 - requirements.txt: the reference's, less the instructor-only packages (INSTRUCTOR_ONLY: nbgrader, the PostgreSQL
   driver and the Optuna dashboard always; the others unless the release's own text uses them), with their comment
-  lines; `-e .` stays. pyproject.toml: without its pytest table (the release's pytest.ini is its one configuration).
+  lines; `-e .` stays. pyproject.toml: without its pytest and ruff tables (the release's pytest.ini is its one
+  configuration; ruff is the maintainers' check) and naming only the packages and modules the release ships
+  (`student_pyproject`). Of assignment/student/, only the files git tracks are copied: no empty folder.
 
 It refuses to write a release (SystemExit naming the file, the cell and the text) that
 - still contains a solution line (`distinctive`, anywhere in the release's .py/.md/.ipynb text);
@@ -149,6 +151,14 @@ def answer_figures(files: list[str]) -> set[str]:
     return (in_answers - elsewhere) & set(files)
 
 
+def student_files() -> list[str]:
+    """The tracked files of STUDENT (assignment/student/), relative to it: what the release adds at its root. Only
+    tracked files, so that nothing a local run left there (a `.benchmarks/` folder, an empty `tools/`) is shipped."""
+    listing = subprocess.run(["git", "ls-files", "-z", "--", STUDENT.relative_to(ROOT).as_posix()], cwd=ROOT,
+                             capture_output=True, check=True).stdout
+    return sorted((ROOT / p).relative_to(STUDENT).as_posix() for p in listing.decode().split("\0") if p)
+
+
 def course_records() -> list[str]:
     """The tracked run records (checkpoints/runs/*.json) the release ships as the course's full run."""
     listing = subprocess.run(["git", "ls-files", "-z", "--", COURSE_RECORDS], cwd=ROOT, capture_output=True,
@@ -221,16 +231,18 @@ def make_release(out: Path, force: bool = False) -> dict:
         raise SystemExit(f"make_release: refusing to write the release, a solution region ({BEGIN}) outside "
                          f"{STUDENT_FILE}, the one file the grader imports: {', '.join(misplaced)}")
     regions, reference = write_stubbed(files, staging)
-    shutil.copytree(STUDENT, staging, dirs_exist_ok=True)
+    for rel in student_files():  # the student README, self-checks, their summary and CI, over the release's root
+        (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(STUDENT / rel, staging / rel)
     for rel in course_records():  # the course's full run, records only: a quick run's tables over seeds use them
         dst = staging / COURSE_RESULTS / Path(rel).relative_to(COURSE_RECORDS)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, dst)
     texts = {str(p.relative_to(staging)): readable_text(p) for p in sorted(staging.rglob("*"))
              if p.is_file() and p.suffix in TEXT_SUFFIXES}
-    if "pyproject.toml" in files:  # one pytest configuration in the release: the student's pytest.ini
+    if "pyproject.toml" in files:  # one pytest configuration (the student's pytest.ini), only what the release has
         pyproject = staging / "pyproject.toml"
-        pyproject.write_text(without_pytest_section(pyproject.read_text(encoding="utf-8")), encoding="utf-8")
+        pyproject.write_text(student_pyproject(pyproject.read_text(encoding="utf-8"), staging), encoding="utf-8")
     if "requirements.txt" in files:  # filtered once the whole release is there: its text decides what it uses
         reqs = staging / "requirements.txt"
         reqs.write_text(student_requirements(reqs.read_text(encoding="utf-8"), "\n".join(texts.values())),
@@ -375,10 +387,32 @@ INSTRUCTOR_ONLY = {
 """The reference's packages a student needs only if the release's own text uses them (see student_requirements)."""
 
 
-def without_pytest_section(text: str) -> str:
-    """pyproject.toml without its [tool.pytest.ini_options] table (up to the next table or the end), so that the
-    release's own pytest.ini is its one pytest configuration."""
-    return re.sub(r"(?ms)^\[tool\.pytest\.ini_options\]\n.*?(?=^\[|\Z)", "", text).rstrip("\n") + "\n"
+MAINTAINER_TABLES = ("tool.pytest", "tool.ruff")
+"""pyproject.toml tables the release leaves out: the reference's pytest configuration (the release's pytest.ini is
+its one configuration) and the lint settings of the maintainers' check (ruff is not in the release's requirements)."""
+
+
+def without_tables(text: str, tables: tuple[str, ...]) -> str:
+    """A TOML text without the tables named in `tables` or nested under them (each up to the next table or the
+    end)."""
+    names = "|".join(re.escape(t) for t in tables)
+    return re.sub(rf"(?ms)^\[(?:{names})(?:\.[\w.-]+)?\]\n.*?(?=^\[|\Z)", "", text).rstrip("\n") + "\n"
+
+
+def student_pyproject(text: str, root: Path) -> str:
+    """The release's pyproject.toml: without MAINTAINER_TABLES, and its setuptools lists (`py-modules`, the
+    `include` patterns of packages.find) keep only the modules and packages present under `root`."""
+    def present(name: str, module: bool) -> bool:
+        path = root / name.removesuffix(".*").replace(".", "/")
+        return path.with_suffix(".py").is_file() if module else path.is_dir()
+
+    def keep(match: re.Match) -> str:
+        module = match.group(1) == "py-modules"
+        names = [n for n in re.findall(r'"([^"]+)"', match.group(2)) if present(n, module)]
+        return f"{match.group(1)} = [" + ", ".join(f'"{n}"' for n in names) + "]"
+
+    text = without_tables(text, MAINTAINER_TABLES)
+    return re.sub(r"(?m)^(py-modules|include)\s*=\s*\[([^\]]*)\]", keep, text)
 
 
 def student_requirements(text: str, released: str) -> str:

@@ -56,6 +56,27 @@ def test_release_holds_no_solution_and_no_shortcut(release):
         assert not any(c.get("outputs") for c in cells if c["cell_type"] == "code"), f"{nb.name} keeps outputs"
 
 
+def test_release_has_no_empty_folder_and_its_project_file_names_only_what_it_ships(release):
+    """What a student unpacks is what the README describes: no empty leftover folder (a local `.benchmarks/` or an
+    untracked `tools/` beside the student files), and a pyproject.toml without the maintainers' tables (ruff, pytest:
+    the release's pytest.ini is its one configuration) that names no package or module the release lacks."""
+    out, _ = release
+    empty = [str(p.relative_to(out)) for p in out.rglob("*") if p.is_dir() and not any(p.iterdir())]
+    assert empty == [], f"empty folders in the release: {empty}"
+    assert not (out / ".benchmarks").exists() and not (out / "tools").exists()
+    pyproject = (out / "pyproject.toml").read_text()
+    assert "[tool.ruff" not in pyproject and "[tool.pytest" not in pyproject, pyproject
+    assert "grader" not in pyproject, pyproject
+    import tomllib
+
+    setuptools = tomllib.loads(pyproject)["tool"]["setuptools"]
+    for module in setuptools.get("py-modules", []):
+        assert (out / f"{module}.py").is_file(), f"pyproject.toml names the module {module}, not in the release"
+    for package in setuptools["packages"]["find"]["include"]:
+        folder = out / package.removesuffix(".*").replace(".", "/")
+        assert folder.is_dir(), f"pyproject.toml names the package {package}, not in the release"
+
+
 def test_a_solution_region_outside_the_students_file_stops_the_release(tmp_path, monkeypatch):
     """Only ex2/layers.py, the file the grader imports, may hold solution regions: a region anywhere else would be
     released as the answer or never graded, so the release is refused, naming the file, and nothing is written."""
