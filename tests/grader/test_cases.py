@@ -57,8 +57,10 @@ def test_every_question_has_a_case_and_the_reference_passes_it():
     """Every graded question has its hidden test and every hidden test grades a question of the list (a question
     added without a test, or a test whose question was dropped, is found by the functions' names); the grader uses
     them all, and the reference passes each."""
-    assert case_functions() == set(QUESTIONS)
-    assert set(cases.CASES) == set(QUESTIONS)
+    found = case_functions()
+    assert found == set(QUESTIONS), (f"questions without a case_<question>: {sorted(set(QUESTIONS) - found)}; "
+                                     f"cases of no question: {sorted(found - set(QUESTIONS))}")
+    assert set(cases.CASES) == set(QUESTIONS), f"cases the grader does not collect: {sorted(found - set(cases.CASES))}"
     for q in QUESTIONS:
         assert judge_in_process(ROOT, q) == {"status": "passed", "message": ""}, q
 
