@@ -418,8 +418,8 @@ def load_imdb(max_len: int = 100, val_size: int = 5000, seed: int = 0, subset: i
     official 25,000 training reviews by `validation_split`: ids >= 10,000 of each label) / 25,000 test.
 
     Reviews are cut to their first `max_len` tokens of `tokenizer` (a version in `TOKENIZERS`). `subset`
-    keeps a stratified sample (seeded by `seed`) of at most that many reviews per split (for SMOKE_TEST
-    runs). The tokenized data is cached in data/cache/, keyed on the source file, tokenizer and max_len."""
+    keeps a stratified sample (seeded by `seed`) of at most that many reviews per split (the test command's quick
+    check). The tokenized data is cached in data/cache/, keyed on the source file, tokenizer and max_len."""
     if not isinstance(max_len, int) or max_len < 1:
         raise ValueError(f"max_len must be a positive int, got {max_len!r}")
     if not 0 < val_size < 25000:
