@@ -319,6 +319,7 @@ def test_user_mode_hides_the_classmates_work_folder(tmp_path, python_for_other_u
     assert not sandbox_processes()
 
 
+@pytest.mark.slow
 def test_a_submission_whose_grading_process_fails_gets_an_internal_error_and_the_others_are_graded(tmp_path,
                                                                                                      monkeypatch):
     """The guard around each submission: its process raising, being killed, passing the memory ceiling or the

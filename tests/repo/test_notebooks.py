@@ -12,6 +12,7 @@ from ex2 import runtime
 ROOT = runtime.ROOT
 
 
+@pytest.mark.slow  # starts a kernel
 def test_execute_notebooks_saves_outputs_and_keeps_the_file_on_failure(tmp_path):
     import nbformat
 
@@ -41,6 +42,7 @@ def test_execute_notebooks_saves_outputs_and_keeps_the_file_on_failure(tmp_path)
         tool.main([str(tmp_path / "missing.ipynb")])  # a clear usage error, nothing executed
 
 
+@pytest.mark.slow  # starts pytest in a child process
 def test_collecting_the_notebooks_never_downloads(tmp_path):
     guard = tmp_path / "site"
     guard.mkdir()
