@@ -28,10 +28,10 @@ from ex2.data import Imdb, batches
 BATCHES = 40
 
 
-def epoch_seconds(name: str, finetune: bool, data: Imdb, device: torch.device, **overrides) -> float:
-    config, settings = helpers.recipe(name, finetune)
+def epoch_seconds(name: str, trainable: bool, data: Imdb, device: torch.device, **overrides) -> float:
+    config, settings = helpers.recipe(name, trainable)
     model = helpers.make_model(name, seed=0, **{**config, **overrides}).to(device)
-    if model.finetune:
+    if model.trainable:
         model.adapt_rows(helpers.training_vocabulary(data.train, model.min_count))
     optimizer = helpers.make_optimizer(model, settings["lr"], settings.get("emb_weight_decay", 0.0))
     generator = torch.Generator().manual_seed(0)
@@ -97,11 +97,11 @@ def accuracy_table(data, results) -> None:
     print("| model | vectors | parameters | val acc | test acc | val − test | seed-0 checkpoint, re-evaluated |")
     print("|---|---|---|---|---|---|---|")
     for name in helpers.MODEL_NAMES:
-        for setting, finetune in (("trainable", True), ("frozen", False)):
+        for setting, trainable in (("trainable", True), ("frozen", False)):
             records = results.group(name, setting)
             val, val_sd = experiments.mean_std([r.val_acc for r in records])
             test, test_sd = experiments.mean_std([r.test_acc for r in records])
-            model = load_checkpoint(checkpoint_path(name, finetune))
+            model = load_checkpoint(checkpoint_path(name, trainable))
             again = helpers.evaluate(model, data.test)["acc"]
             print(f"| {name} | {setting} | {records[0].parameters:,} | {val:.2%} ± {val_sd:.2%} | "
                   f"**{test:.2%} ± {test_sd:.2%}** | {val - test:+.2%} | {again:.2%} "

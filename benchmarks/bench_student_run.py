@@ -54,15 +54,15 @@ def main(argv=None) -> None:
         else:
             experiments.records.STUDENT_RUN = Path(tmp)  # where load_or_train caches
         for notebook in args.notebook or sorted(experiments.STUDENT_MODELS):
-            for name, finetune in experiments.STUDENT_MODELS[notebook]:
+            for name, trainable in experiments.STUDENT_MODELS[notebook]:
                 t0, c0 = time.perf_counter(), time.process_time()
-                model = experiments.load_or_train(name, data, finetune=finetune)
+                model = experiments.load_or_train(name, data, trainable=trainable)
                 seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
                 record = model.info.record
                 wall, used = totals.get(notebook, (0.0, 0.0))
                 totals[notebook] = (wall + seconds, used + cpu)
-                rows.append((SECTIONS.get((name, finetune), f"0{notebook}"),
-                             f"{name} {'trainable' if finetune else 'frozen'}",
+                rows.append((SECTIONS.get((name, trainable), f"0{notebook}"),
+                             f"{name} {'trainable' if trainable else 'frozen'}",
                              f"{record['epochs_run']} of {STUDENT_EPOCHS[name]} (best {record['best_epoch']})",
                              f"{100 * record['val_acc']:.1f} %", f"{100 * record['test_acc']:.1f} %",
                              f"{seconds:.0f} s", f"{cpu:.0f} s"))

@@ -50,7 +50,7 @@ def load_checkpoint(path: str | Path) -> models.SentimentModel:
     return model.to(runtime.get_device()).eval()
 
 
-def checkpoint_path(name: str, finetune: bool = True, folder: str | Path | None = None) -> Path:
+def checkpoint_path(name: str, trainable: bool = True, folder: str | Path | None = None) -> Path:
     """<folder>/<name>.pt (trainable word vectors, the named model) or <name>_frozen.pt (frozen GloVe);
     the folder defaults to checkpoints/."""
-    return Path(folder or runtime.CHECKPOINT_DIR) / f"{models.check_name(name)}{'' if finetune else '_frozen'}.pt"
+    return Path(folder or runtime.CHECKPOINT_DIR) / f"{models.check_name(name)}{'' if trainable else '_frozen'}.pt"

@@ -37,8 +37,8 @@ class ModelInfo:
 class SentimentModel(nn.Module):
     """Base: GloVe lookup, frozen or with trainable word vectors.
 
-    Frozen (`finetune=False`): the GloVe table is a non-persistent buffer, so checkpoints stay small.
-    Trainable (`finetune=True`): the table stays frozen and only the rows of the training
+    Frozen (`trainable=False`): the GloVe table is a non-persistent buffer, so checkpoints stay small.
+    Trainable (`trainable=True`): the table stays frozen and only the rows of the training
     vocabulary (`adapt_rows`, words seen at least `min_count` times) get a learned correction,
 
         e(w) = GloVe(w) + Δ[row(w)],   Δ[0] = 0 for every other word (rare words, UNK, PAD),
@@ -48,15 +48,15 @@ class SentimentModel(nn.Module):
     embedding entries while training.
     Shown in notebook 03, section 3."""
 
-    def __init__(self, finetune: bool = False, min_count: int = 5, emb_dropout: float = 0.0):
+    def __init__(self, trainable: bool = False, min_count: int = 5, emb_dropout: float = 0.0):
         super().__init__()
         vectors = imdb.load_glove().vectors
         self.info = ModelInfo()
-        self.finetune, self.min_count, self.emb_dropout = finetune, min_count, emb_dropout
+        self.trainable, self.min_count, self.emb_dropout = trainable, min_count, emb_dropout
         self.register_buffer("embedding", vectors, persistent=False)
         self.emb_dim = vectors.shape[1]
         self.delta = None
-        if finetune:
+        if trainable:
             self.adapt_rows(torch.zeros(0, dtype=torch.long))
 
     def adapt_rows(self, word_ids: torch.Tensor) -> None:
@@ -203,14 +203,14 @@ class TokenScoreClassifier(SentimentModel):
 
 
 DEFAULT_CONFIGS = {
-    "rnn": {"cell": "rnn", "hidden": 128, "hh_init": "orthogonal", "finetune": True, "emb_dropout": 0.3},
-    "gru": {"cell": "gru", "hidden": 128, "finetune": True, "emb_dropout": 0.3},
-    "sum": {"weighted": False, "attention": False, "hidden": 64, "finetune": True, "emb_dropout": 0.3},
-    "weighted": {"weighted": True, "attention": False, "hidden": 64, "finetune": True, "emb_dropout": 0.3},
+    "rnn": {"cell": "rnn", "hidden": 128, "hh_init": "orthogonal", "trainable": True, "emb_dropout": 0.3},
+    "gru": {"cell": "gru", "hidden": 128, "trainable": True, "emb_dropout": 0.3},
+    "sum": {"weighted": False, "attention": False, "hidden": 64, "trainable": True, "emb_dropout": 0.3},
+    "weighted": {"weighted": True, "attention": False, "hidden": 64, "trainable": True, "emb_dropout": 0.3},
     "attn_sum": {"weighted": False, "attention": True, "hidden": 64, "window": 5, "layout": "exercise",
-                 "positions": "relative", "head_layers": 1, "mean": True, "finetune": True, "emb_dropout": 0.3},
+                 "positions": "relative", "head_layers": 1, "mean": True, "trainable": True, "emb_dropout": 0.3},
     "attn_weighted": {"weighted": True, "attention": True, "hidden": 64, "window": 5, "layout": "exercise",
-                      "positions": "relative", "head_layers": 1, "finetune": True, "emb_dropout": 0.3},
+                      "positions": "relative", "head_layers": 1, "trainable": True, "emb_dropout": 0.3},
 }
 """Architecture of each named model: trainable word vectors (the rows of words seen >= 5 times in
 the training split) with dropout 0.3 on the embeddings; RNN / GRU with 128 units (the top of the

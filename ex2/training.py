@@ -260,14 +260,14 @@ TRAIN_SETTINGS = {
 }
 """The recipe of each named model (trainable word vectors), chosen on the validation split."""
 
-FROZEN = {"finetune": False, "emb_dropout": 0.0}
+FROZEN = {"trainable": False, "emb_dropout": 0.0}
 """What the frozen-GloVe baseline changes in a model's config; its training settings are the same."""
 
 
-def recipe(name: str, finetune: bool = True) -> tuple[dict, dict]:
+def recipe(name: str, trainable: bool = True) -> tuple[dict, dict]:
     """(config overrides, training settings) of `name` with trainable (the named model) or frozen
     word vectors."""
-    return ({} if finetune else dict(FROZEN)), dict(TRAIN_SETTINGS[models.check_name(name)])
+    return ({} if trainable else dict(FROZEN)), dict(TRAIN_SETTINGS[models.check_name(name)])
 
 
 STUDENT_EPOCHS = {"rnn": 8, "gru": 3, "sum": 12, "weighted": 3, "attn_sum": 3, "attn_weighted": 3}
@@ -276,10 +276,10 @@ figure uses to pass 75 % test accuracy on the full training split (the RNN with 
 is what notebook 03, section 4 is about), measured on 2 cores."""
 
 
-def student_recipe(name: str, finetune: bool = True) -> tuple[dict, dict]:
-    """(config overrides, training settings) of the student run (`RunMode` "student"): `recipe(name, finetune)`
+def student_recipe(name: str, trainable: bool = True) -> tuple[dict, dict]:
+    """(config overrides, training settings) of the student run (`RunMode` "student"): `recipe(name, trainable)`
     capped at STUDENT_EPOCHS[name] epochs; early stopping and the best epoch's weights as in the recipe."""
-    config, settings = recipe(name, finetune)
+    config, settings = recipe(name, trainable)
     return config, {**settings, "epochs": min(settings["epochs"], STUDENT_EPOCHS[models.check_name(name)])}
 
 
@@ -290,7 +290,7 @@ def train_model(name: str, data: imdb.Imdb, seed: int = 0, config: dict | None =
     model = models.make_model(name, seed=seed, **(config or {}))
     model.info.max_len, model.info.tokenizer = data.max_len, data.tokenizer
     model.to(runtime.get_device())
-    if model.finetune:
+    if model.trainable:
         model.adapt_rows(models.training_vocabulary(data.train, model.min_count))
     settings = {**TRAIN_SETTINGS[name], **settings}
     model.info.settings = {k: v for k, v in settings.items() if not callable(v)}

@@ -17,7 +17,7 @@ from experiments.stats import pack_bits
 # --- the key grammar: <group>/seed<seed>, a group being [tokens-<version>/]<model>[-<variant>]/<setting> ---
 
 SETTINGS = {"trainable": True, "frozen": False}
-"""The two word-vector settings and whether the vectors train (`finetune`)."""
+"""The two word-vector settings and whether the vectors train (`trainable`)."""
 
 
 def group_key(model: str, setting: str, variant: str | int | None = None, tokenizer: str | None = None,
@@ -72,7 +72,7 @@ COST = {"rnn": 5, "gru": 12, "sum": 1, "weighted": 1, "attn_sum": 4, "attn_weigh
 """Relative cost of one epoch, to give each worker an even share (longest jobs first)."""
 
 RNN_ABLATION = {
-    "frozen GloVe, default W_hh": ({"finetune": False, "emb_dropout": 0.0, "hh_init": "default"}, {}),
+    "frozen GloVe, default W_hh": ({"trainable": False, "emb_dropout": 0.0, "hh_init": "default"}, {}),
     "trainable, default W_hh": ({"hh_init": "default"}, {}),
     "trainable, no embedding dropout": ({"emb_dropout": 0.0}, {}),
     "trainable, lr 3e-3": ({}, {"lr": 3e-3}),
@@ -155,15 +155,15 @@ FROZEN_REFIT = ("gru", "attn_sum", "attn_weighted")
 with the published solutions, which trained on all of them (notebook 04, Going further)."""
 
 
-def job(key: str, name: str, notebook: int, seed: int = 0, finetune: bool = True, config: dict | None = None,
+def job(key: str, name: str, notebook: int, seed: int = 0, trainable: bool = True, config: dict | None = None,
         settings: dict | None = None, checkpoint: bool = False, tokenizer: str = helpers.TOKENIZER_VERSION,
         refit_of: str | None = None) -> dict:
     """One training run, with its complete config overrides, training settings and inputs spelled out.
     `refit_of`: train on train + validation for the best epoch of that job's record instead."""
-    base_config, base_settings = helpers.recipe(name, finetune)
+    base_config, base_settings = helpers.recipe(name, trainable)
     settings = {**base_settings, **(settings or {})}
     return {"key": key, "kind": "run", "name": name, "seed": seed, "notebook": notebook, "checkpoint": checkpoint,
-            "finetune": finetune, "config": {**base_config, **(config or {})}, "settings": settings,
+            "trainable": trainable, "config": {**base_config, **(config or {})}, "settings": settings,
             "tokenizer": tokenizer, "refit_of": refit_of, "cost": COST[name] * min(settings["epochs"], 15)}
 
 
@@ -195,8 +195,8 @@ def _model_jobs() -> list[dict]:
     jobs = []
     for name in helpers.MODEL_NAMES:
         notebook = 3 if name in ("rnn", "gru") else 4
-        for setting, finetune in SETTINGS.items():
-            jobs += [job(run_key(group_key(name, setting), seed), name, notebook, seed, finetune,
+        for setting, trainable in SETTINGS.items():
+            jobs += [job(run_key(group_key(name, setting), seed), name, notebook, seed, trainable,
                          checkpoint=seed == 0) for seed in SEEDS]
             if name in ("rnn", "gru"):  # notebook 03's question: does 128 over-fit where 64 does not?
                 jobs += _seeded(group_key(name, setting, 64), SEEDS, name, 3, setting, config={"hidden": 64})
@@ -208,7 +208,7 @@ def _variant_jobs(out: Path) -> list[dict]:
     jobs = []
     for label, (config, settings) in RNN_ABLATION.items():
         jobs += [job(run_key(group_key("rnn", "trainable", ablation=label), seed), "rnn", 3, seed,
-                     config.get("finetune", True), config, settings) for seed in SEEDS3]
+                     config.get("trainable", True), config, settings) for seed in SEEDS3]
     for name, config in LAYOUT_VARIANTS.items():
         jobs += _seeded(group_key(name, "trainable", "variant"), SEEDS, name, 4, config=config)
         jobs += _seeded(group_key(name, "frozen", "variant"), SEEDS3, name, 4, "frozen", config=config)

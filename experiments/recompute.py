@@ -120,9 +120,9 @@ def student_key(name: str, config: dict, settings: dict, data: Imdb) -> str:
     return hashlib.sha256(what.encode()).hexdigest()[:8]
 
 
-def load_or_train(name: str, data: Imdb, finetune: bool = True,
+def load_or_train(name: str, data: Imdb, trainable: bool = True,
                   folder: str | Path | None = None) -> helpers.SentimentModel:
-    """The seed-0 model `name` (trainable word vectors; `finetune=False`: frozen GloVe) that a section of notebook 03
+    """The seed-0 model `name` (trainable word vectors; `trainable=False`: frozen GloVe) that a section of notebook 03
     or 04 needs, trained or loaded when the section gets there, as the run mode says:
 
     - "student": trained on `data` (the full training split) with `student_recipe` (the recipe, at most
@@ -138,16 +138,16 @@ def load_or_train(name: str, data: Imdb, finetune: bool = True,
     `model.info.record` holds the model's run record (validation and test accuracy on `data`)."""
     mode = runtime.RunMode.from_environment().name
     if folder is not None or mode in ("course", "full"):
-        path = checkpoint_path(name, finetune, folder or records.results_folder())
+        path = checkpoint_path(name, trainable, folder or records.results_folder())
         if path.exists():
             return load_checkpoint(path)
         if mode in ("course", "full"):
-            return _train(name, data, *helpers.recipe(name, finetune), path)
-    config, settings = student_recipe(name, finetune)
+            return _train(name, data, *helpers.recipe(name, trainable), path)
+    config, settings = student_recipe(name, trainable)
     if mode == "smoke":
         return _train(name, data, config, {**settings, "epochs": 1}, None)
     key = student_key(name, config, settings, data)
-    path = records.STUDENT_RUN / f"{checkpoint_path(name, finetune).stem}-{key}.pt"
+    path = records.STUDENT_RUN / f"{checkpoint_path(name, trainable).stem}-{key}.pt"
     if path.exists():
         return load_checkpoint(path)
     return _train(name, data, config, settings, path)
@@ -279,7 +279,7 @@ def worker(keys: list[str], out: Path, smoke: bool) -> None:
             print(f"{type(exc).__name__}: {exc}", flush=True)
             sys.exit(UNIMPLEMENTED)
         if jobs[key].get("checkpoint"):  # seed 0 of a named model
-            save_checkpoint(model, checkpoint_path(jobs[key]["name"], jobs[key]["finetune"], out))
+            save_checkpoint(model, checkpoint_path(jobs[key]["name"], jobs[key]["trainable"], out))
         record = dataclasses.replace(record, job=_as_recorded(jobs[key]), code=code, created=time.strftime("%Y-%m-%d"),
                                      wall_seconds=time.perf_counter() - start)
         records.save(record, out)

@@ -184,7 +184,7 @@ def objective(question: dict, namespace: dict):
                 callback(epoch, history)
         return None, history
 
-    stand_in = types.SimpleNamespace(recipe=lambda name, finetune=True: ({}, dict(question["settings"])),
+    stand_in = types.SimpleNamespace(recipe=lambda name, trainable=True: ({}, dict(question["settings"])),
                                      History=StandInHistory, train_model=train_model)
     namespace.update(helpers=stand_in, optuna=optuna, TrialState=TrialState, SEARCH=dict(question["search"]),
                      search_data=object())

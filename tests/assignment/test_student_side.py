@@ -226,7 +226,7 @@ def test_the_student_run_trains_once_caches_and_retrains_when_the_code_changes(t
         experiments.load_or_train("gru", toy_data)
     monkeypatch.setattr(helpers.GRUCell, "update", stub("GRUCell.update", "notebook 03, section 1"))
     with pytest.raises(layers.Unimplemented, match="^implement GRUCell.update: notebook 03, section 1$"):
-        experiments.load_or_train("gru", toy_data, finetune=False)
+        experiments.load_or_train("gru", toy_data, trainable=False)
     assert saved.exists()
 
 

@@ -192,7 +192,7 @@ def test_only_training_vocabulary_rows_are_trained_and_checkpoints_store_them(to
     assert not ({"0", "11"} & words)  # each number occurs once or twice per class: below min_count
     model, _ = helpers.train_model("weighted", toy_data, seed=0, epochs=3, batch_size=4, lr=1e-2, progress=False,
                                    verbose=False, config={"min_count": 3})
-    assert model.finetune and model.delta is not None
+    assert model.trainable and model.delta is not None
     assert set(model.adapted_ids.tolist()) == set(vocab.tolist())
     glove = helpers.load_glove()
     assert torch.equal(model.embedding, glove.vectors)  # the GloVe table itself never changes
@@ -213,10 +213,10 @@ def test_only_training_vocabulary_rows_are_trained_and_checkpoints_store_them(to
 
 
 def test_the_frozen_recipe_trains_no_word_vector(toy_data):
-    config, settings = helpers.recipe("sum", finetune=False)
+    config, settings = helpers.recipe("sum", trainable=False)
     model, _ = helpers.train_model("sum", toy_data, seed=0, config=config, progress=False, verbose=False,
                                    **{**settings, "epochs": 2, "batch_size": 4, "lr": 1e-2})
-    assert not model.finetune and model.delta is None
+    assert not model.trainable and model.delta is None
     model.train()  # dropout would show here: the frozen recipe has none
     ids = toy_data.train.ids[:4]
     assert torch.equal(model.embed(ids), helpers.load_glove().vectors[ids])  # still GloVe after training

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import helpers
 from ex2 import layers
 
-SMALL = {"finetune": False, "emb_dropout": 0.0, "hidden": 8}
+SMALL = {"trainable": False, "emb_dropout": 0.0, "hidden": 8}
 """Small models without dropout or trainable vectors: one step is deterministic and quick."""
 
 

@@ -73,7 +73,7 @@ def test_train_step_updates_with_clipped_gradients(toy_data, monkeypatch):
 
     def step(clip: float):
         monkeypatch.setattr(training, "CLIP_NORM", clip)
-        model = helpers.make_model("gru", seed=0, finetune=False, emb_dropout=0.0)
+        model = helpers.make_model("gru", seed=0, trainable=False, emb_dropout=0.0)
         before = [p.detach().clone() for p in model.parameters()]
         loss, correct = helpers.train_step(model, helpers.make_optimizer(model, lr=1e-3), ids, lengths, labels)
         norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
@@ -83,7 +83,7 @@ def test_train_step_updates_with_clipped_gradients(toy_data, monkeypatch):
     loss, correct, norm, moved = step(float("inf"))
     assert moved and 0 <= correct <= 8 and norm > 1e-3
     with torch.no_grad():
-        model = helpers.make_model("gru", seed=0, finetune=False, emb_dropout=0.0)
+        model = helpers.make_model("gru", seed=0, trainable=False, emb_dropout=0.0)
         expected = torch.nn.functional.binary_cross_entropy_with_logits(model(ids, lengths), labels).item() * 8
     assert loss == pytest.approx(expected, rel=1e-6)  # the summed loss of the batch, before the update
     assert step(1e-3)[2] == pytest.approx(1e-3, rel=1e-3)  # the gradient is clipped to CLIP_NORM

@@ -64,25 +64,25 @@ def test_committed_records_cover_the_plan():
 
 
 def test_every_committed_checkpoint_is_a_named_model():
-    expected = {checkpoint_path(name, finetune) for name in helpers.MODEL_NAMES for finetune in (True, False)}
+    expected = {checkpoint_path(name, trainable) for name in helpers.MODEL_NAMES for trainable in (True, False)}
     assert set(runtime.CHECKPOINT_DIR.glob("*.pt")) == expected
 
 
-@pytest.mark.parametrize("finetune", [True, False], ids=["trainable", "frozen"])
+@pytest.mark.parametrize("trainable", [True, False], ids=["trainable", "frozen"])
 @pytest.mark.parametrize("name", helpers.MODEL_NAMES)
-def test_committed_checkpoints_load_and_match_their_records(name, finetune):
-    path = checkpoint_path(name, finetune)
+def test_committed_checkpoints_load_and_match_their_records(name, trainable):
+    path = checkpoint_path(name, trainable)
     assert path.exists(), f"{path} is missing: python -m experiments.recompute --only {name}/"
     assert path.stat().st_size <= 2_000_000
     model = load_checkpoint(path)
-    record = committed()[f"{name}/{'trainable' if finetune else 'frozen'}/seed0"]
+    record = committed()[f"{name}/{'trainable' if trainable else 'frozen'}/seed0"]
     for key in ("test_acc", "val_acc", "history", "writeup_probs", "settings", "config"):
         assert model.info.record[key] == getattr(record, key), key  # seed 0 of the records is this checkpoint
     # trained with today's recipe: the named architecture and settings
-    config, settings = helpers.recipe(name, finetune)
+    config, settings = helpers.recipe(name, trainable)
     assert model.info.name == name and model.info.config == {**DEFAULT_CONFIGS[name], **config}
     assert model.info.record["settings"] == settings and model.info.tokenizer == helpers.TOKENIZER_VERSION
-    assert model.finetune == finetune and (model.delta is not None) == finetune
+    assert model.trainable == trainable and (model.delta is not None) == trainable
     p = helpers.predict(model, ["an absolute masterpiece, i loved every minute of it",
                                 "the worst film i have ever seen, a boring waste of time"])
     assert p[0] > 0.5 > p[1]

@@ -15,11 +15,11 @@ def test_the_plan_has_one_checkpoint_per_named_model_and_a_smoke_version():
     keys = [job["key"] for job in jobs]
     assert len(set(keys)) == len(keys)
     runs = [job for job in jobs if job["kind"] == "run"]
-    checkpoints = [checkpoint_path(job["name"], job["finetune"]) for job in runs if job["checkpoint"]]
-    assert sorted(checkpoints) == sorted(checkpoint_path(name, finetune) for name in helpers.MODEL_NAMES
-                                         for finetune in (True, False))
+    checkpoints = [checkpoint_path(job["name"], job["trainable"]) for job in runs if job["checkpoint"]]
+    assert sorted(checkpoints) == sorted(checkpoint_path(name, trainable) for name in helpers.MODEL_NAMES
+                                         for trainable in (True, False))
     for job in runs:
-        config, settings = helpers.recipe(job["name"], job["finetune"])
+        config, settings = helpers.recipe(job["name"], job["trainable"])
         assert job["config"].items() >= config.items()  # variants change the recipe, never drop it
         if job["checkpoint"]:  # the committed model is the named recipe, seed 0
             assert job["seed"] == 0 and job["config"] == config and job["settings"] == settings
@@ -60,7 +60,7 @@ def test_the_plan_has_one_checkpoint_per_named_model_and_a_smoke_version():
     other = [v for v in helpers.TOKENIZERS if v != helpers.TOKENIZER_VERSION]
     tokens = [job for job in runs if job["tokenizer"] != helpers.TOKENIZER_VERSION]
     assert other and {job["tokenizer"] for job in tokens} == set(other)
-    assert {(job["name"], job["finetune"]) for job in tokens} == {(n, f) for n in plan.TOKENIZER_CHECK
+    assert {(job["name"], job["trainable"]) for job in tokens} == {(n, f) for n in plan.TOKENIZER_CHECK
                                                                   for f in (True, False)}
     refits = [job for job in runs if job["refit_of"]]
     assert {job["refit_of"] for job in refits} == {f"{n}/{setting}/seed{s}" for names, setting in (

@@ -44,8 +44,8 @@ def test_load_or_train_trains_once_prints_its_epochs_and_then_loads(toy_data, tm
 def test_load_or_train_never_saves_in_a_smoke_run(toy_data, tmp_path, monkeypatch):
     monkeypatch.setenv("SMOKE_TEST", "1")
     folder = tmp_path / "checkpoints"
-    model = recompute.load_or_train("sum", toy_data, finetune=False, folder=folder)
-    assert model.delta is None and model.info.record["config"]["finetune"] is False
+    model = recompute.load_or_train("sum", toy_data, trainable=False, folder=folder)
+    assert model.delta is None and model.info.record["config"]["trainable"] is False
     assert not folder.exists() or not list(folder.iterdir())
 
 
@@ -100,7 +100,7 @@ def test_workers_write_records_and_checkpoints_that_results_load_reads(toy_data,
         assert record.epochs_run == 1 and record.seed == 0 and record.settings == job["settings"]
         assert record.config == {**DEFAULT_CONFIGS[job["name"]], **job["config"]}
         if job["checkpoint"]:
-            path = checkpoint_path(job["name"], job["finetune"], tmp_path)
+            path = checkpoint_path(job["name"], job["trainable"], tmp_path)
             model = load_checkpoint(path)
             assert model.info.record["test_acc"] == record.test_acc and model.info.config == record.config
             saved.add(path.name)
