@@ -48,11 +48,12 @@ from ex2.runtime import ROOT
 STUDENT = ROOT / "assignment" / "student"
 """Files that exist only in the release (README, public self-checks, their summary, their CI), copied over its root."""
 LEFT_OUT = ("grader/", "checkpoints/", "tests/", "benchmarks/", "tools/", "assignment/", ".github/", ".ci/",
-            "README.md")
+            "README.md", "conftest.py")
 """Folders (and the reference's README) of which nothing reaches the release: the grader (hidden tests, the child
 that runs submissions, its sandbox, its reader of untrusted bytes, reports, marking, the Gradescope builder), the
-trained checkpoints, the reference's tests and benchmarks, the maintainers' commands, CI, and assignment/ (this
-maker and the student's files, which STUDENT puts in place)."""
+trained checkpoints, the reference's tests and benchmarks, the maintainers' commands, CI, the root conftest.py
+(which groups the reference's tests for its two workers), and assignment/ (this maker and the student's files,
+which STUDENT puts in place)."""
 PUBLIC = ("assignment/__init__.py", "assignment/questions.py")
 """What the release ships of the folders it leaves out: the list of graded questions, which the students' summary
 of their self-checks reads (nothing in it is an answer)."""

@@ -11,21 +11,6 @@ import helpers
 from ex2 import runtime
 from ex2.data import ImdbError
 
-SANDBOXED = ("tests/grader/",)
-"""Test folders whose tests share one sandbox user's processes (tests/grader/test_attacks.py checks that none
-survives its grading run), so they must not run at the same time on two workers."""
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Under `pytest -n 2 --dist loadgroup` (the README's test command) one worker runs each group: a test file
-    (a notebook's cells in order, a module's fixtures built once) or the sandboxed folders together. Without
-    pytest-xdist the marker is inert."""
-    for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        group = "sandbox" if path.startswith(SANDBOXED) else path
-        item.add_marker(pytest.mark.xdist_group(group))
-
 
 @pytest.fixture
 def tiny_archive(tmp_path):
