@@ -37,7 +37,6 @@ from ex2.layers import (
 )
 from ex2.models import (
     MODEL_NAMES,
-    RecurrentClassifier,
     SentimentModel,
     TokenScoreClassifier,
     count_parameters,
@@ -48,7 +47,6 @@ from ex2.runtime import (
     RUN_MODES,
     RunMode,
     get_device,
-    model_device,
     relative,
     set_seed,
 )
@@ -69,11 +67,11 @@ from ex2.training import (
 )
 
 __all__ = [  # what the notebooks name, and only that
-    "GRUCell", "History", "MODEL_NAMES", "RNNCell", "RUN_MODES", "RecurrentBPTT", "RecurrentClassifier",
-    "RelativePositions", "RunMode", "SelfAttention", "SentimentModel", "Split", "TOKENIZERS", "TOKENIZER_VERSION",
-    "TRAIN_SETTINGS", "TokenScoreClassifier", "WRITEUP_REVIEWS", "count_parameters", "course_tokenize", "evaluate",
-    "explain", "find_imdb", "get_device", "lengths_to_mask", "load_glove", "load_imdb", "make_model",
-    "make_optimizer", "model_device", "pool_token_scores", "predict", "predict_split", "read_imdb", "recipe",
-    "relative", "run_cell", "set_seed", "stratified_sample", "token_words", "tokenize", "train", "train_epoch",
-    "train_model", "train_step", "training_vocabulary", "validation_split",
+    "GRUCell", "History", "MODEL_NAMES", "RNNCell", "RUN_MODES", "RecurrentBPTT", "RelativePositions", "RunMode",
+    "SelfAttention", "SentimentModel", "Split", "TOKENIZERS", "TOKENIZER_VERSION", "TRAIN_SETTINGS",
+    "TokenScoreClassifier", "WRITEUP_REVIEWS", "count_parameters", "course_tokenize", "evaluate", "explain",
+    "find_imdb", "get_device", "lengths_to_mask", "load_glove", "load_imdb", "make_model", "make_optimizer",
+    "pool_token_scores", "predict", "predict_split", "read_imdb", "recipe", "relative", "run_cell", "set_seed",
+    "stratified_sample", "token_words", "tokenize", "train", "train_epoch", "train_model", "train_step",
+    "training_vocabulary", "validation_split",
 ]

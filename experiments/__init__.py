@@ -1,11 +1,11 @@
-"""What notebooks 03 and 04 report: the statistics (`stats`), the run records and their queries (`records`), the
-plan of jobs and its key grammar (`plan`), the hyper-parameter search (`search`) and the recompute path
-(`recompute`: `python -m experiments.recompute`). The names the notebooks use most are here too. Imports `helpers`
-(the models and data); `helpers` never imports this package.
+"""What notebooks 03 and 04 report: the statistics (`stats`), the measurements read off models and data
+(`analysis`), the run records and their queries (`records`), the plan of jobs and its key grammar (`plan`), the
+hyper-parameter search (`search`) and the recompute path (`recompute`: `python -m experiments.recompute`). The names
+the notebooks use most are here too. Imports `helpers` (the models and data); `helpers` never imports this package.
 """
 import importlib
 
-from experiments import plan, records, search, stats
+from experiments import analysis, plan, records, search, stats
 from experiments.plan import ATTN_ABLATION, RNN_ABLATION, SEEDS, SEEDS3, experiment_plan, full_config, tfidf_baseline
 from experiments.records import (
     PUBLISHED_SOLUTIONS,
@@ -30,7 +30,7 @@ from experiments.stats import (
     unpaired_compare,
 )
 
-__all__ = ["plan", "records", "search", "stats", "ATTN_ABLATION", "RNN_ABLATION", "SEEDS", "SEEDS3",
+__all__ = ["analysis", "plan", "records", "search", "stats", "ATTN_ABLATION", "RNN_ABLATION", "SEEDS", "SEEDS3",
            "experiment_plan", "full_config", "tfidf_baseline", "PUBLISHED_SOLUTIONS", "STUDENT_RUN", "Ledger",
            "Results", "RunRecord", "compare", "compare_groups", "course_results", "results_folder", "results_table",
            "run_summary", "make_study", "optuna_storage", "run_study", "search_minutes", "trial_records",

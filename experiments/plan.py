@@ -10,8 +10,8 @@ from pathlib import Path
 
 import helpers
 from ex2 import runtime
-from ex2.data import Imdb
-from ex2.models import DEFAULT_CONFIGS, check_name
+from ex2.data import Imdb, Split, token_words
+from ex2.models import DEFAULT_CONFIGS, RecurrentClassifier, check_name
 from experiments.stats import pack_bits
 
 # --- the key grammar: <group>/seed<seed>, a group being [tokens-<version>/]<model>[-<variant>]/<setting> ---
@@ -258,7 +258,7 @@ def full_config(name: str, config: dict | None = None, named: bool = True) -> di
     for a config that is already complete such as a record's `model.info.config`, `named=False`) and the rest at the
     constructors' defaults. Two configs build the same model exactly when their full configs are equal: how a record
     is matched to the job that should have made it."""
-    cls = helpers.RecurrentClassifier if check_name(name) in ("rnn", "gru") else helpers.TokenScoreClassifier
+    cls = RecurrentClassifier if check_name(name) in ("rnn", "gru") else helpers.TokenScoreClassifier
     empty = inspect.Parameter.empty
     defaults = {k: p.default for c in (helpers.SentimentModel, cls)
                 for k, p in inspect.signature(c.__init__).parameters.items() if p.default is not empty}
@@ -276,8 +276,8 @@ def tfidf_baseline(data: Imdb) -> dict:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    def as_text(split: helpers.Split) -> list[str]:
-        return [" ".join(helpers.token_words(row[:n])) for row, n in zip(split.ids.tolist(), split.lengths.tolist())]
+    def as_text(split: Split) -> list[str]:
+        return [" ".join(token_words(row[:n])) for row, n in zip(split.ids.tolist(), split.lengths.tolist())]
 
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True,
                                  token_pattern=r"\S+", lowercase=False)

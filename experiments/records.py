@@ -17,7 +17,7 @@ import torch
 import helpers
 from ex2 import runtime
 from ex2.checkpoints import RESTORE_HINT
-from ex2.data import Imdb
+from ex2.data import Imdb, Split
 from ex2.training import is_correct, split_logits
 from experiments import plan, stats
 
@@ -215,7 +215,7 @@ def course_results() -> Results | None:
     return None
 
 
-def correct_flags(model: torch.nn.Module, split: helpers.Split) -> np.ndarray:
+def correct_flags(model: torch.nn.Module, split: Split) -> np.ndarray:
     """Whether `model` classifies each review of `split` right (`is_correct`, as `helpers.evaluate` counts),
     in order: its mean is the accuracy."""
     return is_correct(split_logits(model, split), split.labels).numpy()

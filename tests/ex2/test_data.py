@@ -48,7 +48,7 @@ def test_validation_is_the_top_block_of_ids_of_each_label():
 
 
 def test_glove_vector_of_the_is_the_published_one():
-    glove = helpers.load_glove()
+    glove = imdb.load_glove()
     assert glove.vectors.shape == (400_002, 50)
     # first five numbers of "the" in glove.6B.50d.txt
     expected = torch.tensor([0.418, 0.24968, -0.41242, 0.1217, 0.34527])
@@ -101,10 +101,10 @@ def test_load_imdb_from_env_archive_then_cache(tiny_imdb, isolated_data_dir, cap
     assert len(list((isolated_data_dir / "cache").glob("*.pt"))) == 2
     other = helpers.load_imdb(max_len=5, val_size=2, tokenizer="glove6b-v1")  # and another tokenizer
     assert len(list((isolated_data_dir / "cache").glob("*.pt"))) == 3 and other.tokenizer == "glove6b-v1"
-    words = helpers.token_words(other.test.ids[1, :other.test.lengths[1]].tolist())
+    words = imdb.token_words(other.test.ids[1, :other.test.lengths[1]].tolist())
     assert words == ["awful", ".", "just", "awful", "."]
     course = helpers.load_imdb(max_len=5, val_size=2, tokenizer="course-v1")
-    assert helpers.token_words(course.test.ids[1, :course.test.lengths[1]].tolist()) == ["awful", "just", "awful"]
+    assert imdb.token_words(course.test.ids[1, :course.test.lengths[1]].tolist()) == ["awful", "just", "awful"]
     with pytest.raises(ValueError, match="unknown tokenizer"):
         helpers.load_imdb(max_len=5, val_size=2, tokenizer="glove6b-v0")
 
@@ -240,7 +240,7 @@ def test_subset_keeps_a_stratified_sample_of_each_split(toy_data):
 
 
 def test_encode_pads_cuts_and_keeps_the_tokens():
-    glove = helpers.load_glove()
+    glove = imdb.load_glove()
     ids, lengths, kept = encode(["a great film", "bad " * 10, "qwzxqwzx"], max_len=4)
     assert ids.shape == (3, 4) and lengths.tolist() == [3, 4, 1]
     assert ids[0].tolist() == [glove.index["a"], glove.index["great"], glove.index["film"], imdb.PAD]

@@ -187,14 +187,14 @@ def test_run_cell_all_states_and_start_state(ours):
 def test_only_training_vocabulary_rows_are_trained_and_checkpoints_store_them(toy_data, tmp_path):
     vocab = helpers.training_vocabulary(toy_data.train, min_count=3)
     assert imdb.PAD not in vocab.tolist() and imdb.UNK not in vocab.tolist()
-    words = set(helpers.token_words(vocab.tolist()))
+    words = set(imdb.token_words(vocab.tolist()))
     assert {"great", "bad", "film"} <= words and "number" in words
     assert not ({"0", "11"} & words)  # each number occurs once or twice per class: below min_count
     model, _ = helpers.train_model("weighted", toy_data, seed=0, epochs=3, batch_size=4, lr=1e-2, progress=False,
                                    verbose=False, config={"min_count": 3})
     assert model.trainable and model.delta is not None
     assert set(model.adapted_ids.tolist()) == set(vocab.tolist())
-    glove = helpers.load_glove()
+    glove = imdb.load_glove()
     assert torch.equal(model.embedding, glove.vectors)  # the GloVe table itself never changes
     great, eleven = glove.index["great"], glove.index["11"]
     e = model.embed(torch.tensor([[great, eleven]]))
@@ -219,7 +219,7 @@ def test_the_frozen_recipe_trains_no_word_vector(toy_data):
     assert not model.trainable and model.delta is None
     model.train()  # dropout would show here: the frozen recipe has none
     ids = toy_data.train.ids[:4]
-    assert torch.equal(model.embed(ids), helpers.load_glove().vectors[ids])  # still GloVe after training
+    assert torch.equal(model.embed(ids), imdb.load_glove().vectors[ids])  # still GloVe after training
     assert helpers.count_parameters(model) == helpers.count_parameters(model, embeddings=False)
     assert helpers.count_parameters(model) == sum(p.numel() for p in model.mlp.parameters())
     # the trainable recipe of the same model does adapt rows, with dropout while training
@@ -237,7 +237,7 @@ def test_embedding_dropout_acts_only_in_training():
     model.train()
     assert (model.embed(ids) == 0).any()
     model.eval()
-    assert torch.equal(model.embed(ids), helpers.load_glove().vectors[ids])
+    assert torch.equal(model.embed(ids), imdb.load_glove().vectors[ids])
 
 
 # --- where attention sits: the exercise's layout and the residual one ---

@@ -236,7 +236,7 @@ def test_models_follow_the_device_they_are_moved_to(monkeypatch, tmp_path):
     model = helpers.make_model("gru", seed=0)
     path = save_checkpoint(model, tmp_path / "g.pt")
     loaded = load_checkpoint(path)
-    assert helpers.model_device(loaded) == torch.device("cpu")
+    assert runtime.model_device(loaded) == torch.device("cpu")
     assert helpers.predict(loaded, "fine").shape == (1,)
 
 
