@@ -14,14 +14,11 @@ Two modules beside it import it (it never imports them): `experiments` (what not
 from ex2.data import (
     TOKENIZER_VERSION,
     TOKENIZERS,
-    Split,
     course_tokenize,
     find_imdb,
-    load_glove,
     load_imdb,
     read_imdb,
     stratified_sample,
-    token_words,
     tokenize,
     validation_split,
 )
@@ -68,10 +65,9 @@ from ex2.training import (
 
 __all__ = [  # what the notebooks name, and only that
     "GRUCell", "History", "MODEL_NAMES", "RNNCell", "RUN_MODES", "RecurrentBPTT", "RelativePositions", "RunMode",
-    "SelfAttention", "SentimentModel", "Split", "TOKENIZERS", "TOKENIZER_VERSION", "TRAIN_SETTINGS",
-    "TokenScoreClassifier", "WRITEUP_REVIEWS", "count_parameters", "course_tokenize", "evaluate", "explain",
-    "find_imdb", "get_device", "lengths_to_mask", "load_glove", "load_imdb", "make_model", "make_optimizer",
-    "pool_token_scores", "predict", "predict_split", "read_imdb", "recipe", "relative", "run_cell", "set_seed",
-    "stratified_sample", "token_words", "tokenize", "train", "train_epoch", "train_model", "train_step",
-    "training_vocabulary", "validation_split",
+    "SelfAttention", "SentimentModel", "TOKENIZERS", "TOKENIZER_VERSION", "TRAIN_SETTINGS", "TokenScoreClassifier",
+    "WRITEUP_REVIEWS", "count_parameters", "course_tokenize", "evaluate", "explain", "find_imdb", "get_device",
+    "lengths_to_mask", "load_imdb", "make_model", "make_optimizer", "pool_token_scores", "predict", "predict_split",
+    "read_imdb", "recipe", "relative", "run_cell", "set_seed", "stratified_sample", "tokenize", "train", "train_epoch",
+    "train_model", "train_step", "training_vocabulary", "validation_split",
 ]
