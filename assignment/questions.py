@@ -89,13 +89,14 @@ WRITTEN.update({  # notebook 03
         "question": ('What does the test set say about trainable versus frozen word vectors, the GRU versus the RNN, '
                      'and the GRU versus the TF-IDF anchor?'),
         "criteria": [
-            ('trainable − frozen for both cells, with verdicts, and why the RNN gains far more', 1),
+            ('trainable − frozen for both cells, with verdicts, and what section 4 shows beside the RNN\'s larger gain '
+             '(an association, not a measured cause)', 1),
             ('the GRU against the RNN and against the anchor, with verdicts, and what a suggestive verdict '
              'allows one to say', 1),
         ],
     },
     'nb03_s7_results_3': {
-        "question": ("Read your GRU's running prediction for the two reviews above: at which words does P(positive) "
+        "question": ("Read your GRU's running prediction for the two texts above: at which words does P(positive) "
                      'move most, and does each review end on the right side of 0.5?'),
         "criteria": [
             ("where your GRU's prediction turns, where each review ends, and why one review cannot show that "
