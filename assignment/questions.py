@@ -97,7 +97,7 @@ WRITTEN.update({  # notebook 03
     },
     'nb03_s7_results_3': {
         "question": ("Read your GRU's running prediction for the two texts above: at which words does P(positive) "
-                     'move most, and does each review end on the right side of 0.5?'),
+                     'move most, and does each text end on the right side of 0.5?'),
         "criteria": [
             ("where your GRU's prediction turns, where each review ends, and why one review cannot show that "
              'the GRU understands "but"', 1),
