@@ -28,7 +28,8 @@ CHECKPOINT_DIR = ROOT / "checkpoints"
 RUN_MODES = {
     "student": "the student run, the release's default: your code trains the models a section needs (seed 0, the "
                "full training split, a few epochs: STUDENT_EPOCHS), each kept in data/student-run/",
-    "full": "every run behind a notebook's tables, five seeds, the full recipes (hours on a CPU), into data/retrain/",
+    "full": "every run behind a notebook's tables, with the seeds each prints (three or five) and the full recipes "
+            "(hours on a CPU), into data/retrain/",
     "smoke": "for maintainers: the test command's quick check, 1,000 reviews per split, one epoch, nothing kept",
     "course": "for maintainers: the answer key loads its committed run records and checkpoints (checkpoints/)",
 }

@@ -88,10 +88,8 @@ def overfitting_table(groups: dict[str, list[RunRecord]]) -> pd.DataFrame:
             "best val acc": stats.format_mean_std([max(h["val_acc"]) for h in hs]),
             "epochs run / cap": "/".join(str(len(h["val_acc"])) for h in hs) + f" of {records[0].settings['epochs']}",
             "min val loss at epoch": "/".join(str(i + 1) for i in low),
-            "val loss rise after min": stats.format_mean_std([h["val_loss"][-1] - h["val_loss"][i]
-                                                              for h, i in zip(hs, low)]),
-            "train − val acc (last epoch)": stats.format_mean_std([h["train_acc"][-1] - h["val_acc"][-1]
-                                                                   for h in hs]),
+            "val loss rise after min": stats.format_mean_std([val_loss_rise(r) for r in records]),
+            "train − val acc (last epoch)": stats.format_mean_std([train_val_gap(r) for r in records]),
         }
     return pd.DataFrame(rows).T
 

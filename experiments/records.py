@@ -207,7 +207,7 @@ class Results:
 
 
 def course_results() -> Results | None:
-    """The course's full run (five seeds per comparison, the searches' trials), with its `folder`:
+    """The course's full run (three or five seeds per comparison, the searches' trials), with its `folder`:
     course_results/ in the student release, the committed checkpoints/ here; None where neither has records."""
     for folder in (COURSE_RESULTS, runtime.CHECKPOINT_DIR):
         if (folder / "runs").is_dir() and any((folder / "runs").glob("*.json")):
