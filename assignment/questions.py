@@ -45,22 +45,6 @@ the reference answer, with the common mistakes the grader keeps for the marker (
 out, as it does the reference answers)."""
 
 WRITTEN.update({  # notebook 03
-    'nb03_s0_results': {
-        "question": ('Why is the validation split held out by film rather than at random, and which input definition '
-                     "did the course's full run choose, on which split?"),
-        "criteria": [
-            ('why a random hold-out over-rates a model, with the fractions the rare-word measurement printed', 1),
-            ("the chosen definition, its margin on validation in the course's table, and why test plays no part", 1),
-        ],
-    },
-    'nb03_s3_results': {
-        "question": ('How many trainable numbers do the word-vector corrections add, compared with the recurrent '
-                     "models' own parameters, and what does min_count trade off?"),
-        "criteria": [
-            ("the counts from the printout, their ratio to the RNN's and GRU's own parameters, and what a lower "
-             'or higher `min_count` gains and loses', 1),
-        ],
-    },
     'nb03_s4_results': {
         "question": ("In your gradient-reach figure, how does the logit's dependence on the first words compare with "
                      'its dependence on the last words, for the RNN with frozen vectors and for the GRU, and what '
@@ -101,15 +85,6 @@ WRITTEN.update({  # notebook 03
         "criteria": [
             ("where your GRU's prediction turns, where each review ends, and why one review cannot show that "
              'the GRU understands "but"', 1),
-        ],
-    },
-    'nb03_summary': {
-        "question": ("What does this notebook conclude about the write-up's two claims, that 128 hidden units "
-                     "over-fit and that TPE's 86 / 107 units are the sizes to use, and what changed the accuracy "
-                     'most?'),
-        "criteria": [
-            ('the over-fitting claim, with the evidence of section 5', 1),
-            ('the sizes, with the evidence of section 6, and what changed the accuracy far more', 1),
         ],
     },
 })
@@ -166,15 +141,6 @@ WRITTEN.update({  # notebook 04
             ('how `attn_weighted` compares with the GRU and with TF-IDF, on validation and on test, read off '
              'the table and the printed intervals, and a choice argued from accuracy, cost or what the model '
              'lets you inspect', 1),
-        ],
-    },
-    'nb04_s8_results': {
-        "question": ('In the fixed example *"the plot was thin but i loved the actors"*, which words push your '
-                     '`attn_weighted` towards its verdict, and where does the criticism of *thin* end up?'),
-        "criteria": [
-            ('names the words with the largest sub-scores and weights, and reads from the attention rows which '
-             'words take their attention from *thin* and what sign their sub-scores get, with numbers from your '
-             'figure', 1),
         ],
     },
 })
@@ -241,14 +207,6 @@ WRITTEN.update({  # notebooks 01 and 02
              'is flat, from the measurement of $h$ and the branches', 1),
         ],
     },
-    'summary_q1': {
-        "question": ('In a few sentences per part, what are your answers to (a)–(e), and which check or measurement '
-                     'of this notebook supports each?'),
-        "criteria": [
-            ("Each part's result in one or two sentences, with the write-up's errors named", 1),
-            ('Each with the check or measurement that supports it, at its strength (how many seeds, what spread)', 1),
-        ],
-    },
     'q2_answer': {
         "question": ('Which architecture suits each of these tasks, and why: speech recognition, question answering, '
                      'sentiment analysis, image classification, single-word translation?'),
@@ -287,14 +245,6 @@ WRITTEN.update({  # notebooks 01 and 02
              'gives each word a quadrant', 1),
             ("What the toy's heatmaps and the two-word check show, with numbers", 1),
             ("What is wrong with the write-up's layer, and how to fix it", 1),
-        ],
-    },
-    'summary_q2_q3': {
-        "question": ('In a few sentences per question, what are your answers to Q2, Q3(a) and Q3(b), and which check '
-                     'of this notebook supports each?'),
-        "criteria": [
-            ("Q2's shapes and architectures, and the corrections to the write-up", 1),
-            ("Q3(a) and Q3(b), each with the toys' evidence at its strength (over seeds for Q3(a))", 1),
         ],
     },
 })

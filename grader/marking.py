@@ -3,15 +3,6 @@ instructor report beside the rubric of assignment/questions.py's WRITTEN and the
 it is part of the grader, which the student release leaves out."""
 
 MISTAKES: dict[str, list[str]] = {
-    'nb03_s0_results': [
-        'choosing the tokenizer by its test accuracy',
-        "calling the film-disjoint split harder 'because it is smaller'",
-        'quoting the margin without saying it is on validation',
-    ],
-    'nb03_s3_results': [
-        'counting the 400,000-word GloVe table as trainable',
-        'saying the corrections start random (they start at 0, i.e. at GloVe)',
-    ],
     'nb03_s4_results': [
         'reading the log axis as linear',
         'explaining it by the number of parameters',
@@ -32,10 +23,6 @@ MISTAKES: dict[str, list[str]] = {
     'nb03_s7_results_3': [
         "describing the course's figure instead of your own",
         'concluding from one review that the GRU understands negation or contrast',
-    ],
-    'nb03_summary': [
-        "restating the write-up's claims without the evidence",
-        "citing the search's proxy scores as the result",
     ],
     'nb04_s3_results': [
         "quoting one model's gain only, or the gains without their intervals",
@@ -63,11 +50,6 @@ MISTAKES: dict[str, list[str]] = {
         'calling the GRU better than `attn_weighted` although the interval includes 0',
         'choosing a model on the test set alone',
         "taking the course's five-seed table for the student's own run",
-    ],
-    'nb04_s8_results': [
-        "describing the course's figure instead of your own",
-        'reading the weights as the sub-scores',
-        'reading a column of the heatmap as a row',
     ],
     'q1a_derivation': [
         'evaluating the partial derivatives at the wrong point',
@@ -102,10 +84,6 @@ MISTAKES: dict[str, list[str]] = {
         'reading a flat curve as healthy branches without the measurement',
         'claiming that skips keep the gradient near 1 whatever the branches',
     ],
-    'summary_q1': [
-        'a summary that states results without the evidence',
-        'claims stronger than the measurements (one seed, no spread)',
-    ],
     'q2_answer': [
         'invariance claimed without saying where it comes from',
         'a sequence model where no sequence is modelled',
@@ -124,9 +102,5 @@ MISTAKES: dict[str, list[str]] = {
         'a read-out that does not match the axis of the softmax',
         "a critique of the write-up's layer that does not say what its queries, keys and values are",
         'numbers from the toy without saying which variant they come from',
-    ],
-    'summary_q2_q3': [
-        'results without their evidence',
-        "a toy's one-seed result stated as a general finding",
     ],
 }
