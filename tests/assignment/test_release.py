@@ -56,6 +56,30 @@ def test_release_holds_no_solution_and_no_shortcut(release):
         assert not any(c.get("outputs") for c in cells if c["cell_type"] == "code"), f"{nb.name} keeps outputs"
 
 
+def folded_cells(notebook: dict) -> list[dict]:
+    """The code cells a notebook shows folded (JupyterLab's `jupyter.source_hidden`)."""
+    return [c for c in notebook["cells"] if c.get("metadata", {}).get("jupyter", {}).get("source_hidden")]
+
+
+def test_folded_cells_only_draw_and_the_release_keeps_them_folded(release):
+    """A folded cell is never what the student writes, a graded check or taught code (`show_source`), the notebook
+    says in its first cell what folded cells are, and the release folds the same cells."""
+    out, _ = release
+    for path in sorted((ROOT / "notebooks").glob("0[1-4]_*.ipynb")):
+        notebook = json.loads(path.read_text(encoding="utf-8"))
+        folded = folded_cells(notebook)
+        for cell in folded:
+            nbgrader = cell["metadata"].get("nbgrader", {})
+            source = "".join(cell["source"])
+            assert cell["cell_type"] == "code" and not nbgrader.get("solution") and not nbgrader.get("grade"), (
+                f"{path.name}: a folded cell is the student's or a graded one: {source[:80]!r}")
+            assert "show_source" not in source, f"{path.name}: a folded cell shows taught code: {source[:80]!r}"
+        if folded:
+            assert "folded" in "".join(notebook["cells"][0]["source"]), f"{path.name}: the intro does not say"
+        released = json.loads((out / "notebooks" / path.name).read_text(encoding="utf-8"))
+        assert [c.get("id") for c in folded_cells(released)] == [c.get("id") for c in folded], path.name
+
+
 def test_release_has_no_empty_folder_and_its_project_file_names_only_what_it_ships(release):
     """What a student unpacks is what the README describes: no empty leftover folder (a local `.benchmarks/` or an
     untracked `tools/` beside the student files), and a pyproject.toml without the maintainers' tables (ruff, pytest:
