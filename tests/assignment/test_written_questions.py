@@ -51,3 +51,10 @@ def test_the_cell_above_asks_the_question_and_states_the_points(grade_id):
     assert question and question in " ".join(words(above)), (
         f"{name}, {grade_id}: the cell above does not ask the rubric's question {entry['question']!r}")
     assert marking.MISTAKES[grade_id], f"{grade_id}: grader/marking.py names no common mistake"
+
+
+def test_the_readme_states_how_many_written_answers_and_points():
+    points = sum(p for entry in questions.WRITTEN.values() for _, p in entry["criteria"])
+    readme = " ".join((runtime.ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert f"{len(questions.WRITTEN)} answers, {points} points" in readme, (
+        f"README.md does not say '{len(questions.WRITTEN)} answers, {points} points' for the written answers")
