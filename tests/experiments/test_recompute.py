@@ -215,26 +215,34 @@ def test_rerun_relays_the_recompute_and_says_how_to_continue(tmp_path, monkeypat
     assert f"args --notebook 4 --out {out} --smoke" in capsys.readouterr().out
 
 
+E2E_JOBS = ("attn_weighted/trainable", "attn_weighted-refit/trainable", "attn_weighted/frozen")
+"""The end-to-end run's selection (`--only`, repeated): two units for the two workers, a checkpoint each, a refit
+after its parent. Every other job of the plan runs through the same `run_job` in
+test_workers_write_records_and_checkpoints_that_results_load_reads, on the toy corpus."""
+
+
 @pytest.mark.slow
 def test_recompute_smoke_end_to_end(imdb_source, tmp_path, capsys):
-    """RUN_MODE=full's recompute in a SMOKE_TEST run, for the attn_weighted jobs of notebook 4 (a refit among them): its
-    worker processes, records and checkpoints, on 1,000 reviews of the real IMDB, 1 epoch each. (The notebooks'
-    own SMOKE_TEST runs take `recompute.rerun`, its relay, through every job of their plans.)"""
-    assert recompute.main(["--smoke", "--notebook", "4", "--only", "attn_weighted", "--out", str(tmp_path)]) == 0
+    """RUN_MODE=full's recompute in a SMOKE_TEST run, for three attn_weighted jobs of notebook 4 (trainable and frozen
+    seed 0, each with its checkpoint, and the trainable refit): two worker processes, their records and checkpoints,
+    on 1,000 reviews of the real IMDB, 1 epoch each."""
+    only = [arg for key in E2E_JOBS for arg in ("--only", key)]
+    assert recompute.main(["--smoke", "--notebook", "4", *only, "--out", str(tmp_path), "--workers", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     jobs = [job for job in plan.experiment_plan(smoke=True)
-            if job["notebook"] == 4 and "attn_weighted" in job["key"]]
-    assert len(jobs) >= 4 and any(job["refit_of"] for job in jobs)
-    assert lines[0].startswith(f"{len(jobs)} of {len(jobs)} jobs to run")
+            if job["notebook"] == 4 and any(key in job["key"] for key in E2E_JOBS)]
+    assert len(jobs) == 3 and [job["refit_of"] for job in jobs if job["refit_of"]] == ["attn_weighted/trainable/seed0"]
+    assert lines[0].startswith(f"{len(jobs)} of {len(jobs)} jobs to run on 2 workers")
     done = sorted(line[5:].rsplit(" {", 1)[0] for line in lines if line.startswith("done "))
     assert done == sorted(j["key"] for j in jobs)
     results = records.Results.load(tmp_path).runs
     assert set(results) == {job["key"] for job in jobs}
     assert all(r.n_train == 1000 and r.epochs_run == 1 for r in results.values() if not r.job["refit_of"])
     assert all(r.n_train == 2000 for r in results.values() if r.job["refit_of"])  # train + validation
-    model = load_checkpoint(checkpoint_path("attn_weighted", folder=tmp_path))
-    assert model.info.record["test_acc"] == results["attn_weighted/trainable/seed0"].test_acc
-
+    for trainable in (True, False):
+        model = load_checkpoint(checkpoint_path("attn_weighted", trainable, folder=tmp_path))
+        key = f"attn_weighted/{'trainable' if trainable else 'frozen'}/seed0"
+        assert model.info.record["test_acc"] == results[key].test_acc
 
 
 def test_add_correctness_redoes_only_the_runs_whose_records_lack_it(tmp_path):
