@@ -79,27 +79,9 @@ WRITTEN.update({  # notebook 03
              'allows one to say', 1),
         ],
     },
-    'nb03_s7_results_3': {
-        "question": ("Read your GRU's running prediction for the two texts above: at which words does P(positive) "
-                     'move most, and does each text end on the right side of 0.5?'),
-        "criteria": [
-            ("where your GRU's prediction turns, where each review ends, and why one review cannot show that "
-             'the GRU understands "but"', 1),
-        ],
-    },
 })
 
 WRITTEN.update({  # notebook 04
-    'nb04_s3_results': {
-        "question": ("From the course's five-seed table: how much does each model gain from trainable word vectors, "
-                     'and what can a trainable word vector learn that a frozen GloVe vector cannot?'),
-        "criteria": [
-            ('the four gains with their intervals, read off the printout, and whether the intervals let you '
-             'rank them', 1),
-            ("what the trainable correction learns that GloVe's vectors do not hold, and one reason why a model "
-             'that reads the neighbours might need it less', 1),
-        ],
-    },
     'nb04_s4_results': {
         "question": ('In your figures, which models change a word\'s sub-score when *"despite the bad reviews"* is '
                      'put in front, and how does each model keep review 2 positive or fail to?'),
@@ -174,14 +156,6 @@ WRITTEN.update({  # notebooks 01 and 02
             ('Your choice of activation with its reasons, and what the initialisation has to do with it', 1),
         ],
     },
-    'q1c_sweep': {
-        "question": 'What does the depth sweep show about the activation and about the initialisation?',
-        "criteria": [
-            ('What each curve does with depth, read from the figure with its spread over seeds, and what the '
-             "two control curves (gain 4, PyTorch's default scale) say about the activation versus the "
-             'initialisation', 1),
-        ],
-    },
     'q1d_derivation': {
         "question": 'Differentiate $f = f_1\\big(x,\\ f_2(x,\\ f_3(\\dots f_{n-1}(x,\\ f_n(x))))\\big)$.',
         "criteria": [
@@ -198,13 +172,6 @@ WRITTEN.update({  # notebooks 01 and 02
             ("The write-up's condition checked: when the long product vanishes with depth, and whether the "
              'plain derivative is always the smaller one (see the checks of this section)', 1),
             ('The advantage of the skip connections for deep networks, and what they do not guarantee', 1),
-        ],
-    },
-    'q1e_sweep': {
-        "question": 'Why is the sigmoid-residual curve flat, and what do the tanh curves show?',
-        "criteria": [
-            ('What the plain and the residual curves do for each activation, and why the sigmoid-residual curve '
-             'is flat, from the measurement of $h$ and the branches', 1),
         ],
     },
     'q2_answer': {
@@ -226,14 +193,6 @@ WRITTEN.update({  # notebooks 01 and 02
             ('The training objective: each loss term, on which data (paired or unpaired), and which modules '
              'each term trains, with the reason', 1),
             ('One limit of the design, and a remedy', 1),
-        ],
-    },
-    'q3a_result': {
-        "question": ('What does the toy generate for the seven combinations it was paired on, and for the held-out '
-                     'one, over the five seeds?'),
-        "criteria": [
-            ('The counts over the seeds for the seen combinations, the control and the held-out combination, '
-             'and what they say about composing shape and position, at their strength', 1),
         ],
     },
     'q3b_answer': {

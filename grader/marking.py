@@ -20,16 +20,6 @@ MISTAKES: dict[str, list[str]] = {
         'calling the GRU worse than TF-IDF although the verdict is suggestive',
         'forgetting that the test set decided nothing',
     ],
-    'nb03_s7_results_3': [
-        "describing the course's figure instead of your own",
-        'concluding from one review that the GRU understands negation or contrast',
-    ],
-    'nb04_s3_results': [
-        "quoting one model's gain only, or the gains without their intervals",
-        'explaining the difference by the number of parameters alone, without saying what a trainable correction '
-        'changes',
-        'reading the frozen and trainable rows of different models as a pair',
-    ],
     'nb04_s4_results': [
         "describing the course's figure instead of your own",
         "saying that `weighted` changes a word's sub-score (only its weight's share changes, through the softmax over "
@@ -66,10 +56,6 @@ MISTAKES: dict[str, list[str]] = {
         'an activation chosen without a word on the initialisation',
         'claiming that an activation keeps the gradient unchanged through depth without the measurement',
     ],
-    'q1c_sweep': [
-        'reading one curve without its spread over seeds',
-        'choosing between ReLU and tanh from a sweep at initialisation',
-    ],
     'q1d_derivation': [
         'keeping only one path',
         'combining the entries of a pair the wrong way',
@@ -80,10 +66,6 @@ MISTAKES: dict[str, list[str]] = {
         "keeping the write-up's condition without checking it",
         'claiming that a skip connection makes the gradient exactly 1',
     ],
-    'q1e_sweep': [
-        'reading a flat curve as healthy branches without the measurement',
-        'claiming that skips keep the gradient near 1 whatever the branches',
-    ],
     'q2_answer': [
         'invariance claimed without saying where it comes from',
         'a sequence model where no sequence is modelled',
@@ -93,10 +75,6 @@ MISTAKES: dict[str, list[str]] = {
         'letting every loss term train every module without saying what that does',
         'training everything on the paired data only',
         'no word on what is generated for a sentence never seen',
-    ],
-    'q3a_result': [
-        'one seed reported as the finding',
-        'a position-only check taken for a shape check',
     ],
     'q3b_answer': [
         'a read-out that does not match the axis of the softmax',
