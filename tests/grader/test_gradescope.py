@@ -46,7 +46,8 @@ def test_gradescope_autograder_as_gradescope_runs_it(tmp_path, request, python_f
     source only root can read (as setup.sh leaves it) the reference's upload (a repository in a folder, notebooks
     flat) gets full marks in a results.json valid against Gradescope's schema, hidden-test messages visible after
     the due date, notebook 02 executed as feedback; the release and a submission that loads the reference from the
-    autograder's folder get nothing."""
+    autograder's folder get nothing, and the release's notebook 01, executed as feedback, stops at its first stub
+    (notebook 01: its first check cell comes sooner than notebook 02's)."""
     import jsonschema
 
     names = gradescope.make_autograder(tmp_path / "autograder.zip", notebooks="02")
@@ -93,12 +94,12 @@ def test_gradescope_autograder_as_gradescope_runs_it(tmp_path, request, python_f
     subs = [release_like(tmp_path / "release"),
             release_like(tmp_path / "thief", CHEATS["reference_on_disk"].format(root=str(source)))]
     done = subprocess.run([sys.executable, "-m", "grader", *map(str, subs), "--out",
-                           str(tmp_path / "grades"), "--notebooks", "02", "--sandbox", "user", "--jobs", "2"],
+                           str(tmp_path / "grades"), "--notebooks", "01", "--sandbox", "user", "--jobs", "2"],
                           cwd=source, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     points = {s.name: json.loads((tmp_path / "grades" / s.name / "grades.json").read_text()) for s in subs}
     assert points["release"]["auto_points"] == points["thief"]["auto_points"] == 0
-    stopped = points["release"]["notebooks"]["02_architectures_and_text_to_image.ipynb"]
+    stopped = points["release"]["notebooks"]["01_derivatives_backprop_skip_connections.ipynb"]
     assert stopped["status"] == "error", stopped  # at the first cell that calls the unwritten function
-    assert "NotImplementedError: scaled_dot_product_attention is not written yet" in stopped["message"], stopped
+    assert "(q1a_check): NotImplementedError: dF_dx_formula is not written yet" in stopped["message"], stopped
     assert not sandbox_processes()
