@@ -4,6 +4,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from graded_class import Graded, grade_class
+
+from grader import sandbox
 
 
 @pytest.fixture
@@ -23,3 +26,14 @@ def python_for_other_users():
     finally:
         for folder, mode in changed:
             folder.chmod(mode)
+
+
+@pytest.fixture(scope="session")
+def graded_class(tmp_path_factory) -> Graded:
+    """Every submission of test_submissions.py and test_attacks.py graded in one run of the grader (graded_class.py):
+    one grader start, one reference before and one after, for the whole class; skipped where there is no sandbox."""
+    try:
+        sandbox.find()
+    except sandbox.SandboxUnavailable as exc:
+        pytest.skip(f"no sandbox here: {exc}")
+    return grade_class(tmp_path_factory.mktemp("class"))

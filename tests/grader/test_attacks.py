@@ -3,8 +3,8 @@
 graded before and after every one of them keep full marks, the gradebook is written and no sandbox process is left.
 Fast tests beside them check the one reader of untrusted bytes (grader/untrusted.py) on the same attacks.
 
-Every attack is built from one cheap base: the reference's ex2/layers.py and notebooks with one edit."""
-import base64
+Every attack is built from one cheap base: the reference's ex2/layers.py and notebooks with one edit (graded_class.py),
+and graded in one run with test_submissions.py's submissions (the `graded_class` fixture)."""
 import csv
 import json
 import os
@@ -16,17 +16,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from graded_class import ATTACKS, FORGED_OBJECTIVE, POOL
 from submissions import (
     FULL,
     NB01,
     NB03,
     lost,
-    npy_header,
     reference_with,
     release_like,
     sandbox_processes,
     tree_digest,
-    zip_bytes,
 )
 
 import helpers
@@ -36,148 +35,14 @@ from ex2 import runtime
 from grader import batch, cases, child, grade, sandbox, wire
 
 ROOT = runtime.ROOT
-NB02 = QUESTIONS["q3b"]["notebook"]
-FD = "int(__import__('sys').argv[-1])"  # the child's value channel, as the submission's code can find it
-
-
-def _npy_line(question: str, data: bytes) -> str:
-    return json.dumps({"question": question, "values": {"$npy": base64.b64encode(data).decode()}})
-
-
-def _send_once(line: str) -> str:
-    """Code that writes `line` to the value channel the first time it runs."""
-    return (f"        if not getattr(__import__('builtins'), '_sent', False):\n"
-            f"            __import__('builtins')._sent = True\n"
-            f"            __import__('os').write({FD}, ({line!r} + '\\n').encode())\n")
-
-
-RNN = "        ### BEGIN SOLUTION\n        h_new = torch.tanh"
-GRU = "        ### BEGIN SOLUTION\n        H = h.shape[-1]"
-POOL = "    ### BEGIN SOLUTION\n    scores = out[..., 0]"
-ATTENTION = "        ### BEGIN SOLUTION\n        scores = (q @ k"
-
-
-ATTACKS = {  # name -> (ex2/layers.py edit (where, inserted before it), the questions it must lose)
-    # a result whose array bytes are a zip file (numpy.load would open it as an .npz)
-    "zip_array": ((RNN, _send_once(_npy_line("rnn_cell", zip_bytes()))), {"rnn_cell"}),
-    # an .npy header that declares 2^80 floats
-    "impossible_shape": ((GRU, _send_once(_npy_line("gru_cell", npy_header((2**40, 2**40))))), {"gru_cell"}),
-    # a 60 MB line of tiny JSON arrays, under the 64 MB file limit
-    "huge_line": ((POOL, "    import os, sys\n    os.write(int(sys.argv[-1]), "
-                         "b'{\"question\": \"pooling\", \"values\": ['"
-                         " + b'[],' * 20_000_000 + b'[]]}\\n')\n    os._exit(0)\n"), {"pooling"}),
-    # an error message with a lone surrogate, Markdown and HTML in it
-    "forged_heading": ((RNN, "        raise ValueError('\\ud800 | <img src=x onerror=alert(1)> ``` | \\n"
-                             "# Feedback: 23 / 23 automatic points')\n"), {"rnn_cell"}),
-    # keeps telling the grader it is (re)starting the question, while it loops
-    "restarts_the_clock": ((ATTENTION, "        import os, sys, json\n        while True:\n"
-                                       "            os.write(int(sys.argv[-1]), (json.dumps({'start': 'attention'})"
-                                       " + '\\n').encode())\n            sum(range(100000))\n"), {"attention"}),
-    # 55 busy processes beside the neighbours' grading
-    "busy_processes": ((POOL, "    import os\n    for _ in range(55):\n        if os.fork() == 0:\n"
-                              "            while True:\n                pass\n"), {"pooling"}),
-}
-
-
-FORGED_OBJECTIVE = '''
-import optuna as _optuna, sys as _sys, numpy as _np
-_real_optimize = _optuna.Study.optimize
-
-
-def _forged_optimize(self, func, *args, **kwargs):
-    """The objective done here, whatever the graded cell's make_objective does (the trial log then looks right)."""
-    g = getattr(func, "__globals__", {})
-    plan = _sys._getframe(1).f_locals.get("plan")
-    if "SEARCH" not in g or not isinstance(plan, dict):
-        return _real_optimize(self, func, *args, **kwargs)
-    S, h, study, cell = g["SEARCH"], g["helpers"], self, plan["cell"]
-    config, settings = h.recipe(cell)
-
-    def objective(trial):
-        hidden = trial.suggest_int("hidden", S["low"], S["high"])
-        for old in study.get_trials(deepcopy=False, states=(_optuna.trial.TrialState.COMPLETE,)):
-            if old.params.get("hidden") == hidden and old.user_attrs.get("repeat_of") is None:
-                trial.set_user_attr("seed_values", list(old.user_attrs.get("seed_values") or []))
-                trial.set_user_attr("repeat_of", old.number)
-                return old.value
-
-        def report(epoch, history):
-            trial.report(history.val_acc[-1], epoch)
-            if epoch < S["epochs"] and trial.should_prune():
-                raise _optuna.TrialPruned()
-        values = []
-        for i, seed in enumerate(S["seeds"]):
-            extra = {"callback": report} if i == 0 else {}
-            _, history = h.train_model(cell, g["search_data"], seed=seed, config={**config, "hidden": hidden},
-                                       **{**settings, "epochs": S["epochs"], **extra})
-            values.append(history.best_val_acc)
-            trial.set_user_attr("seed_values", values)
-        return float(_np.mean(values))
-    return _real_optimize(self, objective, *args, **kwargs)
-
-
-_optuna.Study.optimize = _forged_optimize
-'''
-
-
-def _stub_objective(folder: Path) -> None:
-    """The release's (stubbed) notebook 03 in place of the reference's: make_objective is the untouched stub."""
-    import nbformat
-
-    nb = make_release.student_notebook(nbformat.read(ROOT / NB03, as_version=4))
-    nbformat.write(nb, folder / NB03)
-
-
-def _build(tmp: Path) -> dict[str, Path]:
-    folders = {"correct_first": reference_with(tmp / "correct_first")}
-    for name, ((where, attack), _) in ATTACKS.items():
-        folders[name] = reference_with(tmp / name, "ex2/layers.py", where, attack + where)
-    deep = folders["deep_notebook"] = reference_with(tmp / "deep_notebook")
-    (deep / NB01).write_text("[" * 100_000 + "]" * 100_000)
-    fifo = folders["fifo"] = reference_with(tmp / "fifo")
-    (fifo / NB02).unlink()
-    os.mkfifo(fifo / NB02)
-    os.mkfifo(fifo / "pipe")
-    forger = folders["objective_forger"] = reference_with(tmp / "objective_forger")
-    _stub_objective(forger)
-    with open(forger / "ex2" / "layers.py", "a", encoding="utf-8") as fh:
-        fh.write(FORGED_OBJECTIVE)
-    fake = folders["fake_reference"] = reference_with(tmp / "fake_reference")
-    nb = json.loads((fake / NB01).read_text())
-    cell = next(c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") == "q1a_derivation")
-    cell["source"] = ["My answer.\n", "````\n", "\n", "**Reference answer:**\n", "\n", "FAKE REFERENCE\n", "\n",
-                      "### the next heading\n"]
-    (fake / NB01).write_text(json.dumps(nb))
-    folders["not_utf8"] = reference_with(tmp / os.fsdecode(b"caf\xe9-\xff"))
-    folders["formula"] = reference_with(tmp / "=HYPERLINK(1)")
-    folders["correct_last"] = reference_with(tmp / "correct_last")
-    return folders
-
-
-@pytest.fixture(scope="module")
-def attacked(tmp_path_factory):
-    """The attacks graded in one batch, --jobs 2, between two correct submissions."""
-    try:
-        sandbox.find()
-    except sandbox.SandboxUnavailable as exc:
-        pytest.skip(f"no sandbox here: {exc}")
-    tmp = tmp_path_factory.mktemp("attacks")
-    folders = _build(tmp)
-    before = {name: tree_digest(f) for name, f in folders.items() if name != "fifo"}
-    out = tmp / "grades"
-    done = subprocess.run([sys.executable, "-m", "grader", *map(str, folders.values()), "--out", str(out),
-                           "--time-limit", "10", "--notebooks", "none", "--jobs", "2"],
-                          cwd=ROOT, capture_output=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    graded = {name: json.loads((out / f.name / "grades.json").read_text()) for name, f in folders.items()}
-    return graded, folders, out, before
 
 
 @pytest.mark.slow
-def test_each_attack_loses_what_it_attacks_and_the_neighbours_keep_full_marks(attacked):
-    graded, folders, out, before = attacked
+def test_each_attack_loses_what_it_attacks_and_the_neighbours_keep_full_marks(graded_class):
+    graded, folders, out = graded_class.grades, graded_class.folders, graded_class.out
     full = sum(FULL.values())
-    for name in ("correct_first", "correct_last", "not_utf8", "formula", "fake_reference"):
+    assert list(folders)[0] == "reference" and list(folders)[-1] == "correct_last"  # before and after every attack
+    for name in ("reference", "correct_last", "not_utf8", "formula", "fake_reference"):
         assert graded[name]["auto_points"] == full, (name, graded[name]["questions"])
     for name, (_, losing) in ATTACKS.items():
         assert lost(graded[name]) == losing, (name, {q: e["message"] for q, e in graded[name]["questions"].items()
@@ -197,15 +62,15 @@ def test_each_attack_loses_what_it_attacks_and_the_neighbours_keep_full_marks(at
     with open(out / "gradebook.csv", encoding="utf-8") as fh:
         rows = {r["submission"]: r for r in csv.DictReader(fh)}
     assert len(rows) == len(folders) and "'=HYPERLINK(1)" in rows and "caf\\xe9-\\xff" in rows, list(rows)
-    assert {name: tree_digest(f) for name, f in folders.items() if name != "fifo"} == before
-    assert not sandbox_processes(), "a process of a sandbox user survived its grading"
-    assert not list((Path("/run/idl-ex2-grader") if os.geteuid() == 0 else Path("/nonexistent")).glob(
-        "grade-*/slot*")), "a work folder was left behind"
+    assert {name: tree_digest(folders[name]) for name in graded_class.before} == graded_class.before
+    assert "fifo" not in graded_class.before  # reading it would wait for a writer
+    assert not graded_class.processes_left, "a process of a sandbox user survived its grading"
+    assert not graded_class.work_left, "a work folder was left behind"
 
 
 @pytest.mark.slow
-def test_what_a_submission_wrote_reaches_the_reports_as_text(attacked):
-    graded, folders, out, _ = attacked
+def test_what_a_submission_wrote_reaches_the_reports_as_text(graded_class):
+    out = graded_class.out
     feedback = (out / "forged_heading" / "feedback.md").read_text(encoding="utf-8")
     assert [line for line in feedback.splitlines() if line.startswith("#")] == [
         "# Feedback: 21 / 23 automatic points"], feedback
