@@ -47,10 +47,11 @@ out, as it does the reference answers)."""
 WRITTEN.update({  # notebook 03
     'nb03_s4_results': {
         "question": ("In your gradient-reach figure, how does the logit's dependence on the first words compare with "
-                     'its dependence on the last words, for the RNN with frozen vectors and for the GRU, and what '
-                     'in the backward pass of section 2 explains the difference?'),
+                     'its dependence on the last words, for the RNN with frozen vectors and for the GRU (frozen and '
+                     'trainable), and what in the backward pass of section 2 explains the difference?'),
         "criteria": [
-            ('the ratio t=100 / t=1 from your printout for the frozen RNN and the GRU, and which curve falls most', 1),
+            ('the ratio t=100 / t=1 from your printout for the frozen RNN and the two GRUs, and which curve falls '
+             'most', 1),
             ("the mechanism, from section 2's backward pass", 1),
         ],
     },
