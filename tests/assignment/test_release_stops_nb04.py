@@ -62,19 +62,22 @@ def check_stop(nb, stopped: str, part: str, section: str) -> None:
     assert section_of(nb, index).startswith(section), (
         f"stopped in {section_of(nb, index)!r}, expected the section that needs {part}: {section}")
     assert stopped.split(": ", 1)[1].startswith(f"Unimplemented: implement {part} "), stopped
-    assert len(error["traceback"]) == 1, error["traceback"]  # one line, no traceback
+    assert len(error["traceback"]) == 1 and "\x1b[31m" in error["traceback"][0], error["traceback"]  # one red line
     line = ANSI.sub("", error["traceback"][0])
     assert line == f"Unimplemented: {error['evalue']}" and part in line and "notebook 04" in line, line
     ran = [c for c in nb.cells[:index] if c.cell_type == "code"]
     assert all(c.get("execution_count") for c in ran), "a cell before the stop did not run"
     later = [c for c in nb.cells[index + 1:] if c.cell_type == "code"]
     assert not any(c.get("outputs") for c in later), "the notebook went on past the stop"
+    text = "".join(o.get("text", "") for c in [*ran, nb.cells[index]] for o in c.get("outputs", []))
+    assert "Traceback" not in text and "RuntimeError" not in text
 
 
 @pytest.mark.slow  # makes the release and runs two kernels (about 40 s)
 def test_the_untouched_release_stops_at_the_pooling_section(release):
     nb, stopped = run_smoke(release)
     check_stop(nb, stopped, "pool_token_scores", "## 1.")
+    assert stopped.startswith("stopped at code cell 3: "), stopped
 
 
 @pytest.mark.slow
