@@ -1,11 +1,30 @@
 """pytest's configuration shared by the notebooks and the tests: which tests must run on one worker under the
-README's `python -m pytest -n 2 --dist loadgroup` (here, at the root, so that it applies whichever paths are given:
-a notebook run alone with `-n 2` still runs all its cells in one kernel)."""
+README's `python -m pytest -n 2 --dist loadgroup`, and in which order the workers get them (here, at the root, so
+that it applies whichever paths are given: a notebook run alone with `-n 2` still runs all its cells in one kernel)."""
 import pytest
 
 SANDBOXED = ("tests/grader/",)
 """Test folders whose tests share one sandbox user's processes (tests/grader/test_attacks.py checks that none
 survives its grading run), so they must not run at the same time on two workers."""
+LONG_NOTEBOOKS = ("notebooks/03_", "notebooks/04_")
+"""Notebooks whose smoke run trains models (a minute or more of CPU each); the other notebooks' checks are quick."""
+
+
+def pytest_configure(config):
+    """pytest-xdist hands out the groups largest first by their number of tests unless told otherwise; that put the
+    release tests (a few tests, minutes of notebook runs) last, on one worker while the other waited. The order of
+    `pytest_collection_modifyitems` is kept instead."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def _weight(item) -> int:
+    """0: the sandboxed group (the longest), 1: a group that starts processes (a test marked slow, a notebook that
+    trains), 2: the rest (unit tests: short, they fill the end of the run on both workers)."""
+    path = item.nodeid.split("::", 1)[0]
+    if path.startswith(SANDBOXED):
+        return 0
+    return 1 if path.startswith(LONG_NOTEBOOKS) or item.get_closest_marker("slow") else 2
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -17,6 +36,10 @@ def pytest_collection_modifyitems(config, items):
         path = item.nodeid.split("::", 1)[0]
         group = "sandbox" if path.startswith(SANDBOXED) else path
         item.add_marker(pytest.mark.xdist_group(group))
-    # the sandboxed group is the longest one worker runs alone: handed out first, it runs beside the rest instead
-    # of after it (a stable sort: every other test keeps its order, a notebook's cells theirs)
-    items.sort(key=lambda item: not item.nodeid.startswith(SANDBOXED))
+    # the long groups are handed out first, the sandboxed one before all (a stable sort of whole groups: every group
+    # keeps its tests' order, a notebook its cells', and a group's weight is its heaviest test's)
+    weight = {}
+    for item in items:
+        group = item.get_closest_marker("xdist_group").args[0]
+        weight[group] = min(weight.get(group, 2), _weight(item))
+    items.sort(key=lambda item: weight[item.get_closest_marker("xdist_group").args[0]])
