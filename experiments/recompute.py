@@ -157,6 +157,9 @@ def _train(name, data, config, settings, path):
     """Train `name` (seed 0) after checking its parts, keep its run record, and save it to `path` (None: not)."""
     check_exercises([name])
     model, history = helpers.train_model(name, data, seed=0, config=config, **settings)
+    if path is not None:  # the saved weights (corrections in half precision): this run measures what a rerun loads
+        save_checkpoint(model, path)
+        model = load_checkpoint(path)
     records.run_record(model, history, data, seed=0)
     if path is not None:
         save_checkpoint(model, path)

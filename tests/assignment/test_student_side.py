@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import experiments
 import helpers
@@ -217,6 +218,8 @@ def test_the_student_run_trains_once_caches_and_retrains_when_the_code_changes(t
         AssertionError("trained again")))
     again = experiments.load_or_train("gru", toy_data)  # loaded, not trained
     assert not trained and again.info.record["test_acc"] == model.info.record["test_acc"]
+    for (key, first), (_, loaded) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(first, loaded), f"the first run's {key} differs from what a rerun loads"
 
     class EditedGRUCell(helpers.GRUCell):  # the student edits their GRU: another source, another key
         pass
