@@ -32,14 +32,12 @@ def pytest_collection_modifyitems(config, items):
     """Under `pytest -n 2 --dist loadgroup` (the README's test command) one worker runs each group: a test file
     (a notebook's cells in order, a module's fixtures built once) or the sandboxed folders together. Without
     pytest-xdist the marker is inert."""
+    group_of, weight = {}, {}
     for item in items:
         path = item.nodeid.split("::", 1)[0]
-        group = "sandbox" if path.startswith(SANDBOXED) else path
+        group = group_of[item] = "sandbox" if path.startswith(SANDBOXED) else path
         item.add_marker(pytest.mark.xdist_group(group))
+        weight[group] = min(weight.get(group, 2), _weight(item))
     # the long groups are handed out first, the sandboxed one before all (a stable sort of whole groups: every group
     # keeps its tests' order, a notebook its cells', and a group's weight is its heaviest test's)
-    weight = {}
-    for item in items:
-        group = item.get_closest_marker("xdist_group").args[0]
-        weight[group] = min(weight.get(group, 2), _weight(item))
-    items.sort(key=lambda item: weight[item.get_closest_marker("xdist_group").args[0]])
+    items.sort(key=lambda item: weight[group_of[item]])

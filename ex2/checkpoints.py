@@ -17,11 +17,24 @@ RESTORE_HINT = ("restore the committed file with `git checkout -- {path}`, or re
 """How to get a missing or damaged checkpoint back, for the error messages."""
 
 
-def save_checkpoint(model: models.SentimentModel, path: str | Path) -> Path:
-    """Write weights and `model.info` atomically (never a half-written file)."""
+def stored_state(model: models.SentimentModel) -> dict:
+    """The weights as a checkpoint keeps them: the trained word-vector corrections in half precision."""
     state = model.state_dict()
-    if "delta.weight" in state:  # the trained word-vector corrections, stored in half precision
+    if "delta.weight" in state:
         state["delta.weight"] = state["delta.weight"].half()
+    return state
+
+
+def as_stored(model: models.SentimentModel) -> models.SentimentModel:
+    """Round `model`'s weights, in place, to what its checkpoint keeps, so that a model measured right after training
+    gives the numbers that a rerun, which loads the checkpoint, gives."""
+    model.load_state_dict(stored_state(model))
+    return model
+
+
+def save_checkpoint(model: models.SentimentModel, path: str | Path) -> Path:
+    """Write weights (`stored_state`) and `model.info` atomically (never a half-written file)."""
+    state = stored_state(model)
     with runtime.atomic_path(path) as tmp:
         torch.save({"info": dataclasses.asdict(model.info), "state_dict": state}, tmp)
     return Path(path)

@@ -39,7 +39,7 @@ import torch
 
 import helpers
 from ex2 import layers, runtime
-from ex2.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
+from ex2.checkpoints import as_stored, checkpoint_path, load_checkpoint, save_checkpoint
 from ex2.data import Imdb
 from ex2.models import check_name
 from ex2.training import student_recipe
@@ -157,9 +157,8 @@ def _train(name, data, config, settings, path):
     """Train `name` (seed 0) after checking its parts, keep its run record, and save it to `path` (None: not)."""
     check_exercises([name])
     model, history = helpers.train_model(name, data, seed=0, config=config, **settings)
-    if path is not None:  # the saved weights (corrections in half precision): this run measures what a rerun loads
-        save_checkpoint(model, path)
-        model = load_checkpoint(path)
+    if path is not None:  # measured as saved, so that a rerun, which loads the checkpoint, prints the same
+        as_stored(model)
     records.run_record(model, history, data, seed=0)
     if path is not None:
         save_checkpoint(model, path)
