@@ -26,8 +26,8 @@ IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
 IMDB_ARCHIVE_NAME = "aclImdb_v1.tar.gz"
 TOKENIZER_VERSION = "course-v1"
-"""The default input definition (see `TOKENIZERS`), chosen on validation in notebook 03, section 0; stored in
-every checkpoint and record."""
+"""The default input definition (see `TOKENIZERS`), chosen on validation in notebook 03 ("Going further: the
+inputs"); stored in every checkpoint and record."""
 SPLIT_VERSION = "idblock-v1"
 """How validation is held out of the official training set (see `validation_split`); stored in every record."""
 PAD, UNK = 0, 1

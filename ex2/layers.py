@@ -149,11 +149,10 @@ class GRUCell(RNNCell):
         ### END SOLUTION
 
     @staticmethod
-    @exercise("GRUCell.update_backward (the gates' derivatives)", "notebook 03, section 2")
     def update_backward(dh_new: torch.Tensor, h: torch.Tensor, cache):
         """From δ = ∂L/∂h' and `update`'s cache (r, z, n, gh_n) to ∂L/∂(x_proj) and ∂L/∂gh, each (B, 3H) in blocks
-        r, z, n, and the part of ∂L/∂h that bypasses gh (through z ⊙ h), (B, H)."""
-        ### BEGIN SOLUTION
+        r, z, n, and the part of ∂L/∂h that bypasses gh (through z ⊙ h), (B, H). Given: the worked example that
+        `RNNCell.update_backward` follows."""
         r, z, n, gh_n = cache
         da_n = dh_new * (1 - z) * (1 - n * n)          # through n = tanh(a_n)
         da_r = da_n * gh_n * r * (1 - r)               # a_n = ... + r ⊙ gh_n, r = σ(a_r)
@@ -161,7 +160,6 @@ class GRUCell(RNNCell):
         d_pre = torch.cat([da_r, da_z, da_n], dim=-1)  # ∂L/∂(W_i x + b_i), blocks r, z, n
         d_gh = torch.cat([da_r, da_z, da_n * r], dim=-1)  # ∂L/∂(W_h h + b_h): r scales gh_n
         return d_pre, d_gh, dh_new * z                 # z ⊙ h passes δ straight to h
-        ### END SOLUTION
 
 
 class RecurrentBPTT(torch.autograd.Function):

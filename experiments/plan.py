@@ -132,7 +132,7 @@ WRITE_UP_SIZES = {"rnn": 86, "gru": 107}
 size notebook 03's own search found (its record <out>/runs/search__<cell>.json) once it has run."""
 
 TOKENIZER_CHECK = ("gru", "attn_weighted")
-"""The models that measure the other input definition (notebook 03, section 0)."""
+"""The models that measure the other input definition (notebook 03, "Going further: the inputs")."""
 
 VOCAB_CHECK = {"vocab2": ("gru", {"min_count": 2})}
 """Notebook 03, section 7: the GRU with a correction for every word seen twice (not five times) in training, the

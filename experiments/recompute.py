@@ -100,9 +100,9 @@ EXERCISE_PARTS = {"rnn": ("RNNCell", "RecurrentBPTT", "run_cell"), "gru": ("GRUC
 """The parts of the student's code each model runs: the student run's cache is keyed on their source."""
 
 NOTEBOOK_MODELS = {3: ("rnn", "gru", "attn_weighted"), 4: ("sum", "weighted", "attn_sum", "attn_weighted", "gru")}
-"""The models each IMDB notebook needs: notebook 03's plan includes `attn_weighted` for the tokenizer check of
-section 0, and notebook 04 also loads notebook 03's GRU (`load_or_train`). `rerun` checks their parts first, and
-only theirs (a test keeps this equal to the plan and the notebook's code)."""
+"""The models each IMDB notebook needs: notebook 03's plan includes `attn_weighted` for the tokenizer check of its
+"Going further: the inputs", and notebook 04 also loads notebook 03's GRU (`load_or_train`). `rerun` checks their
+parts first, and only theirs (a test keeps this equal to the plan and the notebook's code)."""
 
 STUDENT_MODELS = {3: (("rnn", True), ("rnn", False), ("gru", True), ("gru", False)),
                   4: (("sum", True), ("weighted", True), ("attn_sum", True), ("attn_weighted", True))}

@@ -63,7 +63,7 @@ MISTAKES: dict[str, list[str]] = {
     ],
     'q1e_answer': [
         'a comparison of the two derivatives that assumes the same local derivatives in both',
-        "keeping the write-up's condition without checking it",
+        'comparing the two derivatives only at one depth',
         'claiming that a skip connection makes the gradient exactly 1',
     ],
     'q2_answer': [
@@ -74,11 +74,11 @@ MISTAKES: dict[str, list[str]] = {
     'q3a_design': [
         'letting every loss term train every module without saying what that does',
         'training everything on the paired data only',
-        'no word on what is generated for a sentence never seen',
+        'a mapping between the latent spaces with no data to train it on',
     ],
     'q3b_answer': [
         'a read-out that does not match the axis of the softmax',
-        "a critique of the write-up's layer that does not say what its queries, keys and values are",
+        'queries and keys swapped without saying what the softmax then normalises over',
         'numbers from the toy without saying which variant they come from',
     ],
 }

@@ -98,21 +98,6 @@ def test_bptt_rnn_update_backward_matches_autograd():
     assert _is_zero_bypass(got[2]), "RNNCell.update_backward: the RNN has no bypass: None, 0 or a zero tensor"
 
 
-def test_bptt_gru_update_backward_matches_autograd():
-    x_proj, gh, h = _inputs(3)
-    for t in (x_proj, gh, h):
-        t.requires_grad_(True)
-    h_new, cache = _gru_cache(x_proj, gh, h)  # h enters h' directly only through z ⊙ h: gh is an input here
-    delta = torch.randn(h.shape, dtype=D)
-    want = torch.autograd.grad(h_new, [x_proj, gh, h], delta)
-    got = helpers.GRUCell.update_backward(delta, h.detach(), tuple(c.detach() for c in cache))
-    assert isinstance(got, tuple) and len(got) == 3, "GRUCell.update_backward returns (∂L/∂x_proj, ∂L/∂gh, bypass)"
-    for name, a, b in zip(("∂L/∂x_proj (blocks r, z, n)", "∂L/∂gh (blocks r, z, n)", "the bypass (through z ⊙ h)"),
-                          got, want):
-        assert torch.is_tensor(a) and a.shape == b.shape and torch.allclose(a, b), \
-            f"GRUCell.update_backward: {name} differs from autograd's"
-
-
 @pytest.mark.parametrize("Cell", [helpers.RNNCell, helpers.GRUCell], ids=["rnn", "gru"])
 def test_bptt_matches_autograd(Cell):
     torch.manual_seed(0)
