@@ -207,14 +207,15 @@ def show_reviews(model: nn.Module, texts: Sequence[str]):
     fig, axes = plt.subplots(len(heights), len(texts), squeeze=False,
                              figsize=(max(8.0, 0.5 * sum(widths) + 2.5 * len(texts)), sum(heights) + 1.2),
                              gridspec_kw={"height_ratios": heights, "width_ratios": widths})
-    limit = 1.1 * max(float(np.abs(info["scores"]).max()) for info in infos)
-    wmax = 1.15 * max(float(info["weights"].max()) for info in infos) if has_w else None
+    limit = 1.3 * max(float(np.abs(info["scores"]).max()) for info in infos)  # room for the values on the bars
+    wmax = 1.3 * max(float(info["weights"].max()) for info in infos) if has_w else None
     amax = max(float(info["attention"].max()) for info in infos) if has_a else None  # one colour scale
     for col, info in enumerate(infos):
         tokens, x = info["tokens"], np.arange(len(info["tokens"]))
         ax = axes[0, col]
         scores = info["scores"]
-        ax.bar(x, scores, color=np.where(scores >= 0, "tab:green", "tab:red"))
+        bars = ax.bar(x, scores, color=np.where(scores >= 0, "tab:green", "tab:red"))
+        ax.bar_label(bars, [f"{v:+.1f}" for v in scores], fontsize=7, padding=1)  # the values a reading quotes
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_ylim(-limit, limit)
         ax.set_ylabel("sub-score $s_i$")
@@ -222,7 +223,8 @@ def show_reviews(model: nn.Module, texts: Sequence[str]):
         ax.set_xticks(x, tokens, rotation=55, ha="right")
         if has_w:
             ax = axes[1, col]
-            ax.bar(x, info["weights"], color="tab:blue")
+            bars = ax.bar(x, info["weights"], color="tab:blue")
+            ax.bar_label(bars, [f"{v:.2f}" for v in info["weights"]], fontsize=7, padding=1)
             ax.set_ylim(0, wmax)
             ax.set_ylabel("weight $w_i$")
             ax.set_xticks(x, tokens, rotation=55, ha="right")

@@ -66,7 +66,7 @@ WRITTEN.update({  # notebook 03
     'nb03_s6_results': {
         "question": 'Is the hidden size the search found better than 128 units?',
         "criteria": [
-            ('the size each search found, and why a search score is only a proxy', 1),
+            ("the size the course's search found for each cell, and why a search score is only a proxy", 1),
             ("what the full-recipe table says on validation about the found and the write-up's sizes against 128", 1),
         ],
     },

@@ -143,3 +143,19 @@ def test_pooling_rejects_nan_for_an_empty_review(monkeypatch):
     checks.test_pooling_sum_and_weighted()  # right without padding
     with pytest.raises(AssertionError, match="no NaN"):
         checks.test_pooling_padding_and_an_empty_review()
+
+
+def test_pooling_rejects_nan_in_the_gradients(monkeypatch):
+    checks = self_checks()
+
+    def log_mask(out, mask, weighted):  # finite values, but log(0) = -inf sends NaN back through the addition
+        s = out[..., 0].masked_fill(~mask, 0.0)
+        if not weighted:
+            return s.sum(-1), s, None
+        w = torch.nan_to_num(torch.softmax(out[..., 1] + torch.log(mask.to(out.dtype)), dim=-1)) * mask
+        return (w * s).sum(-1), s, w
+
+    monkeypatch.setattr(helpers, "pool_token_scores", log_mask)
+    checks.test_pooling_sum_and_weighted()  # right in value
+    with pytest.raises(AssertionError, match="no NaN in the gradients"):
+        checks.test_pooling_padding_and_an_empty_review()

@@ -30,7 +30,7 @@ from ex2 import runtime
 
 ROOT = runtime.ROOT
 NB02 = QUESTIONS["q3b"]["notebook"]
-TIME_LIMIT = 10
+TIME_LIMIT = 5
 """Seconds (of CPU) per question in the class's run: the reference's questions need a few, an endless loop burns
 all of them."""
 WORK = Path("/run/idl-ex2-grader")

@@ -45,12 +45,12 @@ def test_gradescope_autograder_as_gradescope_runs_it(tmp_path, request, python_f
     allows: no namespaces, so the child runs as a separate user. From a readable source the grader refuses; from a
     source only root can read (as setup.sh leaves it) the reference's upload (a repository in a folder, notebooks
     flat) gets full marks in a results.json valid against Gradescope's schema, hidden-test messages visible after
-    the due date, notebook 02 executed as feedback; the release and a submission that loads the reference from the
-    autograder's folder get nothing, and the release's notebook 01, executed as feedback, stops at its first stub
-    (notebook 01: its first check cell comes sooner than notebook 02's)."""
+    the due date, notebook 01 executed as feedback, to the end; the release and a submission that loads the reference
+    from the autograder's folder get nothing, and the release's notebook 01, executed as feedback, stops at its first
+    stub."""
     import jsonschema
 
-    names = gradescope.make_autograder(tmp_path / "autograder.zip", notebooks="02")
+    names = gradescope.make_autograder(tmp_path / "autograder.zip", notebooks="01")
     assert {"setup.sh", "run_autograder", "requirements.txt", "grader/cases/__init__.py", "grader/child.py",
             "assignment/questions.py", "helpers.py"} <= set(names)
     assert "assignment/make_release.py" not in names and not any(n.startswith(("tests/", "tools/",
@@ -86,7 +86,7 @@ def test_gradescope_autograder_as_gradescope_runs_it(tmp_path, request, python_f
     assert all(t["visibility"] == "after_due_date" and t["status"] == "passed" for t in graded)
     assert sum(t["max_score"] for t in graded) == sum(FULL.values())
     assert any("graded by hand" in t["name"] for t in results["tests"] if t["max_score"] == 0)
-    (feedback,) = [t for t in results["tests"] if "02_architectures" in t["name"]]
+    (feedback,) = [t for t in results["tests"] if "01_derivatives" in t["name"]]
     assert feedback["status"] == "passed" and feedback["output"] == "ran to the end", feedback
     graded_as = json.loads((root / "results" / "grades" / "grades.json").read_text())["sandbox"]
     assert "separate unprivileged user" in graded_as, graded_as

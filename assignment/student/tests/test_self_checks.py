@@ -140,6 +140,10 @@ def test_pooling_padding_and_an_empty_review():
     assert torch.allclose(weights[0, :2], w), "weighted: the softmax runs over the real tokens only"
     assert torch.allclose(logit, torch.stack([(w * torch.tensor([1.0, 2.0])).sum(), torch.tensor(0.0)])), \
         "weighted: logit = Σ w_i s_i over the real tokens (0 for an empty review)"
+    leaf = out.clone().requires_grad_(True)
+    helpers.pool_token_scores(leaf, mask, weighted=True)[0].sum().backward()
+    assert torch.isfinite(leaf.grad).all(), \
+        "weighted: no NaN in the gradients either (a softmax over a row of -inf gives NaN in the backward pass)"
 
 
 def test_attention_rows_and_window():
