@@ -192,6 +192,15 @@ def show_attention(attention: np.ndarray, tokens: Sequence[str], ax=None, title:
     return ax
 
 
+def _labelled_bars(ax, tokens: list[str], values, color, fmt: str, ylim: tuple, ylabel: str) -> None:
+    """One bar per token with its value written on it (the values a reading of the figure quotes)."""
+    x = np.arange(len(tokens))
+    ax.bar_label(ax.bar(x, values, color=color), [fmt.format(v) for v in values], fontsize=7, padding=1)
+    ax.set_ylim(*ylim)
+    ax.set_ylabel(ylabel)
+    ax.set_xticks(x, tokens, rotation=55, ha="right")
+
+
 def show_reviews(model: nn.Module, texts: Sequence[str]):
     """One column per review: a token-score model's sub-scores, weights and attention; returns (fig, infos)."""
     import matplotlib.pyplot as plt
@@ -211,23 +220,14 @@ def show_reviews(model: nn.Module, texts: Sequence[str]):
     wmax = 1.3 * max(float(info["weights"].max()) for info in infos) if has_w else None
     amax = max(float(info["attention"].max()) for info in infos) if has_a else None  # one colour scale
     for col, info in enumerate(infos):
-        tokens, x = info["tokens"], np.arange(len(info["tokens"]))
-        ax = axes[0, col]
+        tokens = info["tokens"]
         scores = info["scores"]
-        bars = ax.bar(x, scores, color=np.where(scores >= 0, "tab:green", "tab:red"))
-        ax.bar_label(bars, [f"{v:+.1f}" for v in scores], fontsize=7, padding=1)  # the values a reading quotes
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.set_ylim(-limit, limit)
-        ax.set_ylabel("sub-score $s_i$")
-        ax.set_title(f"{name}: P(positive) = {info['prob']:.3f}  (logit {info['logit']:+.2f})", fontsize=10)
-        ax.set_xticks(x, tokens, rotation=55, ha="right")
+        _labelled_bars(axes[0, col], tokens, scores, np.where(scores >= 0, "tab:green", "tab:red"), "{:+.1f}",
+                       (-limit, limit), "sub-score $s_i$")
+        axes[0, col].axhline(0, color="grey", lw=0.8)
+        axes[0, col].set_title(f"{name}: P(positive) = {info['prob']:.3f}  (logit {info['logit']:+.2f})", fontsize=10)
         if has_w:
-            ax = axes[1, col]
-            bars = ax.bar(x, info["weights"], color="tab:blue")
-            ax.bar_label(bars, [f"{v:.2f}" for v in info["weights"]], fontsize=7, padding=1)
-            ax.set_ylim(0, wmax)
-            ax.set_ylabel("weight $w_i$")
-            ax.set_xticks(x, tokens, rotation=55, ha="right")
+            _labelled_bars(axes[1, col], tokens, info["weights"], "tab:blue", "{:.2f}", (0, wmax), "weight $w_i$")
         if has_a:
             show_attention(info["attention"], tokens, axes[-1, col], "attention $A_{ij}$ (each row sums to 1)",
                            vmax=amax)

@@ -31,7 +31,8 @@ def test_release_holds_no_solution_and_no_shortcut(release):
     code_regions = sum("".join(c["source"]).count(make_release.BEGIN) for c in cells if c["cell_type"] == "code")
     written = sum(c["cell_type"] == "markdown" for c in cells)
     assert code_regions >= 8 and written == len(WRITTEN)  # the notebook functions and the written answers
-    assert len(made["regions"]) == 6 + code_regions + written  # and 6 in ex2/layers.py: every region found and stubbed
+    layers = sum(len(spec["replace"]) for spec in QUESTIONS.values() if "replace" in spec)  # one per graded function
+    assert len(made["regions"]) == layers + code_regions + written  # every region found and stubbed
     text = {p: make_release.readable_text(p) for p in out.rglob("*") if p.is_file()}  # notebooks: cell sources
     released = "\n".join(text.values())
     for region in made["regions"]:
@@ -50,7 +51,8 @@ def test_release_holds_no_solution_and_no_shortcut(release):
     assert (out / "README.md").read_text().startswith("# Introduction to Deep Learning — exercise 2\n")
     stubs = [line for line in text[out / "ex2" / "layers.py"].splitlines()
              if line.strip() == "raise NotImplementedError()"]
-    assert len(stubs) == 6  # one per solution region of ex2/layers.py (a docstring that names the stub is not one)
+    graded = sum(len(spec["replace"]) for spec in QUESTIONS.values() if "replace" in spec)
+    assert len(stubs) == graded  # one per region of ex2/layers.py (a docstring that names the stub is not one)
     for nb in out.glob("notebooks/*.ipynb"):
         cells = json.loads(nb.read_text())["cells"]
         assert not any(c.get("outputs") for c in cells if c["cell_type"] == "code"), f"{nb.name} keeps outputs"
