@@ -4,8 +4,10 @@ that it applies whichever paths are given: a notebook run alone with `-n 2` stil
 import pytest
 
 SANDBOXED = ("tests/grader/",)
-"""Test folders whose tests share one sandbox user's processes (tests/grader/test_attacks.py checks that none
-survives its grading run), so they must not run at the same time on two workers."""
+"""Test folders whose tests run the grader and then check that no process of its sandbox users survived, so that
+two of them must not run at the same time on two workers. The tests of the class's run (the fixture graded_class)
+are the exception: that run takes sandbox users of its own (`--first-slot`) and checks only those, so they form a
+group of their own, which runs beside the other grader tests."""
 LONG_NOTEBOOKS = ("notebooks/03_", "notebooks/04_")
 """Notebooks whose smoke run trains models (a minute or more of CPU each); the other notebooks' checks are quick."""
 
@@ -19,7 +21,7 @@ def pytest_configure(config):
 
 
 def _weight(item) -> int:
-    """0: the sandboxed group (the longest), 1: a group that starts processes (a test marked slow, a notebook that
+    """0: the sandboxed groups (the longest), 1: a group that starts processes (a test marked slow, a notebook that
     trains), 2: the rest (unit tests: short, they fill the end of the run on both workers)."""
     path = item.nodeid.split("::", 1)[0]
     if path.startswith(SANDBOXED):
@@ -30,14 +32,17 @@ def _weight(item) -> int:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under `pytest -n 2 --dist loadgroup` (the README's test command) one worker runs each group: a test file
-    (a notebook's cells in order, a module's fixtures built once) or the sandboxed folders together. Without
-    pytest-xdist the marker is inert."""
+    (a notebook's cells in order, a module's fixtures built once), the class's run with the tests that read it, or
+    the other grader tests together. Without pytest-xdist the marker is inert."""
     group_of, weight = {}, {}
     for item in items:
         path = item.nodeid.split("::", 1)[0]
-        group = group_of[item] = "sandbox" if path.startswith(SANDBOXED) else path
+        group = path
+        if path.startswith(SANDBOXED):
+            group = "sandbox-class" if "graded_class" in getattr(item, "fixturenames", ()) else "sandbox"
+        group_of[item] = group
         item.add_marker(pytest.mark.xdist_group(group))
         weight[group] = min(weight.get(group, 2), _weight(item))
-    # the long groups are handed out first, the sandboxed one before all (a stable sort of whole groups: every group
+    # the long groups are handed out first, the two sandboxed ones before all (a stable sort of whole groups: every group
     # keeps its tests' order, a notebook its cells', and a group's weight is its heaviest test's)
     items.sort(key=lambda item: weight[group_of[item]])

@@ -61,12 +61,19 @@ def make_parser() -> argparse.ArgumentParser:
                         "tests' messages (hidden, after_due_date, after_published, visible)")
     parser.add_argument("--no-sandbox", action="store_true", help="run submission code WITHOUT a sandbox (trusted "
                         "code only; every report says so)")
+    parser.add_argument("--first-slot", type=int, default=0, metavar="N",
+                        help=f"the lowest sandbox user this grader takes (uid {sandbox.FIRST_UID} + N; 0 to "
+                             f"{sandbox.MAX_SLOTS - 1}): graders on one machine never share a user, and a range "
+                             f"of their own keeps their processes apart by uid")
     return parser
 
 
 def main(argv=None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    if not 0 <= args.first_slot < sandbox.MAX_SLOTS:
+        parser.error(f"--first-slot must be between 0 and {sandbox.MAX_SLOTS - 1}")
+    sandbox.first_slot(args.first_slot)
     try:
         sb = sandbox.find(unsafe=args.no_sandbox, prefer=args.sandbox)
     except sandbox.SandboxUnavailable as exc:

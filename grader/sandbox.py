@@ -141,6 +141,18 @@ class Sandbox:
         return subprocess.Popen(command, preexec_fn=self.limits.apply, start_new_session=True, **kwargs)
 
 
+def first_slot(slot: int | None = None) -> int:
+    """The lowest slot `reserve_slots` takes (`python -m grader --first-slot`); with an argument, set it first."""
+    if slot is not None:
+        if not 0 <= slot < MAX_SLOTS or _held:
+            raise ValueError(f"the first slot is 0 to {MAX_SLOTS - 1}, set before any slot is held")
+        _FIRST[0] = slot
+    return _FIRST[0]
+
+
+_FIRST = [0]
+
+
 def reserve_slots(n: int) -> list[int]:
     """`n` slots (sandbox users) that this process alone uses on this machine: two graders running at once (two
     terminals, a batch beside a test) never share a user, so one's clean-up (`kill_user`) never kills the other's
@@ -154,7 +166,7 @@ def reserve_slots(n: int) -> list[int]:
     info = folder.lstat()
     if info.st_uid != 0 or info.st_mode & 0o077 or folder.is_symlink():
         raise SandboxUnavailable(f"{folder} must be a folder only root can open (remove it and rerun)")
-    for slot in range(MAX_SLOTS):
+    for slot in range(first_slot(), MAX_SLOTS):
         if len(_held) >= n:
             break
         if slot in _held:
@@ -167,7 +179,8 @@ def reserve_slots(n: int) -> list[int]:
             continue
         _held[slot] = lock
     if len(_held) < n:
-        raise SandboxUnavailable(f"all {MAX_SLOTS} sandbox users are in use by other graders on this machine")
+        raise SandboxUnavailable(f"sandbox users {first_slot()} to {MAX_SLOTS - 1} are all in use by other graders on "
+                                 f"this machine")
     return sorted(_held)[:n]
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import nbformat
 from submissions import (
     CHEATS,
+    CLASS_FIRST_SLOT,
     NB01,
     NB03,
     npy_header,
@@ -27,12 +28,15 @@ from submissions import (
 from assignment import make_release
 from assignment.questions import QUESTIONS
 from ex2 import runtime
+from grader import sandbox
 
 ROOT = runtime.ROOT
 NB02 = QUESTIONS["q3b"]["notebook"]
 TIME_LIMIT = 5
 """Seconds (of CPU) per question in the class's run: the reference's questions need a few, an endless loop burns
 all of them."""
+CLASS_SLOTS = range(CLASS_FIRST_SLOT, sandbox.MAX_SLOTS)
+"""The sandbox users of the class's run: the checks after it look at these alone."""
 WORK = Path("/run/idl-ex2-grader")
 """Where the root grader keeps its work folders (grader/sandbox.py `work_base`)."""
 
@@ -261,10 +265,13 @@ def grade_class(tmp: Path) -> Graded:
     folders["correct_last"] = reference_with(tmp / "correct_last")
     before = {name: tree_digest(f) for name, f in folders.items() if name != "fifo"}
     out = tmp / "grades"
-    done = subprocess.run([sys.executable, "-m", "grader", *map(str, folders.values()), "--out", str(out),
-                           "--time-limit", str(TIME_LIMIT), "--notebooks", "none", "--jobs", "2"],
-                          cwd=ROOT, capture_output=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    left, work = sandbox_processes(), list(WORK.glob("grade-*/slot*")) if os.geteuid() == 0 else []
+    grader = subprocess.Popen([sys.executable, "-m", "grader", *map(str, folders.values()), "--out", str(out),
+                               "--time-limit", str(TIME_LIMIT), "--notebooks", "none", "--jobs", "2",
+                               "--first-slot", str(CLASS_FIRST_SLOT)],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, stderr = grader.communicate(timeout=900)
+    assert grader.returncode == 0, stderr[-3000:]
+    left = sandbox_processes(CLASS_SLOTS)
+    work = list(WORK.glob(f"grade-{grader.pid}-*/slot*")) if os.geteuid() == 0 else []
     grades = {name: json.loads((out / f.name / "grades.json").read_text()) for name, f in folders.items()}
     return Graded(grades, folders, out, before, left, work)

@@ -83,3 +83,18 @@ def test_two_graders_at_once_never_share_a_sandbox_user():
     again = subprocess.run([sys.executable, "-c", hold.replace("time.sleep(30)", "pass"), str(ROOT), "2"],
                            capture_output=True, text=True, timeout=60)
     assert taken & set(map(int, again.stdout.split())), "the users of a grader that ended are free again"
+
+
+def test_a_grader_takes_its_users_from_its_first_slot_and_refuses_one_out_of_range(tmp_path):
+    """`--first-slot N`: the slots (sandbox users) start at N, so two graders on one machine can keep their users
+    apart by range; a slot outside 0..MAX_SLOTS-1 is a one-line usage error."""
+    if os.geteuid() != 0:
+        pytest.skip("without root the slots only number the submissions")
+    hold = ("import sys; sys.path.insert(0, sys.argv[1]); from grader import sandbox\n"
+            "sandbox.first_slot(int(sys.argv[2])); print(*sandbox.reserve_slots(2), flush=True)\n")
+    got = subprocess.run([sys.executable, "-c", hold, str(ROOT), "300"], capture_output=True, text=True, timeout=60)
+    assert all(300 <= int(slot) < sandbox.MAX_SLOTS for slot in got.stdout.split()) and len(got.stdout.split()) == 2
+    refused = subprocess.run([sys.executable, "-m", "grader", str(tmp_path), "--out", str(tmp_path / "out"),
+                              "--first-slot", str(sandbox.MAX_SLOTS)], cwd=ROOT, capture_output=True, text=True,
+                             timeout=60)
+    assert refused.returncode == 2 and "--first-slot must be between 0 and" in refused.stderr, refused.stderr

@@ -9,7 +9,7 @@ that question is lost, no other. They are graded in one run with test_attacks.py
 import csv
 
 import pytest
-from graded_class import BROKEN, MUTANTS, RESOURCE_ATTACKS
+from graded_class import BROKEN, CLASS_SLOTS, MUTANTS, RESOURCE_ATTACKS
 from submissions import CHEATS, FULL, lost, sandbox_processes, tree_digest
 
 from assignment.questions import QUESTIONS
@@ -93,4 +93,4 @@ def test_the_machine_and_the_submissions_are_unharmed(graded_class):
     before, folders = graded_class.before, graded_class.folders
     assert {name: tree_digest(folders[name]) for name in before} == before, "the grader changed a submission"
     assert not graded_class.processes_left, "a process of a sandbox user survived its grading"
-    assert not sandbox_processes()
+    assert not sandbox_processes(CLASS_SLOTS)
