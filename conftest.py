@@ -43,6 +43,6 @@ def pytest_collection_modifyitems(config, items):
         group_of[item] = group
         item.add_marker(pytest.mark.xdist_group(group))
         weight[group] = min(weight.get(group, 2), _weight(item))
-    # the long groups are handed out first, the two sandboxed ones before all (a stable sort of whole groups: every group
-    # keeps its tests' order, a notebook its cells', and a group's weight is its heaviest test's)
+    # the long groups are handed out first, the two sandboxed ones before all (a stable sort of whole groups: every
+    # group keeps its tests' order, a notebook its cells', and a group's weight is its heaviest test's)
     items.sort(key=lambda item: weight[group_of[item]])

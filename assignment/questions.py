@@ -50,8 +50,8 @@ WRITTEN.update({  # notebook 03
                      'its dependence on the last words, for the RNN with frozen vectors and for the GRU (frozen and '
                      'trainable), and what in the backward pass of section 2 explains the difference?'),
         "criteria": [
-            ('the ratio t=100 / t=1 from your printout for the frozen RNN and the two GRUs, and which curve falls '
-             'most', 1),
+            ('the ratio t=100 / t=1 from your printout for the frozen RNN and the two GRUs, and which model depends '
+             'least on the first words relative to the last', 1),
             ("the mechanism, from section 2's backward pass", 1),
         ],
     },

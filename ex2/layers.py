@@ -236,8 +236,9 @@ def run_cell(cell: RNNCell, x: torch.Tensor, mask: torch.Tensor | None = None, h
 
 @exercise("pool_token_scores (the SUM and WEIGHTED logits)", "notebook 04, section 1")
 def pool_token_scores(out: torch.Tensor, mask: torch.Tensor, weighted: bool):
-    """The review's logit from the token outputs (B, T, 1 or 2): Σ s_i (sum) or Σ w_i s_i with
-    w = softmax(a) over the real tokens (weighted); mask (B, T) is True at real tokens. Returns (logit (B,), s (B, T),
+    """The review's logit from the token outputs (B, T, 1 or 2), channel 0 the sub-scores s and channel 1 (weighted
+    only) the weight logits a: Σ s_i (sum) or Σ w_i s_i with w = softmax(a) over the real tokens (weighted); mask
+    (B, T) is True at real tokens. Returns (logit (B,), s (B, T),
     w (B, T) for weighted, None for sum); padding gets s = w = 0, and a review with no real token all-zero w, with
     no NaN in the values or their gradients (a softmax over all −∞ is NaN). Shown in notebook 04, section 1."""
     ### BEGIN SOLUTION

@@ -30,7 +30,7 @@ RUN_MODES = {
                "full training split, a few epochs: STUDENT_EPOCHS), each kept in data/student-run/",
     "full": "every run behind a notebook's tables, with the seeds each prints (three or five) and the full recipes "
             "(hours on a CPU), into data/retrain/",
-    "smoke": "for maintainers: the test command's quick check, 500 reviews per split, one epoch, nothing kept",
+    "smoke": "for maintainers: the test command's quick check, 250 reviews per split, one epoch, nothing kept",
     "course": "for maintainers: the answer key loads its committed run records and checkpoints (checkpoints/)",
 }
 """The values of $RUN_MODE, the one knob of notebooks 03 and 04 (`RunMode`). A student chooses between "student"
@@ -42,7 +42,7 @@ class RunMode:
     """How notebooks 03 and 04 get their models, read once from $RUN_MODE (`RunMode.from_environment()`): in the
     student release, "student" (the default) or "full" (see RUN_MODES).
 
-    `name` is one of RUN_MODES; `quick` is the test command's check ("smoke": 500 reviews per split, one epoch);
+    `name` is one of RUN_MODES; `quick` is the test command's check ("smoke": 250 reviews per split, one epoch);
     `recompute` says a notebook reruns its whole plan instead of loading records ("full", and "smoke" with its thinned
     plan); `results` is the folder its runs are read from and written to."""
 

@@ -463,7 +463,7 @@ def _notebook_run(sb: sandbox.Sandbox, submission: Path, name: str, workdir: Pat
 def run_notebook(sb: sandbox.Sandbox, submission: Path, name: str, workdir: Path, slot: int = 0,
                  limit: float = NOTEBOOK_LIMIT) -> dict:
     """Execute one of the submission's notebooks in the sandbox, on a copy of the submission (no committed results,
-    SMOKE_TEST=1: a 500-review subset) and say whether it ran, or where it stopped."""
+    SMOKE_TEST=1: a 250-review subset) and say whether it ran, or where it stopped."""
     if not inside(submission / "notebooks" / name, submission):
         return {"status": "missing", "message": f"no notebooks/{name}", "seconds": 0.0}
     env, read_only, work, scratch, home = _notebook_run(sb, submission, name, workdir, slot)
