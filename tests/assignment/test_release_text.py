@@ -193,6 +193,7 @@ def test_the_q3b_check_compares_values(scale, fails):
         torch.set_default_dtype(dtype)
 
 
+@pytest.mark.slow  # runs pytest in the release
 def test_the_release_has_one_pytest_configuration(release):
     """The student's pytest.ini is the release's only pytest configuration (pytest would otherwise print "ignoring
     pytest config in pyproject.toml!"), and it names nothing the release leaves out."""

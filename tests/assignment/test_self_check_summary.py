@@ -74,6 +74,7 @@ def test_every_self_check_belongs_to_a_part_and_every_part_has_one():
     assert set(owners.values()) == set(summary.PARTS), "a part without a self-check"
 
 
+@pytest.mark.slow  # runs the student's self-checks in a pytest process of their own
 def test_the_self_checks_pass_on_the_reference():
     done = subprocess.run([sys.executable, "-m", "pytest", "-q"], cwd=STUDENT, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})

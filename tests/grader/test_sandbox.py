@@ -64,6 +64,7 @@ def test_without_a_sandbox_the_grader_refuses_and_names_the_fix(tmp_path):
     assert not (tmp_path / "g").exists()
 
 
+@pytest.mark.slow  # starts graders' processes that hold sandbox users
 @pytest.mark.skipif(os.geteuid() != 0,
                     reason="sandbox users are reserved as root only (otherwise the child is the caller)")
 def test_two_graders_at_once_never_share_a_sandbox_user():
@@ -85,6 +86,7 @@ def test_two_graders_at_once_never_share_a_sandbox_user():
     assert taken & set(map(int, again.stdout.split())), "the users of a grader that ended are free again"
 
 
+@pytest.mark.slow  # starts a grader
 def test_a_grader_takes_its_users_from_its_first_slot_and_refuses_one_out_of_range(tmp_path):
     """`--first-slot N`: the slots (sandbox users) start at N, so two graders on one machine can keep their users
     apart by range; a slot outside 0..MAX_SLOTS-1 is a one-line usage error."""
