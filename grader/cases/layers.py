@@ -126,6 +126,14 @@ def _checkpoint_case(ref):
     return request, check
 
 
+def warm_cache() -> None:
+    """Tokenize, once, the test reviews the committed GRU's case needs (into data/cache/): the Gradescope autograder's
+    setup.sh runs it when the image is built, so that no submission's run pays the seconds it takes."""
+    path = ROOT / "checkpoints" / "gru.pt"
+    if path.is_file():
+        _test_subset(load_checkpoint(path).info)
+
+
 def _test_subset(info):
     """(ids, lengths, labels) of load_imdb(subset=1000)'s test reviews, kept in the data cache as plain arrays (the
     whole tokenized corpus takes seconds to read; the grader needs these 1,000 rows)."""
