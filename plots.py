@@ -222,7 +222,7 @@ def show_reviews(model: nn.Module, texts: Sequence[str]):
     for col, info in enumerate(infos):
         tokens = info["tokens"]
         scores = info["scores"]
-        _labelled_bars(axes[0, col], tokens, scores, np.where(scores >= 0, "tab:green", "tab:red"), "{:+.1f}",
+        _labelled_bars(axes[0, col], tokens, scores, np.where(scores >= 0, "tab:green", "tab:red"), "{:+.2g}",
                        (-limit, limit), "sub-score $s_i$")
         axes[0, col].axhline(0, color="grey", lw=0.8)
         axes[0, col].set_title(f"{name}: P(positive) = {info['prob']:.3f}  (logit {info['logit']:+.2f})", fontsize=10)

@@ -238,9 +238,9 @@ def run_cell(cell: RNNCell, x: torch.Tensor, mask: torch.Tensor | None = None, h
 def pool_token_scores(out: torch.Tensor, mask: torch.Tensor, weighted: bool):
     """The review's logit from the token outputs (B, T, 1 or 2), channel 0 the sub-scores s and channel 1 (weighted
     only) the weight logits a: Σ s_i (sum) or Σ w_i s_i with w = softmax(a) over the real tokens (weighted); mask
-    (B, T) is True at real tokens. Returns (logit (B,), s (B, T),
-    w (B, T) for weighted, None for sum); padding gets s = w = 0, and a review with no real token all-zero w, with
-    no NaN in the values or their gradients (a softmax over all −∞ is NaN). Shown in notebook 04, section 1."""
+    (B, T) is True at real tokens. Returns (logit (B,), s (B, T), w (B, T) for weighted, None for sum); padding gets
+    s = w = 0, and a review with no real token all-zero w, with no NaN in the values or their gradients (a softmax
+    over all −∞ is NaN). Shown in notebook 04, section 1."""
     ### BEGIN SOLUTION
     scores = out[..., 0].masked_fill(~mask, 0.0)
     if not weighted:

@@ -71,9 +71,10 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
-    if not 0 <= args.first_slot < sandbox.MAX_SLOTS:
-        parser.error(f"--first-slot must be between 0 and {sandbox.MAX_SLOTS - 1}")
-    sandbox.first_slot(args.first_slot)
+    try:
+        sandbox.first_slot(args.first_slot)
+    except ValueError as exc:
+        parser.error(f"--first-slot {args.first_slot}: {exc}")
     try:
         sb = sandbox.find(unsafe=args.no_sandbox, prefer=args.sandbox)
     except sandbox.SandboxUnavailable as exc:

@@ -41,6 +41,7 @@ FIRST_UID = 61000
 MAX_SLOTS = 512
 """Sandbox users available on one machine, for all the graders running on it together."""
 _held: dict[int, object] = {}  # slot -> its open lock file, held until this process ends
+_FIRST = [0]  # the lowest slot reserve_slots takes (first_slot)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,12 +146,9 @@ def first_slot(slot: int | None = None) -> int:
     """The lowest slot `reserve_slots` takes (`python -m grader --first-slot`); with an argument, set it first."""
     if slot is not None:
         if not 0 <= slot < MAX_SLOTS or _held:
-            raise ValueError(f"the first slot is 0 to {MAX_SLOTS - 1}, set before any slot is held")
+            raise ValueError(f"it is 0 to {MAX_SLOTS - 1}, set before any slot is held")
         _FIRST[0] = slot
     return _FIRST[0]
-
-
-_FIRST = [0]
 
 
 def reserve_slots(n: int) -> list[int]:

@@ -185,7 +185,7 @@ def case_bptt(gen, ref, source=None):
         blocks = 3 if kind == "gru" else 1
         for d_in, hidden in SIZES:
             if kind == "rnn":  # one step of the RNN's update_backward (the GRU's is given code), against autograd
-                calls.append(_one_step(gen, name, update, blocks, hidden, kind, checks))
+                calls.append(_rnn_step(gen, hidden, checks))
             # a whole sequence: RecurrentBPTT.backward on the grader's forward pass, against autograd
             calls.append(_sequence(gen, kind, name, update, d_in, hidden, blocks, checks))
     request = compare.layers_request("bptt", calls)
@@ -196,17 +196,14 @@ def case_bptt(gen, ref, source=None):
     return request, check
 
 
-def _one_step(gen, name, update, blocks, hidden, kind, checks) -> dict:
-    """One step of `update_backward`, with the cache `update`'s docstring names."""
-    x_proj = compare.rand(gen, 4, blocks * hidden).requires_grad_()
-    gh = compare.rand(gen, 4, blocks * hidden).requires_grad_()
-    h, dh_new = compare.rand(gen, 4, hidden).requires_grad_(), compare.rand(gen, 4, hidden)
-    h_new, cache = update(x_proj, gh, h)
-    grads = torch.autograd.grad(h_new, [x_proj, gh, h], dh_new, allow_unused=True)
-    want = [torch.zeros_like(t) if g is None else g  # the RNN's h reaches h' through gh only
-            for t, g in zip((x_proj, gh, h), grads)]
-    checks.append(functools.partial(_check_update_backward, f"{name}.update_backward (hidden {hidden})", want, kind))
-    return compare.call(f"{name}.update_backward", dh_new, h.detach(), _detach(cache))
+def _rnn_step(gen, hidden, checks) -> dict:
+    """One step of `RNNCell.update_backward`, with the cache `update`'s docstring names (h')."""
+    x_proj, gh = compare.rand(gen, 4, hidden).requires_grad_(), compare.rand(gen, 4, hidden).requires_grad_()
+    h, dh_new = compare.rand(gen, 4, hidden), compare.rand(gen, 4, hidden)
+    h_new, cache = _rnn_update(x_proj, gh, h)
+    want = torch.autograd.grad(h_new, [x_proj, gh], dh_new)
+    checks.append(functools.partial(_check_update_backward, f"RNNCell.update_backward (hidden {hidden})", want))
+    return compare.call("RNNCell.update_backward", dh_new, h, _detach(cache))
 
 
 def _detach(tree):
@@ -215,13 +212,12 @@ def _detach(tree):
     return [_detach(t) for t in tree]
 
 
-def _check_update_backward(what, want, kind, got):
+def _check_update_backward(what, want, got):
     got = compare.items(what, got, 3)
     compare.close(f"{what}: ∂L/∂x_proj", got[0], want[0])
     compare.close(f"{what}: ∂L/∂gh", got[1], want[1])
-    bypass = _bypass(f"{what}: the bypass", got[2], want[2].shape) if kind == "rnn" else got[2]
-    compare.close(f"{what}: the part of ∂L/∂h that bypasses gh", bypass,
-                  want[2] if kind == "gru" else torch.zeros_like(want[2]))
+    bypass = _bypass(f"{what}: the bypass", got[2], want[0].shape)  # the RNN's h reaches h' through gh only
+    compare.close(f"{what}: the part of ∂L/∂h that bypasses gh", bypass, torch.zeros_like(want[0]))
 
 
 def _sequence(gen, kind, name, update, d_in, hidden, blocks, checks) -> dict:
